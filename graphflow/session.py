@@ -1,0 +1,333 @@
+"""Session: validates feeds, prunes the graph to what the fetches need, runs it.
+
+A plan (the ops a set of fetches needs, given a set of feeds) is built once
+per (fetches, feeds) and reused, so a training loop compiles once. Variable
+values live in the Session: two Sessions on one graph never share state.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import reference
+from .errors import DeviceError, FeedError, GraphflowError
+from .graph import Graph, Operation, Tensor, get_default_graph
+
+DEVICES = ("cuda", "cpu", "reference")
+GROWTH_WARNING_RUNS = 5  # consecutive runs that each added ops before we warn
+
+
+class GraphGrowthWarning(UserWarning):
+    """The graph grew between Session.run calls: ops are being built inside a loop."""
+
+
+def resolve_device(device: str | None) -> str:
+    """The device name: the argument, else $GRAPHFLOW_DEVICE, else the best available."""
+    name = device or os.environ.get("GRAPHFLOW_DEVICE") or "reference"
+    if name not in DEVICES:
+        raise DeviceError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
+    if name != "reference":
+        raise DeviceError(
+            f"device {name!r} needs the code generator, which has not landed yet; "
+            "use device='reference' (the numpy interpreter) for now")
+    return name
+
+
+# ---- fetch structures ----------------------------------------------------------
+def _flatten(fetches, graph: Graph, out: list) -> Any:
+    """Collect leaf fetches into `out`; return a template to rebuild the structure."""
+    if isinstance(fetches, dict):
+        return type(fetches), [(k, _flatten(v, graph, out)) for k, v in fetches.items()]
+    if isinstance(fetches, list | tuple):
+        return type(fetches), [_flatten(v, graph, out) for v in fetches]
+    out.append(_resolve_fetch(fetches, graph))
+    return len(out) - 1
+
+
+def _rebuild(template, values: list) -> Any:
+    if isinstance(template, int):
+        return values[template]
+    kind, items = template
+    if kind is dict or issubclass(kind, dict):
+        return kind((k, _rebuild(v, values)) for k, v in items)
+    built = [_rebuild(v, values) for v in items]
+    if hasattr(kind, "_fields"):  # namedtuple
+        return kind(*built)
+    return kind(built)
+
+
+def _resolve_fetch(item, graph: Graph) -> Tensor | Operation:
+    if isinstance(item, str):
+        try:
+            return graph.get_tensor_by_name(item) if ":" in item else \
+                graph.get_operation_by_name(item)
+        except KeyError as e:
+            raise GraphflowError(f"cannot fetch {item!r}: {e.args[0]}") from None
+    if isinstance(item, Tensor | Operation):
+        if item.graph is not graph:
+            raise GraphflowError(f"cannot fetch {item.name}: it belongs to another graph than "
+                                 "this Session's")
+        return item
+    raise TypeError(f"cannot fetch {item!r}: fetches are Tensors, Operations, their names, "
+                    "or lists/tuples/dicts of them")
+
+
+# ---- feeds ------------------------------------------------------------------------
+def _resolve_feed_key(key, graph: Graph) -> Tensor:
+    if isinstance(key, str):
+        try:
+            return graph.get_tensor_by_name(key if ":" in key else key + ":0")
+        except KeyError:
+            raise FeedError(f"feed_dict key {key!r} names no tensor in this graph") from None
+    if not isinstance(key, Tensor):
+        raise FeedError(f"feed_dict key {key!r} is not a tensor (feed placeholders, e.g. "
+                        "{x: batch})")
+    if key.graph is not graph:
+        raise FeedError(f"feed_dict key {key.name} (defined at {key.op.site}) belongs to another "
+                        "graph than this Session's")
+    return key
+
+
+def _what(t: Tensor) -> str:
+    kind = "placeholder" if t.op.type == "Placeholder" else "tensor"
+    return f"{kind} '{t.op.name}' (defined at {t.op.site})"
+
+
+def convert_feed(t: Tensor, value) -> np.ndarray:
+    """Check a fed value against its tensor's dtype and static shape; numpy 'same_kind'."""
+    if isinstance(value, Tensor):
+        raise FeedError(f"feed for {_what(t)} is the symbolic tensor {value.name}; feed numpy "
+                        "values (run the tensor first if you need its value)")
+    try:
+        arr = np.asarray(value)
+    except ValueError as e:
+        raise FeedError(f"feed for {_what(t)} is not a rectangular array: {e}") from None
+    target = t.dtype.np
+    if arr.dtype.kind not in "biuf" or not (
+            arr.dtype == target or np.can_cast(arr.dtype, target, "same_kind")):
+        raise FeedError(f"feed for {_what(t)} has dtype {arr.dtype} but it expects "
+                        f"{t.dtype.name} (conversions must keep the kind: float64 -> float32 and "
+                        "int -> float are fine, float -> int is not)")
+    shape = tuple(t.shape)
+    if arr.ndim != len(shape) or any(d is not None and d != n for d, n in zip(shape, arr.shape)):
+        expected = "[" + ", ".join("None" if d is None else str(d) for d in shape) + "]"
+        raise FeedError(f"feed for {_what(t)} has shape {list(arr.shape)} but it expects "
+                        f"{expected}")
+    converted = np.ascontiguousarray(arr, dtype=target)
+    if arr.dtype.kind in "iu" and t.dtype.is_integer and not np.array_equal(converted, arr):
+        raise FeedError(f"feed for {_what(t)} has values that do not fit in {t.dtype.name}")
+    return converted
+
+
+@dataclass
+class Plan:
+    """The compiled form of one (fetches, feeds) pair."""
+    fetches: list
+    feeds: tuple
+    order: list
+    stats: dict = field(default_factory=dict)
+
+
+class Session:
+    """Runs graphs. `device`: 'cuda' | 'cpu' | 'reference' (see resolve_device)."""
+
+    def __init__(self, graph: Graph | None = None, device: str | None = None,
+                 optimize: bool = True) -> None:
+        self.graph = graph or get_default_graph()
+        self.device = resolve_device(device)
+        self.optimize = optimize
+        self._values: dict[Operation, np.ndarray] = {}
+        self._streams: dict[Operation, int] = {}
+        self._plans: dict[tuple, Plan] = {}
+        self.compile_count = 0
+        self._closed = False
+        self._last_version: int | None = None
+        self._growth_streak = 0
+        self._warned_growth = False
+
+    # ---- running ----------------------------------------------------------------
+    def run(self, fetches, feed_dict: dict | None = None, options=None, run_metadata=None):
+        """Evaluate fetches (nested lists/tuples/dicts of Tensors/Operations) and apply updates."""
+        self._check_open()
+        self._watch_growth()
+        leaves: list = []
+        template = _flatten(fetches, self.graph, leaves)
+        feeds = {}
+        for key, value in (feed_dict or {}).items():
+            t = _resolve_feed_key(key, self.graph)
+            feeds[t] = convert_feed(t, value)
+        plan = self._plan(leaves, tuple(sorted(feeds, key=lambda t: t.op.id)))
+        return _rebuild(template, self._execute(plan, feeds))
+
+    def make_callable(self, fetches, feed_list=None) -> Compiled:
+        """Compile once; call the result with feed values in `feed_list` order."""
+        self._check_open()
+        leaves: list = []
+        template = _flatten(fetches, self.graph, leaves)
+        feed_list = [_resolve_feed_key(k, self.graph) for k in (feed_list or [])]
+        if len(set(feed_list)) != len(feed_list):
+            raise FeedError("feed_list names the same tensor twice")
+        plan = self._plan(leaves, tuple(sorted(feed_list, key=lambda t: t.op.id)))
+        return Compiled(self, plan, template, feed_list)
+
+    def _plan(self, leaves: list, feeds: tuple) -> Plan:
+        key = (tuple(id(x) for x in leaves), tuple(id(t) for t in feeds))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._build_plan(leaves, feeds)
+            self._plans[key] = plan
+            self.compile_count += 1
+        return plan
+
+    def _build_plan(self, leaves: list, feeds: tuple) -> Plan:
+        targets = [x.op if isinstance(x, Tensor) else x for x in leaves]
+        fed_ops = {t.op for t in feeds}
+        needed, stack = set(), list(targets)
+        while stack:  # walk up from the fetches, stopping at fed tensors
+            op = stack.pop()
+            if op in needed:
+                continue
+            needed.add(op)
+            if op in fed_ops and op not in targets:
+                continue
+            stack.extend(t.op for t in op.inputs if t not in feeds)
+            stack.extend(op.control_inputs)
+        order = sorted(needed, key=lambda o: o.id)
+        for op in order:
+            if op.type == "Placeholder" and op.outputs[0] not in feeds:
+                users = [x.name for x in leaves]
+                raise FeedError(f"placeholder '{op.name}' (defined at {op.site}) must be fed: "
+                                f"fetching {', '.join(users)} needs it; add it to feed_dict "
+                                f"with shape {list(op.outputs[0].shape)} and dtype "
+                                f"{op.outputs[0].dtype.name}")
+        return Plan(list(leaves), feeds, order)
+
+    def _execute(self, plan: Plan, feeds: dict) -> list:
+        fetch_ops = {x.op if isinstance(x, Tensor) else x for x in plan.fetches}
+        values, updates, stats = reference.execute(self, plan.order, feeds, fetch_ops)
+        self._values.update(updates)
+        plan.stats = stats
+        return [values[x] if isinstance(x, Tensor) else None for x in plan.fetches]
+
+    def _watch_growth(self) -> None:
+        version = self.graph.version
+        if self._last_version is not None and version > self._last_version:
+            self._growth_streak += 1
+            if self._growth_streak >= GROWTH_WARNING_RUNS and not self._warned_growth:
+                self._warned_growth = True
+                warnings.warn(
+                    f"the graph grew between each of the last {self._growth_streak} Session.run "
+                    f"calls (now {version} ops): ops are probably being created inside the "
+                    "training loop. Build every op once before the loop, and call "
+                    "graph.finalize() to make this an error.", GraphGrowthWarning, stacklevel=3)
+        else:
+            self._growth_streak = 0
+        self._last_version = version
+
+    # ---- variable state -----------------------------------------------------------
+    def _read_variable_op(self, op: Operation) -> np.ndarray:
+        value = self._values.get(op)
+        if value is None:
+            raise GraphflowError(f"variable '{op.name}' (defined at {op.site}) is read before it "
+                                 "is initialized: run gf.global_variables_initializer() first "
+                                 "(or restore it with a Saver)")
+        return value
+
+    def variable_value(self, var: Tensor) -> np.ndarray:
+        return self._read_variable_op(var.op).copy()
+
+    def set_variable(self, var: Tensor, value) -> None:
+        arr = convert_feed(var, value)
+        self._values[var.op] = arr
+
+    def set_variables(self, assignments: dict) -> None:
+        """Set several variables at once: all are checked before any changes."""
+        converted = {v: convert_feed(v, value) for v, value in assignments.items()}
+        for v, arr in converted.items():
+            self._values[v.op] = arr
+
+    # ---- lifecycle -----------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise GraphflowError("this Session is closed")
+
+    def close(self) -> None:
+        self._closed = True
+        self._values.clear()
+        self._plans.clear()
+
+    @contextlib.contextmanager
+    def as_default(self):
+        _session_stack().append(self)
+        try:
+            yield self
+        finally:
+            _session_stack().pop()
+
+    def __enter__(self) -> Session:
+        _session_stack().append(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _session_stack().pop()
+        self.close()
+
+
+class Compiled:
+    """A callable compiled plan: `compiled(*feed_values)` returns the fetches."""
+
+    def __init__(self, session: Session, plan: Plan, template, feed_list: list[Tensor]) -> None:
+        self._session, self._plan, self._template = session, plan, template
+        self.feed_list = feed_list
+
+    def __call__(self, *feed_values):
+        if len(feed_values) != len(self.feed_list):
+            raise FeedError(f"this callable takes {len(self.feed_list)} feed values "
+                            f"({', '.join(t.name for t in self.feed_list)}), got {len(feed_values)}")
+        self._session._check_open()
+        feeds = {t: convert_feed(t, v) for t, v in zip(self.feed_list, feed_values)}
+        return _rebuild(self._template, self._session._execute(self._plan, feeds))
+
+    @property
+    def source(self) -> str | None:
+        """The generated CUDA C; None on the 'reference' device, which generates none."""
+        return None
+
+    @property
+    def kernels(self) -> list:
+        return []
+
+    def dump(self, directory: str) -> None:
+        raise DeviceError("the 'reference' device generates no kernels to dump; use "
+                          "device='cpu' or 'cuda'")
+
+    @property
+    def stats(self) -> dict:
+        """Counts from the last call: kernels, launches, bytes_moved, flops, peak_memory_bytes."""
+        last = self._plan.stats
+        return {"kernels": 0, "launches": 0, "ops": last.get("ops", 0),
+                "bytes_moved": last.get("bytes_moved", 0), "flops": last.get("flops", 0),
+                "peak_memory_bytes": last.get("peak_memory_bytes", 0)}
+
+
+_sessions = threading.local()
+
+
+def _session_stack() -> list:
+    if not hasattr(_sessions, "stack"):
+        _sessions.stack = []
+    return _sessions.stack
+
+
+def get_default_session() -> Session:
+    stack = _session_stack()
+    if not stack:
+        raise GraphflowError("no default session: use `with gf.Session() as sess:` or pass "
+                             "session=")
+    return stack[-1]
