@@ -10,22 +10,89 @@ from . import errors, initializers, nn, train
 from .autodiff import add_n, gradients
 from .clip import clip_by_global_norm, global_norm
 from .dtypes import DType, as_dtype, bool_, float16, float32, float64, int32, int64
-from .graph import (Graph, Operation, Tensor, TensorShape, control_dependencies,
-                    get_default_graph, name_scope, reset_default_graph)
-from .ops.array import (broadcast_to, concat, cumsum, expand_dims, gather, one_hot, reshape,
-                        squeeze, stack, strided_slice, transpose)
-from .ops.core import (cast, constant, fill_like, group, identity, no_op, ones, ones_like,
-                       placeholder, stop_gradient, zeros, zeros_like)
-from .ops.elementwise import (abs, add, cos, divide, equal, erf, exp, floordiv, greater,
-                              greater_equal, less, less_equal, log, logical_and, logical_or,
-                              maximum, minimum, multiply, negative, not_equal, pow, rsqrt,
-                              sigmoid, sign, sin, sqrt, square, subtract, tanh, where)
+from .graph import (
+                    Graph,
+                    Operation,
+                    Tensor,
+                    TensorShape,
+                    control_dependencies,
+                    get_default_graph,
+                    name_scope,
+                    reset_default_graph,
+)
+from .ops.array import (
+                    broadcast_to,
+                    concat,
+                    cumsum,
+                    expand_dims,
+                    gather,
+                    one_hot,
+                    reshape,
+                    squeeze,
+                    stack,
+                    strided_slice,
+                    transpose,
+)
+from .ops.core import (
+                    cast,
+                    constant,
+                    fill_like,
+                    group,
+                    identity,
+                    no_op,
+                    ones,
+                    ones_like,
+                    placeholder,
+                    stop_gradient,
+                    zeros,
+                    zeros_like,
+)
+from .ops.elementwise import (
+                    abs,
+                    add,
+                    cos,
+                    divide,
+                    equal,
+                    erf,
+                    exp,
+                    floordiv,
+                    greater,
+                    greater_equal,
+                    less,
+                    less_equal,
+                    log,
+                    logical_and,
+                    logical_or,
+                    maximum,
+                    minimum,
+                    multiply,
+                    negative,
+                    not_equal,
+                    pow,
+                    rsqrt,
+                    sigmoid,
+                    sign,
+                    sin,
+                    sqrt,
+                    square,
+                    subtract,
+                    tanh,
+                    where,
+)
 from .ops.linalg import matmul
 from .ops.random import random_normal, random_uniform, truncated_normal
 from .ops.reduction import argmax, argmin, reduce_max, reduce_mean, reduce_min, reduce_sum
 from .session import Compiled, Session, get_default_session
-from .variables import (Variable, assign, assign_add, assign_sub, global_variables,
-                        global_variables_initializer, trainable_variables, variables_initializer)
+from .variables import (
+                    Variable,
+                    assign,
+                    assign_add,
+                    assign_sub,
+                    global_variables,
+                    global_variables_initializer,
+                    trainable_variables,
+                    variables_initializer,
+)
 
 __version__ = "0.1.0"
 

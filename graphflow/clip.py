@@ -1,11 +1,11 @@
 """Gradient clipping (TF1's clip_by_global_norm)."""
 from __future__ import annotations
 
+from .autodiff import add_n
 from .graph import Tensor
 from .ops.core import as_tensor
 from .ops.elementwise import maximum, sqrt
 from .ops.reduction import reduce_sum
-from .autodiff import add_n
 
 
 def global_norm(tensors) -> Tensor:

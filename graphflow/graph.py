@@ -9,7 +9,7 @@ import contextlib
 import os
 import sys
 import threading
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import networkx as nx
 

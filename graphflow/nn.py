@@ -5,8 +5,16 @@ from .graph import Tensor
 from .ops.array import gather
 from .ops.core import as_tensor, zeros_like
 from .ops.elementwise import gelu, relu, sigmoid, silu, softplus, tanh, where
-from .ops.nn import (avg_pool2d, conv2d, layer_norm, log_softmax, max_pool2d, softmax,
-                     softmax_cross_entropy_with_logits, sparse_softmax_cross_entropy_with_logits)
+from .ops.nn import (
+    avg_pool2d,
+    conv2d,
+    layer_norm,
+    log_softmax,
+    max_pool2d,
+    softmax,
+    softmax_cross_entropy_with_logits,
+    sparse_softmax_cross_entropy_with_logits,
+)
 from .ops.random import random_uniform_like
 
 __all__ = ["relu", "gelu", "silu", "softplus", "sigmoid", "tanh", "softmax", "log_softmax",

@@ -119,7 +119,7 @@ def convert_feed(t: Tensor, value) -> np.ndarray:
         expected = "[" + ", ".join("None" if d is None else str(d) for d in shape) + "]"
         raise FeedError(f"feed for {_what(t)} has shape {list(arr.shape)} but it expects "
                         f"{expected}")
-    converted = np.ascontiguousarray(arr, dtype=target)
+    converted = np.asarray(arr, dtype=target, order="C")
     if arr.dtype.kind in "iu" and t.dtype.is_integer and not np.array_equal(converted, arr):
         raise FeedError(f"feed for {_what(t)} has values that do not fit in {t.dtype.name}")
     return converted
@@ -243,12 +243,11 @@ class Session:
         return self._read_variable_op(var.op).copy()
 
     def set_variable(self, var: Tensor, value) -> None:
-        arr = convert_feed(var, value)
-        self._values[var.op] = arr
+        self.set_variables({var: value})
 
     def set_variables(self, assignments: dict) -> None:
         """Set several variables at once: all are checked before any changes."""
-        converted = {v: convert_feed(v, value) for v, value in assignments.items()}
+        converted = {v: convert_feed(v, value).copy() for v, value in assignments.items()}
         for v, arr in converted.items():
             self._values[v.op] = arr
 

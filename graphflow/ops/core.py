@@ -119,7 +119,7 @@ def constant(value, dtype=None, name: str | None = None, shape=None) -> Tensor:
         except ValueError:
             raise ShapeError(f"constant: value of shape {arr.shape} cannot fill shape {list(shape)}") \
                 from None
-    arr = np.ascontiguousarray(arr)
+    arr = np.array(arr, order="C")
     arr.flags.writeable = False
     return make("Const", [], {"value": arr}, name or "Const")
 
