@@ -19,8 +19,10 @@ def _add_n_infer(specs):
     first = specs[0]
     shape = list(first.shape)
     for s in specs[1:]:
-        if s.dtype is not first.dtype or len(s.shape) != len(shape):
-            raise ShapeError("add_n inputs must share dtype and rank")
+        if s.dtype is not first.dtype or len(s.shape) != len(shape) or not all(
+                same_dim(a, b) for a, b in zip(shape, s.shape)):
+            raise ShapeError(f"add_n inputs must share dtype and shape, got {list(first.shape)} "
+                             f"{first.dtype.name} and {list(s.shape)} {s.dtype.name}")
         shape = [a if a is not None else b for a, b in zip(shape, s.shape)]
     return Spec(tuple(shape), first.dtype)
 
@@ -88,6 +90,7 @@ def gradients(ys, xs, grad_ys=None, name: str = "gradients",
             if not y.dtype.is_floating:
                 raise DTypeError(f"gradients: y {y.name} is {y.dtype.name}; only floating "
                                  "tensors can be differentiated")
+            first_new = graph.version
             if gy is None:
                 gy = ones_like(y, name=f"grad_ys_{i}")
             else:
@@ -96,6 +99,7 @@ def gradients(ys, xs, grad_ys=None, name: str = "gradients",
                         same_dim(a, b) for a, b in zip(gy.shape, y.shape)):
                     raise ShapeError(f"grad_ys[{i}] has shape {list(gy.shape)} but y {y.name} "
                                      f"has shape {list(y.shape)}")
+            _point_at(graph, first_new, y.op)
             grads.setdefault(y, []).append(gy)
 
         pending = {op: sum(1 for c in data.successors(op) if c in between) for op in between}
@@ -118,7 +122,9 @@ def gradients(ys, xs, grad_ys=None, name: str = "gradients",
             if grads.get(x):
                 results.append(_aggregate(grads, x))
             elif unconnected_gradients == "zero":
+                first_new = graph.version
                 results.append(zeros_like(x))
+                _point_at(graph, first_new, x.op)
             else:
                 results.append(None)
     return results
@@ -127,8 +133,17 @@ def gradients(ys, xs, grad_ys=None, name: str = "gradients",
 def _aggregate(grads: dict, t: Tensor) -> Tensor:
     parts = grads[t]
     if len(parts) > 1:
+        first_new = t.graph.version
         grads[t] = [add_n(parts, name=f"{t.op.name}_grad_sum")]
+        _point_at(t.graph, first_new, t.op)
     return grads[t][0]
+
+
+def _point_at(graph, first_new: int, forward: Operation) -> None:
+    """Backward ops made outside a gradient rule (seeds, sums, zeros) belong to `forward`."""
+    for op in graph._ops[first_new:]:
+        if op.grad_of is None:
+            op.grad_of = forward
 
 
 def _backprop_op(op: Operation, out_grad: Tensor, grads: dict, graph) -> None:

@@ -28,15 +28,29 @@ class GraphGrowthWarning(UserWarning):
 
 
 def resolve_device(device: str | None) -> str:
-    """The device name: the argument, else $GRAPHFLOW_DEVICE, else the best available."""
-    name = device or os.environ.get("GRAPHFLOW_DEVICE") or "reference"
+    """The device name: the argument, else $GRAPHFLOW_DEVICE, else 'cuda' when a GPU and
+    PyCUDA are usable, else 'cpu' (the same CUDA C, run by the emulator)."""
+    name = device or os.environ.get("GRAPHFLOW_DEVICE")
+    if name is None:
+        try:
+            _driver("cuda")
+            return "cuda"
+        except DeviceError:
+            return "cpu"
     if name not in DEVICES:
         raise DeviceError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)}")
     if name != "reference":
-        raise DeviceError(
-            f"device {name!r} needs the code generator, which has not landed yet; "
-            "use device='reference' (the numpy interpreter) for now")
+        _driver(name)
     return name
+
+
+def _driver(name: str):
+    """The codegen driver for a device; DeviceError says what is missing."""
+    from codegen.devices import DeviceUnavailable, get_driver
+    try:
+        return get_driver(name)
+    except DeviceUnavailable as e:
+        raise DeviceError(f"device {name!r} is unavailable: {e}") from None
 
 
 # ---- fetch structures ----------------------------------------------------------
@@ -132,6 +146,7 @@ class Plan:
     feeds: tuple
     order: list
     stats: dict = field(default_factory=dict)
+    program: Any = None  # codegen.program.Program on 'cpu' and 'cuda'
 
 
 class Session:
@@ -206,13 +221,20 @@ class Session:
                                 f"fetching {', '.join(users)} needs it; add it to feed_dict "
                                 f"with shape {list(op.outputs[0].shape)} and dtype "
                                 f"{op.outputs[0].dtype.name}")
-        return Plan(list(leaves), feeds, order)
+        plan = Plan(list(leaves), feeds, order)
+        if self.device != "reference":
+            from codegen.program import Program
+            plan.program = Program(order, feeds, list(leaves), self.device, _driver(self.device))
+        return plan
 
     def _execute(self, plan: Plan, feeds: dict) -> list:
-        fetch_ops = {x.op if isinstance(x, Tensor) else x for x in plan.fetches}
-        values, updates, stats = reference.execute(self, plan.order, feeds, fetch_ops)
+        if plan.program is not None:
+            values, updates = plan.program.run(feeds, self)
+            plan.stats = plan.program.last_stats
+        else:
+            fetch_ops = {x.op if isinstance(x, Tensor) else x for x in plan.fetches}
+            values, updates, plan.stats = reference.execute(self, plan.order, feeds, fetch_ops)
         self._values.update(updates)
-        plan.stats = stats
         return [values[x] if isinstance(x, Tensor) else None for x in plan.fetches]
 
     def _watch_growth(self) -> None:
@@ -240,7 +262,8 @@ class Session:
         return value
 
     def variable_value(self, var: Tensor) -> np.ndarray:
-        return self._read_variable_op(var.op).copy()
+        value = self._read_variable_op(var.op)
+        return value.get() if hasattr(value, "get") else value.copy()
 
     def set_variable(self, var: Tensor, value) -> None:
         self.set_variables({var: value})
@@ -249,6 +272,9 @@ class Session:
         """Set several variables at once: all are checked before any changes."""
         converted = {v: convert_feed(v, value).copy() for v, value in assignments.items()}
         for v, arr in converted.items():
+            if self.device != "reference":
+                from codegen.program import DeviceArray
+                arr = DeviceArray.from_numpy(_driver(self.device), arr)
             self._values[v.op] = arr
 
     # ---- lifecycle -----------------------------------------------------------------
@@ -296,21 +322,28 @@ class Compiled:
     @property
     def source(self) -> str | None:
         """The generated CUDA C; None on the 'reference' device, which generates none."""
-        return None
+        program = self._plan.program
+        return None if program is None else program.source
 
     @property
     def kernels(self) -> list:
-        return []
+        """KernelInfo per kernel (grid, block and byte counts from the last call)."""
+        program = self._plan.program
+        return [] if program is None else program.kernel_infos()
 
-    def dump(self, directory: str) -> None:
-        raise DeviceError("the 'reference' device generates no kernels to dump; use "
-                          "device='cpu' or 'cuda'")
+    def dump(self, directory: str) -> str:
+        """Write the translation unit, each kernel as its own .cu, and manifest.json."""
+        if self._plan.program is None:
+            raise DeviceError("the 'reference' device generates no kernels to dump; use "
+                              "device='cpu' or 'cuda'")
+        return self._plan.program.dump(directory)
 
     @property
     def stats(self) -> dict:
         """Counts from the last call: kernels, launches, bytes_moved, flops, peak_memory_bytes."""
         last = self._plan.stats
-        return {"kernels": 0, "launches": 0, "ops": last.get("ops", 0),
+        return {"kernels": last.get("kernels", 0), "launches": last.get("launches", 0),
+                "ops": last.get("ops", len(self._plan.order)),
                 "bytes_moved": last.get("bytes_moved", 0), "flops": last.get("flops", 0),
                 "peak_memory_bytes": last.get("peak_memory_bytes", 0)}
 

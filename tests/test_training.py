@@ -36,7 +36,7 @@ def quadratic_problem(dtype=np.float32):
 def test_gradient_descent_matches_numpy():
     w, loss, grad, wv = quadratic_problem()
     train = gf.train.GradientDescentOptimizer(0.1).minimize(loss)
-    with gf.Session() as s:
+    with gf.Session(device="reference") as s:
         s.run(gf.global_variables_initializer())
         for _ in range(3):
             s.run(train)
@@ -49,7 +49,7 @@ def test_momentum_matches_tf1_rule():
     opt = gf.train.MomentumOptimizer(0.1, momentum=0.9)
     train = opt.minimize(loss)
     accum = np.zeros_like(wv)
-    with gf.Session() as s:
+    with gf.Session(device="reference") as s:
         s.run(gf.global_variables_initializer())
         for _ in range(3):
             s.run(train)
@@ -64,7 +64,7 @@ def test_adam_matches_tf1_epsilon_hat_rule():
     lr, b1, b2, eps = 0.05, 0.8, 0.95, 1e-3
     train = gf.train.AdamOptimizer(lr, b1, b2, eps).minimize(loss)
     m, v = np.zeros_like(wv), np.zeros_like(wv)
-    with gf.Session() as s:
+    with gf.Session(device="reference") as s:
         s.run(gf.global_variables_initializer())
         for t in range(1, 4):
             _, loss_before = s.run([train, loss])
@@ -93,7 +93,7 @@ def test_training_through_a_learning_rate_placeholder():
     w, loss, grad, wv = quadratic_problem()
     lr = gf.placeholder(gf.float32, [], name="lr")
     train = gf.train.GradientDescentOptimizer(lr).minimize(loss)
-    with gf.Session() as s:
+    with gf.Session(device="reference") as s:
         s.run(gf.global_variables_initializer())
         s.run(train, {lr: 0.5})
         np.testing.assert_allclose(s.run(w), wv - 0.5 * grad(wv), rtol=1e-6)
@@ -117,7 +117,7 @@ def test_initializers_are_seeded_and_have_the_right_scale():
     h = gf.initializers.he_normal(seed=1)((300, 200))
     n = gf.initializers.random_normal(1.0, 2.0, seed=3)((200, 100))
     u = gf.initializers.random_uniform(-1.0, 3.0, seed=3)((200, 100))
-    with gf.Session() as s:
+    with gf.Session(device="reference") as s:
         av, bv, cv, hv, nv, uv = s.run([a, b, c, h, n, u])
     limit = math.sqrt(6 / (64 + 48))
     assert np.array_equal(av, bv) and not np.array_equal(av, cv)
@@ -131,7 +131,7 @@ def test_initializers_are_seeded_and_have_the_right_scale():
 
 def test_uniform_bits_follow_the_documented_stream():
     u = gf.random_uniform([5], seed=99)
-    with gf.Session() as s:
+    with gf.Session(device="reference") as s:
         got = s.run(u)
     # element i uses counter (i, 0, 0, 0); numpy adds one to the counter before drawing,
     # and all-ones wraps around to all zeros
@@ -145,15 +145,15 @@ def test_uniform_bits_follow_the_documented_stream():
 def test_dropout_keeps_and_scales_and_changes_every_run():
     x = gf.ones([1000])
     y = gf.nn.dropout(x, rate=0.25, seed=7)
-    with gf.Session() as s:
+    with gf.Session(device="reference") as s:
         first, second = s.run(y), s.run(y)
     assert set(np.unique(first)) <= {0.0, np.float32(1 / 0.75)}
     assert abs((first == 0).mean() - 0.25) < 0.05
     assert not np.array_equal(first, second)
-    with gf.Session() as s:
+    with gf.Session(device="reference") as s:
         assert np.array_equal(s.run(y), first)  # same seed, same first mask
     dx = gf.gradients(gf.reduce_sum(y), x)[0]
-    with gf.Session() as s:
+    with gf.Session(device="reference") as s:
         out, grad = s.run([y, dx])
     np.testing.assert_allclose(grad, (out != 0) / 0.75, rtol=1e-6)
 
@@ -164,7 +164,7 @@ def test_variable_names_assign_ops_and_collections():
     step = gf.Variable(0, name="step", trainable=False)
     assert w.name == "w:0" and w.shape == (2, 3) and step.dtype is gf.int32
     assert gf.global_variables() == [w, step] and gf.trainable_variables() == [w]
-    with gf.Session() as s:
+    with gf.Session(device="reference") as s:
         s.run(gf.global_variables_initializer())
         s.run(gf.assign(w, np.ones((2, 3))))
         s.run(step.assign_add(5))
@@ -179,7 +179,7 @@ def test_saver_round_trip_on_a_rebuilt_graph(tmp_path):
     path = str(tmp_path / "model.ckpt")  # no .npz suffix: written exactly here
     w = gf.Variable(gf.random_normal([3, 4], seed=1), name="w")
     b = gf.Variable(gf.zeros([4]), name="b")
-    with gf.Session() as s:
+    with gf.Session(device="reference") as s:
         s.run(gf.global_variables_initializer())
         s.run(b.assign(np.arange(4, dtype=np.float32)))
         saved_w = s.run(w)
@@ -191,7 +191,7 @@ def test_saver_round_trip_on_a_rebuilt_graph(tmp_path):
     gf.reset_default_graph()
     w2 = gf.Variable(gf.zeros([3, 4]), name="w")
     b2 = gf.Variable(gf.zeros([4]), name="b")
-    with gf.Session() as s:
+    with gf.Session(device="reference") as s:
         gf.train.Saver().restore(s, path)  # no initializer needed
         np.testing.assert_array_equal(s.run(w2), saved_w)
         np.testing.assert_array_equal(s.run(b2), np.arange(4))
@@ -200,14 +200,14 @@ def test_saver_round_trip_on_a_rebuilt_graph(tmp_path):
 def test_saver_restore_is_all_or_nothing(tmp_path):
     path = str(tmp_path / "ckpt.npz")
     w = gf.Variable(np.ones(3, np.float32), name="w")
-    with gf.Session() as s:
+    with gf.Session(device="reference") as s:
         s.run(w.initializer)
         gf.train.Saver().save(s, path)
 
     gf.reset_default_graph()
     w = gf.Variable(np.zeros(3, np.float32), name="w")
     gf.Variable(np.zeros(2, np.float32), name="extra")
-    with gf.Session() as s:
+    with gf.Session(device="reference") as s:
         s.run(gf.global_variables_initializer())
         with pytest.raises(GraphflowError, match="no value for variable.*extra"):
             gf.train.Saver().restore(s, path)
@@ -215,7 +215,7 @@ def test_saver_restore_is_all_or_nothing(tmp_path):
 
     gf.reset_default_graph()
     w = gf.Variable(np.zeros(4, np.float32), name="w")
-    with gf.Session() as s:
+    with gf.Session(device="reference") as s:
         s.run(w.initializer)
         with pytest.raises(GraphflowError, match=r"shape \[3\] there but \[4\]"):
             gf.train.Saver().restore(s, path)

@@ -163,7 +163,10 @@ def broadcast_to(x, shape, name: str | None = None) -> Tensor:
 
 def _broadcast_like_infer(specs):
     x, ref = specs
-    _broadcast_to_infer([x], tuple(1 if d is None else d for d in ref.shape))
+    # an unknown dim of ref may turn out to be x's own size at run time
+    aligned = (None,) * (len(ref.shape) - len(x.shape)) + tuple(x.shape)
+    _broadcast_to_infer([x], tuple(d if d is not None else 1 if a is None else a
+                                   for d, a in zip(ref.shape, aligned)))
     return Spec(ref.shape, x.dtype)
 
 

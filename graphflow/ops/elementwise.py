@@ -22,7 +22,7 @@ _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 
 
 def _np_erf(x):
-    return _erf(x).astype(x.dtype)
+    return np.asarray(_erf(x), dtype=x.dtype)  # frompyfunc gives a bare float for 0-d x
 
 
 def _np_gelu_tanh(x):

@@ -1,0 +1,96 @@
+"""Devices that compile and launch generated CUDA C.
+
+``get_driver("cuda")`` wraps PyCUDA (a real GPU); ``get_driver("cpu")`` is the emulator,
+which compiles the same source with g++ against ``cuda_shim.h``. Both offer the same small
+PyCUDA-shaped API, so one device layer runs unchanged on either:
+
+    drv = get_driver("cpu")
+    mod = drv.SourceModule(source)              # compiled once, then from the disk cache
+    f = mod.get_function("kernel_name")
+    buf = drv.mem_alloc(nbytes); drv.memcpy_htod(buf, array)
+    f(buf, np.int32(n), block=(256, 1, 1), grid=(blocks, 1), shared=0)
+    drv.memcpy_dtoh(out_array, buf)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "CompileFailed",
+    "DeviceUnavailable",
+    "LaunchFailed",
+    "get_driver",
+    "prelude",
+]
+
+_SHIM = Path(__file__).with_name("cuda_shim.h")
+_drivers: dict[str, Any] = {}
+
+
+class DeviceUnavailable(RuntimeError):  # noqa: N818 (name fixed by the device API)
+    """The requested device cannot be used here (no PyCUDA, no GPU or driver, no ASan...)."""
+
+
+class CompileFailed(RuntimeError):  # noqa: N818
+    """The compiler rejected a translation unit.
+
+    ``compiler_output`` is the compiler's full output, ``source_path`` the file holding the
+    exact text that was compiled; the message quotes the lines the compiler complained about.
+    """
+
+    def __init__(self, message: str, compiler_output: str, source_path: Path) -> None:
+        super().__init__(message)
+        self.compiler_output = compiler_output
+        self.source_path = source_path
+
+
+class LaunchFailed(RuntimeError):  # noqa: N818
+    """A kernel launch was invalid or failed while running (emulator)."""
+
+
+def get_driver(name: str) -> Any:
+    """The driver for device ``name``: ``"cpu"`` (emulator) or ``"cuda"`` (PyCUDA).
+
+    Raises DeviceUnavailable when the device cannot be used on this machine.
+    """
+    if name not in _drivers:
+        if name == "cpu":
+            from .emulator import EmulatorDriver
+
+            _drivers[name] = EmulatorDriver()
+        elif name == "cuda":
+            from .pycuda_driver import CudaDriver
+
+            _drivers[name] = CudaDriver()
+        else:
+            raise ValueError(f"unknown device {name!r}: expected 'cpu' or 'cuda'")
+    return _drivers[name]
+
+
+_PRELUDE_MARKS = {
+    "cuda": ("/* >>> graphflow cuda prelude */", "/* <<< graphflow cuda prelude */"),
+    "cpu": ("/* >>> graphflow emulator runtime */", "/* <<< graphflow emulator runtime */"),
+}
+
+
+def prelude(target: str) -> str:
+    """Text to put at the top of a translation unit for ``target`` ("cuda" or "cpu").
+
+    "cuda": the few portability macros (GF_DYNAMIC_SHARED), enough for ``nvcc -c`` on a
+    dumped kernel file; harmless when the emulator compiles it. "cpu": the whole shim
+    header less the runtime's implementation, so the file compiles alone with g++.
+    """
+    if target not in _PRELUDE_MARKS:
+        raise ValueError(f"unknown prelude target {target!r}: expected 'cuda' or 'cpu'")
+    text = _SHIM.read_text()
+    begin, end = _PRELUDE_MARKS[target]
+    i, j = text.index(begin), text.index(end)
+    if target == "cuda":
+        return (
+            "/* graphflow prelude (see codegen/devices/cuda_shim.h) */\n"
+            + text[i + len(begin) : j].strip()
+            + "\n"
+        )
+    return text[:i] + text[j + len(end) :]

@@ -1,0 +1,406 @@
+"""The CPU device: runs CUDA C kernels on the host, with a PyCUDA-shaped API.
+
+The kernel source is compiled by g++ against ``cuda_shim.h`` into a shared library (cached on
+disk, see cache.py). A small runtime library, built once per process from the same header,
+runs a launch: blocks go to a pool of OS threads; the threads of a block run as a plain loop,
+or as fibers switching at barriers when the kernel (or a function it calls) uses
+``__syncthreads``, ``__syncwarp``, shuffles or votes.
+
+Environment, read when a module is compiled (SANITIZE) or a kernel launched (the others):
+  GRAPHFLOW_EMU_THREADS=n   OS threads running blocks (default: the usable cores)
+  GRAPHFLOW_EMU_SHUFFLE=s   run a block's threads in a random order seeded by s, between
+                            barriers, and fill dynamic shared memory with 0xff per block:
+                            exposes a missing __syncthreads
+  GRAPHFLOW_EMU_SANITIZE=1  compile with AddressSanitizer; needs libasan preloaded:
+                            LD_PRELOAD=$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0
+  GRAPHFLOW_EMU_CXX         the C++ compiler (default g++)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import re
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import DeviceUnavailable, LaunchFailed, cache
+
+__all__ = [
+    "DeviceAllocation",
+    "EmulatorDriver",
+    "Function",
+    "SourceModule",
+    "find_kernels",
+    "kernels_needing_fibers",
+]
+
+SHIM = Path(__file__).with_name("cuda_shim.h")
+# Never -ffast-math: with -shared it turns on flush-to-zero for the whole Python process.
+FLAGS = (
+    "-O2 -std=c++17 -fPIC -shared -pthread -fvisibility=hidden -fno-strict-aliasing -fno-math-errno"
+).split()
+SANITIZE_FLAGS = [*FLAGS[1:], "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"]
+MAX_BLOCK, MAX_BLOCK_DIM, MAX_GRID_DIM = 1024, (1024, 1024, 64), (2**31 - 1, 65535, 65535)
+MAX_DYNAMIC_SHARED = 48 * 1024  # CUDA's default limit without opting in per kernel
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _cxx() -> list[str]:
+    return [os.environ.get("GRAPHFLOW_EMU_CXX", "g++"), "-I", str(SHIM.parent)]
+
+
+# ---- reading kernels out of the source -------------------------------------------------------
+
+_NOISE = re.compile(r"//[^\n]*|/\*.*?\*/|\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\\\n])*'", re.S)
+_KERNEL = re.compile(
+    r"\b__global__\b(?:\s*(?:__launch_bounds__\s*\([^()]*\)|\w+|\*))*?\s*(?!__launch_bounds__)(\w+)\s*\("
+)
+_SYNC = re.compile(
+    r"\b(?:__syncthreads\w*|__syncwarp|__shfl\w*|__ballot_sync|__any_sync|__all_sync|__activemask)\b"
+)
+_BODY_START = re.compile(r"\s*(?:const\b\s*|noexcept\b\s*)*\{")
+_NOT_FUNCTIONS = {"if", "for", "while", "switch", "catch", "return", "sizeof", "defined", "__launch_bounds__"}
+
+
+def _strip(source: str) -> str:
+    """Comments and string literals blanked out (newlines kept)."""
+    return _NOISE.sub(lambda m: re.sub(r"[^\n]", " ", m.group()) if m.group()[0] == "/" else '""', source)
+
+
+def find_kernels(source: str) -> list[str]:
+    """Names of the ``__global__`` functions in ``source``, in order of appearance."""
+    names: list[str] = []
+    for m in _KERNEL.finditer(_strip(source)):
+        if m.group(1) not in names:
+            names.append(m.group(1))
+    return names
+
+
+def _match(text: str, i: int, open_: str, close: str) -> int:
+    """Index just past the bracket matching text[i] (or len(text))."""
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == open_:
+            depth += 1
+        elif text[j] == close:
+            depth -= 1
+            if depth == 0:
+                return j + 1
+    return len(text)
+
+
+def _function_bodies(text: str) -> dict[str, str]:
+    bodies: dict[str, str] = {}
+    for m in re.finditer(r"\b([A-Za-z_]\w*)\s*\(", text):
+        if m.group(1) in _NOT_FUNCTIONS:
+            continue
+        end = _match(text, m.end() - 1, "(", ")")
+        after = _BODY_START.match(text, end)
+        if after:
+            start = after.end() - 1
+            bodies[m.group(1)] = bodies.get(m.group(1), "") + text[start : _match(text, start, "{", "}")]
+    for m in re.finditer(r"^[ \t]*#[ \t]*define[ \t]+(\w+)((?:[^\n]*\\\n)*[^\n]*)", text, re.M):
+        bodies[m.group(1)] = bodies.get(m.group(1), "") + m.group(2)
+    return bodies
+
+
+def kernels_needing_fibers(source: str) -> set[str]:
+    """Kernels that reach a barrier, shuffle or vote, directly or through functions and macros."""
+    bodies = _function_bodies(_strip(source))
+    words = {name: set(re.findall(r"\w+", body)) for name, body in bodies.items()}
+    syncing = {name for name, body in bodies.items() if _SYNC.search(body)}
+    changed = True
+    while changed:
+        grown = {name for name, used in words.items() if name not in syncing and used & syncing}
+        syncing |= grown
+        changed = bool(grown)
+    return {k for k in find_kernels(source) if k in syncing}
+
+
+# ---- the runtime library ---------------------------------------------------------------------
+
+
+class _Launch(ctypes.Structure):
+    _fields_ = [  # matches struct gf_launch in cuda_shim.h
+        ("name", ctypes.c_char_p),
+        ("body", ctypes.c_void_p),
+        ("args", ctypes.c_void_p),
+        ("grid", ctypes.c_uint * 3),
+        ("block", ctypes.c_uint * 3),
+        ("shared_bytes", ctypes.c_ulonglong),
+        ("fibers", ctypes.c_int),
+        ("nthreads", ctypes.c_int),
+        ("shuffle", ctypes.c_int),
+        ("reserved", ctypes.c_int),
+        ("seed", ctypes.c_ulonglong),
+    ]
+
+
+_lock = threading.RLock()
+_runtime: ctypes.CDLL | None = None
+
+
+def _asan_loaded() -> bool:
+    return hasattr(ctypes.CDLL(None), "__asan_init")
+
+
+def _shim_hash() -> str:
+    return hashlib.sha256(SHIM.read_bytes()).hexdigest()
+
+
+def _load_runtime() -> ctypes.CDLL:
+    """Build (once, cached) and load the runtime, RTLD_GLOBAL so kernels resolve its symbols."""
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            # With ASan in the process, instrument the runtime too: it annotates fiber switches.
+            flags = SANITIZE_FLAGS if _asan_loaded() else FLAGS
+            source = '#define GF_EMU_RUNTIME_IMPL\n#include "cuda_shim.h"\n'
+            path = cache.compile_cached(source, _cxx(), [*flags, "-x", "c++"], extra_key=_shim_hash())
+            lib = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+            lib.gf_emu_launch.argtypes = [ctypes.POINTER(_Launch)]
+            lib.gf_emu_launch.restype = ctypes.c_int
+            lib.gf_emu_error.restype = ctypes.c_char_p
+            _runtime = lib
+    return _runtime
+
+
+# ---- memory ----------------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(None)  # malloc/free resolve to AddressSanitizer's when it is preloaded
+_libc.posix_memalign.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_size_t, ctypes.c_size_t]
+_libc.free.argtypes = [ctypes.c_void_p]
+
+
+class DeviceAllocation:
+    """Host memory standing in for device memory; ``int(a)`` is its address. Freed by .free() or GC."""
+
+    __slots__ = ("_ptr", "nbytes")
+
+    def __init__(self, nbytes: int) -> None:
+        if nbytes <= 0:
+            raise ValueError(f"mem_alloc({nbytes}): CUDA cannot allocate 0 bytes")
+        p = ctypes.c_void_p()
+        if _libc.posix_memalign(ctypes.byref(p), 256, nbytes) != 0:  # cudaMalloc aligns to 256
+            raise MemoryError(f"cannot allocate {nbytes} bytes")
+        self._ptr: int = p.value or 0
+        self.nbytes = nbytes
+
+    def __int__(self) -> int:
+        if not self._ptr:
+            raise ValueError("use of a freed device allocation")
+        return self._ptr
+
+    __index__ = __int__
+
+    def free(self) -> None:
+        if self._ptr:
+            _libc.free(self._ptr)
+            self._ptr = 0
+
+    def __del__(self) -> None:
+        self.free()
+
+    def __repr__(self) -> str:
+        return f"<DeviceAllocation {self.nbytes} bytes at {self._ptr:#x}>"
+
+
+def _host_view(a: object, writable: bool) -> np.ndarray:
+    arr = np.asarray(a)
+    if not arr.flags.c_contiguous:
+        raise ValueError("host array must be C-contiguous")
+    if writable and not arr.flags.writeable:
+        raise ValueError("host destination array is read-only")
+    return arr
+
+
+def _check_room(dest: DeviceAllocation | int, nbytes: int) -> int:
+    if isinstance(dest, DeviceAllocation) and nbytes > dest.nbytes:
+        raise ValueError(f"copy of {nbytes} bytes overruns an allocation of {dest.nbytes} bytes")
+    return int(dest)
+
+
+# ---- modules and kernels ---------------------------------------------------------------------
+
+
+class Function:
+    """A kernel; call it like PyCUDA's: ``f(*args, block=(x, y, z), grid=(x, y[, z]), shared=bytes)``."""
+
+    def __init__(self, lib: ctypes.CDLL, name: str, fibers: bool) -> None:
+        self.name = name
+        self.fibers = fibers
+        self._body = ctypes.cast(getattr(lib, f"gf_body_{name}"), ctypes.c_void_p).value
+        sizes = (ctypes.c_uint * 256)()
+        self._sizes = list(sizes[: getattr(lib, f"gf_argsizes_{name}")(sizes)])
+
+    def _pack(self, args: Sequence[object]) -> tuple[ctypes.Array, ctypes.Array]:
+        if len(args) != len(self._sizes):
+            raise TypeError(f"kernel {self.name} takes {len(self._sizes)} arguments, got {len(args)}")
+        offsets, total = [], 0
+        for size in self._sizes:
+            offsets.append(total)
+            total += (size + 15) // 16 * 16
+        store = ctypes.create_string_buffer(max(total, 1))
+        base = ctypes.addressof(store)
+        for i, (arg, size, off) in enumerate(zip(args, self._sizes, offsets)):
+            if isinstance(arg, DeviceAllocation):
+                raw = int(arg).to_bytes(8, "little")
+            elif isinstance(arg, np.generic):
+                raw = arg.tobytes()
+            else:
+                raise TypeError(
+                    f"kernel {self.name} argument {i}: pass a device allocation or a numpy scalar "
+                    f"(e.g. np.int32(n)), not {type(arg).__name__}"
+                )
+            if len(raw) != size:
+                raise TypeError(
+                    f"kernel {self.name} argument {i}: {len(raw)} bytes given, the parameter has {size}"
+                )
+            ctypes.memmove(base + off, raw, size)
+        pointers = (ctypes.c_void_p * max(len(offsets), 1))(*[base + off for off in offsets])
+        return store, pointers
+
+    def __call__(
+        self,
+        *args: object,
+        block: Sequence[int] = (1, 1, 1),
+        grid: Sequence[int] = (1, 1),
+        shared: int = 0,
+        stream: object = None,
+        time_kernel: bool = False,
+    ) -> float | None:
+        block3 = (tuple(int(b) for b in block) + (1, 1))[:3]
+        grid3 = (tuple(int(g) for g in grid) + (1, 1))[:3]
+        n = block3[0] * block3[1] * block3[2]
+        if not 1 <= n <= MAX_BLOCK or any(not 1 <= b <= m for b, m in zip(block3, MAX_BLOCK_DIM)):
+            limits = f"at most {MAX_BLOCK} threads, dims up to {MAX_BLOCK_DIM}"
+            raise LaunchFailed(f"kernel {self.name}: invalid block {block3} ({limits})")
+        if any(not 1 <= g <= m for g, m in zip(grid3, MAX_GRID_DIM)):
+            raise LaunchFailed(f"kernel {self.name}: invalid grid {grid3} (dims 1..{MAX_GRID_DIM})")
+        if not 0 <= shared <= MAX_DYNAMIC_SHARED:
+            raise LaunchFailed(
+                f"kernel {self.name}: {shared} bytes of dynamic shared memory (at most {MAX_DYNAMIC_SHARED})"
+            )
+        store, pointers = self._pack(args)  # both must outlive the launch
+        seed = _env_int("GRAPHFLOW_EMU_SHUFFLE")
+        launch = _Launch(
+            name=self.name.encode(),
+            body=self._body,
+            args=ctypes.addressof(pointers),
+            grid=(ctypes.c_uint * 3)(*grid3),
+            block=(ctypes.c_uint * 3)(*block3),
+            shared_bytes=shared,
+            fibers=int(self.fibers),
+            nthreads=_thread_count(),
+            shuffle=int(seed is not None),
+            seed=(seed or 0) & (2**64 - 1),
+        )
+        runtime = _load_runtime()
+        start = time.perf_counter()
+        with _lock:
+            if runtime.gf_emu_launch(ctypes.byref(launch)) != 0:
+                raise LaunchFailed(runtime.gf_emu_error().decode(errors="replace"))
+        del store, pointers
+        return time.perf_counter() - start if time_kernel else None
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected an integer") from None
+
+
+def _thread_count() -> int:
+    n = _env_int("GRAPHFLOW_EMU_THREADS")
+    if n is not None:
+        return max(1, n)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class SourceModule:
+    """Compile CUDA C ``source`` for the emulator (PyCUDA's ``SourceModule`` signature).
+
+    As in PyCUDA the source is wrapped in ``extern "C" { }`` unless ``no_extern_c``.
+    ``options`` are nvcc options: -DX=1/-UX/-I/dir (joined) are passed to g++, the rest ignored.
+    """
+
+    def __init__(self, source: str, options: Sequence[str] | None = None, no_extern_c: bool = False) -> None:
+        sanitize = _env_flag("GRAPHFLOW_EMU_SANITIZE")
+        if sanitize and not _asan_loaded():
+            raise DeviceUnavailable(
+                "GRAPHFLOW_EMU_SANITIZE=1 needs AddressSanitizer loaded first in the process: run with "
+                "LD_PRELOAD=$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 python ..."
+            )
+        _load_runtime()
+        self.source = source
+        self.kernels = find_kernels(source)
+        fibers = kernels_needing_fibers(source)
+        body = source if no_extern_c else f'extern "C" {{\n{source}\n}}'
+        glue = "".join(f"GF_KERNEL_GLUE({k})\n" for k in self.kernels)
+        text = f'#include "cuda_shim.h"\n{body}\n{glue}'
+        kept = [o for o in options or () if o[:2] in ("-D", "-U", "-I") and len(o) > 2]
+        flags = [*(SANITIZE_FLAGS if sanitize else FLAGS), *kept, "-x", "c++"]
+        self.library_path = cache.compile_cached(text, _cxx(), flags, extra_key=_shim_hash())
+        self._lib = ctypes.CDLL(str(self.library_path))
+        self._functions = {k: Function(self._lib, k, k in fibers) for k in self.kernels}
+
+    def get_function(self, name: str) -> Function:
+        if name not in self._functions:
+            raise LaunchFailed(f"no __global__ function {name!r} in this module (it has {self.kernels})")
+        return self._functions[name]
+
+
+class EmulatorDriver:
+    """PyCUDA's driver API subset used by graphflow's device layer, on the CPU."""
+
+    name = "cpu"
+    SourceModule = SourceModule
+    DeviceAllocation = DeviceAllocation
+
+    @staticmethod
+    def mem_alloc(nbytes: int) -> DeviceAllocation:
+        return DeviceAllocation(int(nbytes))
+
+    @staticmethod
+    def memcpy_htod(dest: DeviceAllocation | int, src: object) -> None:
+        arr = _host_view(src, writable=False)
+        ctypes.memmove(_check_room(dest, arr.nbytes), arr.ctypes.data, arr.nbytes)
+
+    @staticmethod
+    def memcpy_dtoh(dest: np.ndarray, src: DeviceAllocation | int) -> None:
+        arr = _host_view(dest, writable=True)
+        if isinstance(src, DeviceAllocation) and arr.nbytes > src.nbytes:
+            raise ValueError(f"copy of {arr.nbytes} bytes overruns an allocation of {src.nbytes} bytes")
+        ctypes.memmove(arr.ctypes.data, int(src), arr.nbytes)
+
+    @staticmethod
+    def memcpy_dtod(dest: DeviceAllocation | int, src: DeviceAllocation | int, size: int) -> None:
+        if isinstance(src, DeviceAllocation) and size > src.nbytes:
+            raise ValueError(f"copy of {size} bytes overruns an allocation of {src.nbytes} bytes")
+        ctypes.memmove(_check_room(dest, size), int(src), size)
+
+    @staticmethod
+    def memset_d8(dest: DeviceAllocation | int, data: int, count: int) -> None:
+        ctypes.memset(_check_room(dest, count), data & 0xFF, count)
+
+    @staticmethod
+    def memset_d32(dest: DeviceAllocation | int, data: int, count: int) -> None:
+        view = (ctypes.c_uint32 * count).from_address(_check_room(dest, 4 * count))
+        np.frombuffer(view, dtype=np.uint32)[:] = data & 0xFFFFFFFF
+
+    @staticmethod
+    def synchronize() -> None:
+        """Launches are synchronous on the emulator."""

@@ -1,0 +1,262 @@
+"""Elementwise ops: one scalar C expression per op, one broadcasting kernel template.
+
+SCALAR maps an op type to a function of the operand expressions; the kernel
+template loads operands (with broadcast index math), applies the expression
+and stores. A fused kernel composes the same expressions.
+"""
+
+from __future__ import annotations
+
+from graphflow.graph import Operation, Tensor
+
+from ..kernel import EmitContext, KernelBuilder, Launch, ctype, index_type_for, numel, tile_loop, tiled_launch
+from . import emitter
+
+
+class Dialect:
+    """Spelling of math for one dtype: f-suffixed float functions and literals."""
+
+    def __init__(self, dtype) -> None:
+        self.dtype = dtype
+        self.c = ctype(dtype)
+        self.is_float = dtype.is_floating
+        self._suffix = "f" if dtype.name == "float32" else ""
+
+    def fn(self, name: str) -> str:
+        return name + self._suffix
+
+    def lit(self, value: float) -> str:
+        if not self.is_float:
+            return str(int(value))
+        text = repr(float(value))
+        if text in ("inf", "-inf", "nan"):
+            return {"inf": "INFINITY", "-inf": "(-INFINITY)", "nan": "NAN"}[text]
+        return text + self._suffix
+
+
+def _abs(a, t):
+    return f"{t.fn('fabs')}({a[0]})" if t.is_float else f"({a[0]} < 0 ? -{a[0]} : {a[0]})"
+
+
+def _div(a, t):
+    return f"({a[0]} / {a[1]})" if t.is_float else f"gf_floordiv({a[0]}, {a[1]})"
+
+
+def _pow(a, t):
+    return f"{t.fn('pow')}({a[0]}, {a[1]})" if t.is_float else f"gf_ipow({a[0]}, {a[1]})"
+
+
+def _softplus(a, t):
+    x = a[0]
+    return f"(({x} > {t.lit(0)} ? {x} : {t.lit(0)}) + {t.fn('log1p')}({t.fn('exp')}(-{t.fn('fabs')}({x}))))"
+
+
+def _gelu_tanh(a, t):
+    x = a[0]
+    return (
+        f"({t.lit(0.5)} * {x} * ({t.lit(1)} + {t.fn('tanh')}({t.lit(0.7978845608028654)} * "
+        f"({x} + {t.lit(0.044715)} * {x} * {x} * {x}))))"
+    )
+
+
+# op type -> (operand expressions, Dialect of the operands) -> C expression
+SCALAR = {
+    "Add": lambda a, t: f"({a[0]} + {a[1]})",
+    "Sub": lambda a, t: f"({a[0]} - {a[1]})",
+    "Mul": lambda a, t: f"({a[0]} * {a[1]})",
+    "Div": _div,
+    "Pow": _pow,
+    # NaN-propagating like numpy's maximum/minimum
+    "Maximum": lambda a, t: f"(({a[0]} != {a[0]} || {a[0]} > {a[1]}) ? {a[0]} : {a[1]})",
+    "Minimum": lambda a, t: f"(({a[0]} != {a[0]} || {a[0]} < {a[1]}) ? {a[0]} : {a[1]})",
+    "Equal": lambda a, t: f"({a[0]} == {a[1]})",
+    "NotEqual": lambda a, t: f"({a[0]} != {a[1]})",
+    "Less": lambda a, t: f"({a[0]} < {a[1]})",
+    "LessEqual": lambda a, t: f"({a[0]} <= {a[1]})",
+    "Greater": lambda a, t: f"({a[0]} > {a[1]})",
+    "GreaterEqual": lambda a, t: f"({a[0]} >= {a[1]})",
+    "LogicalAnd": lambda a, t: f"({a[0]} && {a[1]})",
+    "LogicalOr": lambda a, t: f"({a[0]} || {a[1]})",
+    "Neg": lambda a, t: f"(-{a[0]})",
+    "Abs": _abs,
+    "Sign": lambda a, t: f"({t.c})(({a[0]} > {t.lit(0)}) - ({a[0]} < {t.lit(0)}))",
+    "Square": lambda a, t: f"({a[0]} * {a[0]})",
+    "Sqrt": lambda a, t: f"{t.fn('sqrt')}({a[0]})",
+    "Rsqrt": lambda a, t: f"({t.lit(1)} / {t.fn('sqrt')}({a[0]}))",
+    "Exp": lambda a, t: f"{t.fn('exp')}({a[0]})",
+    "Log": lambda a, t: f"{t.fn('log')}({a[0]})",
+    "Sin": lambda a, t: f"{t.fn('sin')}({a[0]})",
+    "Cos": lambda a, t: f"{t.fn('cos')}({a[0]})",
+    "Tanh": lambda a, t: f"{t.fn('tanh')}({a[0]})",
+    "Erf": lambda a, t: f"{t.fn('erf')}({a[0]})",
+    "Sigmoid": lambda a, t: f"gf_sigmoid({a[0]})",
+    "Relu": lambda a, t: f"({a[0]} < {t.lit(0)} ? {t.lit(0)} : {a[0]})",
+    "Gelu": lambda a, t: (
+        f"({t.lit(0.5)} * {a[0]} * ({t.lit(1)} + {t.fn('erf')}({a[0]} * {t.lit(0.7071067811865476)})))"
+    ),
+    "GeluTanh": _gelu_tanh,
+    "Silu": lambda a, t: f"({a[0]} * gf_sigmoid({a[0]}))",
+    "Softplus": _softplus,
+    "Select": lambda a, t: f"({a[0]} ? {a[1]} : {a[2]})",
+    "BroadcastTo": lambda a, t: a[0],
+    "BroadcastLike": lambda a, t: a[0],
+    "Assign": lambda a, t: a[0],
+    "AssignAdd": lambda a, t: f"({a[0]} + {a[1]})",
+    "AssignSub": lambda a, t: f"({a[0]} - {a[1]})",
+}
+
+HELPERS = r"""
+__device__ __forceinline__ float gf_sigmoid(float x) {
+  const float e = expf(-fabsf(x));
+  return x >= 0.0f ? 1.0f / (1.0f + e) : e / (1.0f + e);
+}
+__device__ __forceinline__ double gf_sigmoid(double x) {
+  const double e = exp(-fabs(x));
+  return x >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
+}
+template <typename T> __device__ __forceinline__ T gf_floordiv(T a, T b) {
+  const T q = a / b;  // C truncates; numpy floors
+  return (q * b != a && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+template <typename T> __device__ __forceinline__ T gf_ipow(T base, T e) {
+  T r = 1;
+  for (; e > 0; e >>= 1, base *= base) if (e & 1) r *= base;
+  return r;
+}
+"""
+
+
+def operand_offset(kb: KernelBuilder, t: Tensor, out: Tensor, idx: str, checks: list) -> str:
+    """C expression for where flat output index `idx` reads operand t (numpy broadcasting)."""
+    if all(d == 1 for d in t.shape):
+        return "0"
+    if tuple(t.shape) == tuple(out.shape):
+        if None in t.shape:  # assumed equal at run time: say so if not
+            checks.append(
+                lambda shapes, t=t: (
+                    None
+                    if shapes[t] == shapes[out]
+                    else (
+                        f"operand {t.name} has run-time shape {list(shapes[t])} but the result has "
+                        f"{list(shapes[out])}; broadcasting a None dim of size 1 is not supported"
+                    )
+                )
+            )
+        return idx
+    rank, lead = len(out.shape), len(out.shape) - len(t.shape)
+    terms, stride = [], "1"
+    rest = idx
+    coords = []
+    for axis in reversed(range(rank)):  # unravel idx over the output dims
+        size = kb.dim(out, axis)
+        coords.append((axis, f"({rest}) % {size}" if axis else rest))
+        rest = f"({rest}) / {size}"
+    for axis, coord in coords:
+        in_axis = axis - lead
+        if in_axis < 0 or t.shape[in_axis] == 1:
+            continue
+        if t.shape[in_axis] is None and out.shape[axis] is not None:
+            checks.append(
+                lambda shapes, t=t, a=in_axis, n=out.shape[axis]: (
+                    None
+                    if shapes[t][a] == n
+                    else f"operand {t.name} dim {a} is {shapes[t][a]} at run time, not {n}"
+                )
+            )
+        terms.append(f"({coord}) * {stride}" if stride != "1" else f"({coord})")
+        stride = f"{stride} * {kb.dim(t, in_axis)}" if stride != "1" else kb.dim(t, in_axis)
+    return " + ".join(terms) if terms else "0"
+
+
+def emit_map(
+    ctx: EmitContext,
+    op: Operation,
+    expr,
+    operands: list[Tensor],
+    base: str,
+    extra_helpers: str = "",
+    scalars=None,
+) -> None:
+    """out[i] = expr(loaded operands, i) over the output, with broadcasting.
+
+    `scalars(kb)` may register launch-time scalar parameters the expression uses.
+    """
+    out = op.outputs[0]
+    kb = ctx.builder(base, [op])
+    out_ptr = kb.output(out)
+    if scalars is not None:
+        scalars(kb)
+    itype = index_type_for(out, *operands)
+    checks: list = []
+    loads = []
+    for j, t in enumerate(operands):
+        ptr = kb.input(t)
+        loads.append(f"const {ctype(t.dtype)} v{j} = {ptr}[{operand_offset(kb, t, out, 'i', checks)}];")
+    value = expr([f"v{j}" for j in range(len(operands))])
+    inner = "\n".join(loads + [f"{out_ptr}[i] = ({ctype(out.dtype)})({value});"])
+    body = tile_loop(kb.numel(out), itype, inner)
+    ctx.add(
+        kb.build(
+            body,
+            tiled_launch(lambda s: numel(s[out])),
+            flops=lambda s: numel(s[out]),
+            comment=f"{op.type} over {list(out.shape)}",
+            helpers=(HELPERS, extra_helpers),
+            checks=checks,
+        )
+    )
+
+
+def _base_name(op: Operation) -> str:
+    from graphflow.graph import _default_name
+
+    return _default_name(op.type)
+
+
+@emitter(*[t for t in SCALAR if t not in ("Assign",)])
+def emit_elementwise(ctx: EmitContext, op: Operation) -> None:
+    operands = list(op.inputs)
+    dialect = Dialect(operands[-1].dtype if op.type == "Select" else operands[0].dtype)
+    if op.type in ("BroadcastLike",):
+        operands = operands[:1]
+    emit_map(ctx, op, lambda a: SCALAR[op.type](a, dialect), operands, _base_name(op))
+
+
+@emitter("Assign")
+def emit_assign(ctx: EmitContext, op: Operation) -> None:
+    # a plain assign never reads the old value (it may be uninitialized)
+    emit_map(ctx, op, lambda a: a[0], [op.inputs[1]], "assign")
+
+
+@emitter("Cast")
+def emit_cast(ctx: EmitContext, op: Operation) -> None:
+    target = op.outputs[0].dtype
+    expr = (lambda a: f"({a[0]} != 0)") if target.is_bool else (lambda a: f"({ctype(target)})({a[0]})")
+    emit_map(ctx, op, expr, [op.inputs[0]], "cast")
+
+
+@emitter("FillLike")
+def emit_fill(ctx: EmitContext, op: Operation) -> None:
+    lit = Dialect(op.outputs[0].dtype).lit(op.attrs["value"])
+    emit_map(ctx, op, lambda a: lit, [], "fill")
+
+
+@emitter("AddN")
+def emit_add_n(ctx: EmitContext, op: Operation) -> None:
+    emit_map(ctx, op, lambda a: "(" + " + ".join(a) + ")", list(op.inputs), "add_n")
+
+
+@emitter("ReducedSize")
+def emit_reduced_size(ctx: EmitContext, op: Operation) -> None:
+    x, out = op.inputs[0], op.outputs[0]
+    kb = ctx.builder("reduced_size", [op])
+    out_ptr = kb.output(out)
+    size = " * ".join(f"(long long){kb.dim(x, a)}" for a in op.attrs["axis"]) or "1"
+    body = f"  if (blockIdx.x == 0 && threadIdx.x == 0) {out_ptr}[0] = ({ctype(out.dtype)})({size});\n"
+    ctx.add(
+        kb.build(
+            body,
+            lambda shapes, device: Launch((1, 1, 1), (1, 1, 1)),
+            comment="element count of a reduction (run-time dims)",
+        )
+    )

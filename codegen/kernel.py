@@ -1,0 +1,248 @@
+"""Kernels as data: a Kernel is CUDA C text plus how to bind and launch it.
+
+Emitters build kernels with a KernelBuilder. Static dims are baked into the
+source as literals; dims unknown at build time (None, e.g. the batch size)
+become `long long` kernel parameters, so one compiled module serves every
+batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from graphflow.dtypes import DType
+from graphflow.graph import Operation, Tensor
+
+CTYPES = {
+    "float16": "__half",
+    "float32": "float",
+    "float64": "double",
+    "int32": "int",
+    "int64": "long long",
+    "bool": "bool",
+}
+
+# One block handles a contiguous tile of this many elements; on the GPU its threads
+# stride through the tile (coalesced), on the CPU one thread walks it (vectorizable).
+TILE = 4096
+GPU_BLOCK = 256
+
+
+def ctype(dtype: DType) -> str:
+    return CTYPES[dtype.name]
+
+
+Shapes = dict  # Tensor -> concrete shape tuple, for one run
+
+
+@dataclass
+class Param:
+    """One kernel parameter: a buffer, a run-time dim, or a scalar computed at launch."""
+
+    name: str
+    kind: str  # 'in' | 'out' | 'scratch' | 'dim' | 'scalar'
+    ctype: str
+    tensor: Tensor | None = None  # for buffers and dims
+    axis: int = 0  # for dims
+    value: Callable | None = None  # scalars: (RunEnv) -> value; scratch: (shapes) -> count
+
+    def declaration(self) -> str:
+        if self.kind == "in":
+            return f"const {self.ctype}* __restrict__ {self.name}"
+        if self.kind in ("out", "scratch"):
+            return f"{self.ctype}* __restrict__ {self.name}"
+        return f"const {self.ctype} {self.name}"
+
+
+@dataclass
+class Launch:
+    grid: tuple
+    block: tuple
+    shared: int = 0
+
+
+@dataclass
+class Kernel:
+    name: str
+    nodes: list[Operation]
+    params: list[Param]
+    body: str
+    launch: Callable[[Shapes, str], Launch]  # (shapes, device name) -> launch shape
+    flops: Callable[[Shapes], int] = lambda shapes: 0
+    comment: str = ""
+    helpers: tuple = ()  # __device__ snippets this kernel needs, each emitted once per unit
+    checks: list = field(default_factory=list)  # (shapes) -> error text or None, before launch
+
+    @property
+    def source(self) -> str:
+        """The kernel's CUDA C: leading comment, helpers, then the __global__ function."""
+        lines = [f"// {self.name}: {self.comment}".rstrip(": ")] if self.comment else []
+        lines += [f"//   computes {op.name} ({op.type}) defined at {op.site}" for op in self.nodes]
+        params = ",\n    ".join(p.declaration() for p in self.params)
+        helpers = self.helper_text()
+        return (
+            "\n".join(lines)
+            + "\n"
+            + helpers
+            + f'extern "C" __global__ void {self.name}(\n    {params}) {{\n'
+            + self.body.rstrip()
+            + "\n}\n"
+        )
+
+    def helper_text(self) -> str:
+        return "".join(h.strip() + "\n" for h in self.helpers if h.strip())
+
+    def bytes_moved(self, shapes: Shapes) -> tuple[int, int]:
+        """(bytes read, bytes written), counting each buffer once."""
+        read = written = 0
+        for p in self.params:
+            if p.tensor is None or p.kind not in ("in", "out"):
+                continue
+            n = 1
+            for d in shapes[p.tensor]:
+                n *= d
+            if p.kind == "in":
+                read += n * p.tensor.dtype.size
+            else:
+                written += n * p.tensor.dtype.size
+        return read, written
+
+
+class KernelBuilder:
+    """Collects the parameters one kernel needs while an emitter writes its body."""
+
+    def __init__(self, name: str, nodes: list[Operation]) -> None:
+        self.name = name
+        self.nodes = nodes
+        self.params: list[Param] = []
+        self._by_key: dict = {}
+
+    def _param(self, key, make: Callable[[], Param]) -> str:
+        if key not in self._by_key:
+            self.params.append(make())
+            self._by_key[key] = self.params[-1].name
+        return self._by_key[key]
+
+    def input(self, t: Tensor, name: str | None = None) -> str:
+        """Pointer parameter for reading tensor t."""
+        return self._param(
+            ("in", t), lambda: Param(name or f"in{self._count('in')}", "in", ctype(t.dtype), t)
+        )
+
+    def output(self, t: Tensor, name: str = "out") -> str:
+        return self._param(("out", t), lambda: Param(name, "out", ctype(t.dtype), t))
+
+    def scratch(self, key: str, c_type: str, elements: Callable[[Shapes], int]) -> str:
+        """A temporary device buffer of `elements` items, private to this launch."""
+        return self._param(("scratch", key), lambda: Param(key, "scratch", c_type, value=elements))
+
+    def dim(self, t: Tensor, axis: int) -> str:
+        """A C expression for dim `axis` of t: a literal when known, else a parameter."""
+        d = t.shape[axis]
+        if d is not None:
+            return str(d)
+        return self._param(
+            ("dim", t, axis), lambda: Param(f"{self.input_name(t)}_d{axis}", "dim", "long long", t, axis)
+        )
+
+    def scalar(self, name: str, c_type: str, value: Callable) -> str:
+        """A value computed at each launch from the RunEnv (shapes, random streams)."""
+        return self._param(("scalar", name), lambda: Param(name, "scalar", c_type, value=value))
+
+    def input_name(self, t: Tensor) -> str:
+        for p in self.params:
+            if p.tensor is t and p.kind in ("in", "out"):
+                return p.name
+        return f"t{t.op.id}"
+
+    def numel(self, t: Tensor) -> str:
+        """C expression for the element count of t."""
+        dims = [self.dim(t, i) for i in range(len(t.shape))]
+        known = 1
+        symbolic = []
+        for d in dims:
+            if d.isdigit():
+                known *= int(d)
+            else:
+                symbolic.append(d)
+        return " * ".join([f"{known}LL"] + symbolic) if symbolic or known >= 2**31 else str(known)
+
+    def _count(self, kind: str) -> int:
+        return sum(1 for p in self.params if p.kind == kind)
+
+    def build(
+        self,
+        body: str,
+        launch,
+        flops=lambda shapes: 0,
+        comment: str = "",
+        helpers: tuple = (),
+        checks: list | None = None,
+    ) -> Kernel:
+        """The kernel; `helpers` are __device__ snippets, each emitted once per unit."""
+        return Kernel(self.name, self.nodes, list(self.params), body, launch, flops, comment,
+                      tuple(helpers), checks or [])
+
+
+def numel(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def tiled_launch(count: Callable[[Shapes], int]) -> Callable[[Shapes, str], Launch]:
+    """Launch shape for a tile loop over `count` elements (see TILE)."""
+
+    def launch(shapes: Shapes, device: str) -> Launch:
+        tiles = max(1, -(-count(shapes) // TILE))
+        if device == "cpu":  # one thread walks each tile; a few blocks per core
+            return Launch((min(tiles, 64), 1, 1), (1, 1, 1))
+        return Launch((min(tiles, 65535), 1, 1), (GPU_BLOCK, 1, 1))
+
+    return launch
+
+
+def tile_loop(count: str, index_type: str, inner: str) -> str:
+    """The loop every elementwise-style kernel uses: blocks take tiles, threads stride."""
+    return (
+        f"  const {index_type} n = {count};\n"
+        f"  for ({index_type} base = ({index_type})blockIdx.x * {TILE}; base < n; "
+        f"base += ({index_type})gridDim.x * {TILE}) {{\n"
+        f"    const {index_type} end = base + {TILE} < n ? base + {TILE} : n;\n"
+        f"    for ({index_type} i = base + threadIdx.x; i < end; i += blockDim.x) {{\n"
+        + "\n".join("      " + line for line in inner.strip().splitlines())
+        + "\n"
+        "    }\n  }\n"
+    )
+
+
+def index_type_for(*tensors: Tensor) -> str:
+    """int when every tensor is statically known to hold < 2^31 elements, else long long."""
+    for t in tensors:
+        n = 1
+        for d in t.shape:
+            if d is None:
+                return "long long"
+            n *= d
+        if n >= 2**31:
+            return "long long"
+    return "int"
+
+
+@dataclass
+class EmitContext:
+    """What an emitter may ask while lowering one op."""
+
+    kernels: list[Kernel] = field(default_factory=list)
+    counter: dict = field(default_factory=dict)
+
+    def builder(self, base: str, nodes: list[Operation]) -> KernelBuilder:
+        n = self.counter.get(base, 0)
+        self.counter[base] = n + 1
+        return KernelBuilder(f"{base}_{n}", nodes)
+
+    def add(self, kernel: Kernel) -> Kernel:
+        self.kernels.append(kernel)
+        return kernel

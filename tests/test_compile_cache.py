@@ -1,0 +1,176 @@
+"""The compile cache: hits without recompiling, private folders only, atomic concurrent writes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codegen.devices import CompileFailed, cache, get_driver
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Prints the kernel's output and how many times this process ran the compiler.
+SCRIPT = """
+import os, sys, time
+import numpy as np
+ready, go = os.environ.get("GF_READY"), os.environ.get("GF_GO")
+if go:
+    open(ready, "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.001)
+from codegen.devices import get_driver, cache
+drv = get_driver("cpu")
+mod = drv.SourceModule(os.environ["GF_SOURCE"])
+out = drv.mem_alloc(16)
+mod.get_function("fill")(out, np.int32(7), block=(4, 1, 1), grid=(1, 1))
+host = np.zeros(4, np.int32)
+drv.memcpy_dtoh(host, out)
+print(*host, cache.stats["compiles"])
+"""
+
+
+def fill_source(tag: str) -> str:
+    # A unique comment makes a source no earlier test has compiled.
+    return (
+        f"// {tag}\n__global__ void fill(int* out, int v) {{ out[threadIdx.x] = v * SCALE + threadIdx.x; }}\n"
+    )
+
+
+def run_script(cache_dir: Path, source: str, **env: str) -> subprocess.Popen:
+    full = dict(os.environ, PYTHONPATH=str(REPO), GRAPHFLOW_CACHE_DIR=str(cache_dir), GF_SOURCE=source, **env)
+    full.pop("GRAPHFLOW_EMU_SANITIZE", None)
+    return subprocess.Popen(
+        [sys.executable, "-c", SCRIPT], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def fill(drv, source: str, options=None) -> np.ndarray:
+    mod = drv.SourceModule(source, options=options or ["-DSCALE=3"])
+    out = drv.mem_alloc(16)
+    mod.get_function("fill")(out, np.int32(7), block=(4, 1, 1), grid=(1, 1))
+    host = np.zeros(4, np.int32)
+    drv.memcpy_dtoh(host, out)
+    return host
+
+
+@pytest.fixture
+def drv(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAPHFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    return get_driver("cpu")
+
+
+def test_warm_cache_does_not_recompile(drv, tmp_path):
+    source = fill_source(uuid.uuid4().hex)
+    np.testing.assert_array_equal(fill(drv, source), 21 + np.arange(4))
+    compiles = cache.stats["compiles"]
+    np.testing.assert_array_equal(fill(drv, source), 21 + np.arange(4))
+    assert cache.stats["compiles"] == compiles
+    # A fresh process finds both the runtime and the module on disk.
+    p = run_script(tmp_path / "cache", source.replace("SCALE", "3"))
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert out.split()[:4] == ["21", "22", "23", "24"]
+    p = run_script(tmp_path / "cache", source.replace("SCALE", "3"))
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert out.split() == ["21", "22", "23", "24", "0"]  # no compiler run at all
+
+
+def test_flags_are_part_of_the_key(drv):
+    source = fill_source(uuid.uuid4().hex)
+    np.testing.assert_array_equal(fill(drv, source, ["-DSCALE=3"]), 21 + np.arange(4))
+    np.testing.assert_array_equal(fill(drv, source, ["-DSCALE=5"]), 35 + np.arange(4))
+
+
+def test_cache_folder_is_created_private(drv, tmp_path):
+    fill(drv, fill_source("private"))
+    folder = tmp_path / "cache"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    libraries = list(folder.glob("*.so"))
+    assert libraries and all(stat.S_IMODE(p.stat().st_mode) & 0o077 == 0 for p in libraries)
+
+
+def test_xdg_cache_home_is_respected(monkeypatch, tmp_path):
+    monkeypatch.delenv("GRAPHFLOW_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert cache.cache_dir() == tmp_path / "graphflow"
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770, 0o722])
+def test_folder_writable_by_others_is_not_used(monkeypatch, tmp_path, mode):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    monkeypatch.setenv("GRAPHFLOW_CACHE_DIR", str(shared))
+    with pytest.warns(cache.UnsafeCacheDirWarning, match="other users can write"):
+        result = fill(get_driver("cpu"), fill_source(f"unsafe {mode}"))
+    np.testing.assert_array_equal(result, 21 + np.arange(4))  # still works, from a private folder
+    assert list(shared.iterdir()) == []
+
+
+def test_sticky_shared_folder_is_used(monkeypatch, tmp_path):
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    sticky.chmod(0o1777)
+    monkeypatch.setenv("GRAPHFLOW_CACHE_DIR", str(sticky))
+    fill(get_driver("cpu"), fill_source("sticky"))
+    assert list(sticky.glob("*.so"))
+
+
+def test_library_others_could_have_changed_is_rebuilt(drv, tmp_path):
+    source = fill_source(uuid.uuid4().hex)
+    fill(drv, source)
+    compiles = cache.stats["compiles"]
+    for lib in (tmp_path / "cache").glob("*.so"):
+        lib.chmod(0o666)
+    np.testing.assert_array_equal(fill(drv, source), 21 + np.arange(4))
+    assert cache.stats["compiles"] > compiles
+
+
+def test_failed_compile_leaves_no_library(drv, tmp_path):
+    with pytest.raises(CompileFailed):
+        drv.SourceModule("__global__ void bad(float* x) { x[0] = ; }")
+    folder = tmp_path / "cache"
+    assert not [p for p in folder.iterdir() if ".tmp" in p.name]
+    broken = [p for p in folder.glob("*.cu") if "bad(float* x)" in p.read_text()]
+    assert len(broken) == 1 and not broken[0].with_suffix(".so").exists()
+
+
+def test_concurrent_compiles_of_the_same_source(tmp_path):
+    folder, go = tmp_path / "cache", tmp_path / "go"
+    source = fill_source(uuid.uuid4().hex).replace("SCALE", "3")
+    procs = [
+        run_script(folder, source, GF_READY=str(tmp_path / f"ready{i}"), GF_GO=str(go)) for i in range(2)
+    ]
+    deadline = time.monotonic() + 60
+    while not all((tmp_path / f"ready{i}").exists() for i in range(2)) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    go.touch()  # both start compiling now, into an empty cache
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        assert out.split()[:4] == ["21", "22", "23", "24"]
+    names = [p.name for p in folder.iterdir()]
+    assert not [n for n in names if ".tmp" in n]
+    assert len([n for n in names if n.endswith(".so")]) == 2  # runtime + module, each once
+
+
+def test_nvcc_errors_quote_the_source(monkeypatch, tmp_path):
+    if shutil.which("nvcc") is None:
+        pytest.skip("nvcc is not on PATH")
+    from codegen.devices.pycuda_driver import compile_cubin
+
+    monkeypatch.setenv("GRAPHFLOW_CACHE_DIR", str(tmp_path))
+    with pytest.raises(CompileFailed) as info:
+        compile_cubin("__global__ void k(float* x) {\n  x[0] = missing_name;\n}\n", "sm_80")
+    assert "missing_name" in info.value.compiler_output
+    assert ">    3 |   x[0] = missing_name;" in str(info.value)  # line 3: after PyCUDA's extern "C" line
