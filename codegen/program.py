@@ -223,6 +223,9 @@ class Program:
 
         env = RunEnv(shapes, session)
         infos, totals = [], {"flops": 0, "bytes_moved": 0}
+        # scratch buffers of one run; kernels of one op share one by naming the same key and
+        # the same `elements` function object (e.g. a two-pass reduction's partial results)
+        shared_scratch: dict[tuple, DeviceArray] = {}
         for kernel, fn in zip(self.kernels, self._functions):
             for check in kernel.checks:
                 problem = check(shapes)
@@ -241,8 +244,11 @@ class Program:
                 else:  # scratch
                     from .kernel import CTYPES
                     dtype = {v: k for k, v in CTYPES.items()}.get(p.ctype, "float32")
-                    arr = DeviceArray(self.driver, (max(1, int(p.value(shapes))),),
-                                      np.dtype("bool" if dtype == "bool" else dtype))
+                    arr = shared_scratch.get((p.name, p.value))
+                    if arr is None:
+                        arr = DeviceArray(self.driver, (max(1, int(p.value(shapes))),),
+                                          np.dtype("bool" if dtype == "bool" else dtype))
+                        shared_scratch[(p.name, p.value)] = arr
                     scratch.append(arr)
                     args.append(arr.alloc)
             if not out_sizes or max(out_sizes) > 0:
@@ -258,7 +264,7 @@ class Program:
         values = {}
         for x in self.fetches:
             if isinstance(x, Tensor):
-                values[x] = feeds[x] if x in feeds else buffer(x).get()
+                values[x] = feeds[x] if x in feeds else buffer(x).get().reshape(shapes[x])
         updates = {op.inputs[0].op: buffer(op.outputs[0]).copy()
                    for op in self.order if op.type in ASSIGN_OPS}
         peak = sum(b.nbytes for b in bufs.values())

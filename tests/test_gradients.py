@@ -729,3 +729,12 @@ HVP_CASES = list(_unary_hvp_cases()) + SCALAR_OPERAND + SHAPE_OPS + GATHER
 @pytest.mark.parametrize("build,values,kwargs", HVP_CASES)
 def test_second_order(build, values, kwargs):
     check_hvp(_sin_weighted(build), *values)
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+def test_hvp_max_pool(padding):
+    """Second order through max_pool: MaxPoolGrad and its adjoint differentiate each other."""
+    def loss(x, w):
+        pooled = gf.nn.max_pool2d(x * w, 2, [1, 2, 1, 1], padding)
+        return gf.reduce_sum(gf.square(pooled) * gf.sin(pooled))
+    check_hvp(loss, distinct(2, 5, 6, 2), 1 + 0.1 * normal(2, 5, 6, 2))

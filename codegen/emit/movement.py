@@ -191,10 +191,13 @@ def emit_transpose(ctx: EmitContext, op: Operation) -> None:
     kb = ctx.builder("transpose", [op])
     groups, q = _merge_transpose(x, op.attrs["perm"])
     r = len(q)
-    if r >= 2 and q[-2:] == [r - 1, r - 2] and q[:-2] == list(range(r - 2)):
+    dims = [_prod([kb.dim(x, a) for a in g]) for g in groups]
+    # a batched 2-D transpose goes through shared-memory tiles, unless a side is so short
+    # (static and < 8) that a 32x32 tile would be mostly empty
+    if (r >= 2 and q[-2:] == [r - 1, r - 2] and q[:-2] == list(range(r - 2))
+            and not any(_is_lit(d) and int(d) < 8 for d in dims[-2:])):
         _transpose_tiled(ctx, op, kb, groups)
         return
-    dims = [_prod([kb.dim(x, a) for a in g]) for g in groups]
     src, dst = kb.input(x), kb.output(out)
     itype = index_type_for(x)
     in_strides = _strides(dims)
@@ -283,8 +286,8 @@ def emit_strided_slice(ctx: EmitContext, op: Operation) -> None:
     axes, _ = _slice_plan(kb, x, key, checks)
     head, tail = _merge_whole_tail(kb, x, axes)
     itype = index_type_for(x, out)
-    in_dims = [kb.dim(x, a) for a in range(len(x.shape))]
-    in_strides = _strides(in_dims)
+    # strides need every dim but the first (asking for it would add an unused parameter)
+    in_strides = _strides(["?"] + [kb.dim(x, a) for a in range(1, len(x.shape))])
     # unravel over the output axes that select (slices and whole axes of the head), then the tail
     walked = [ax for ax in head if ax.kind != "i"]
     dims = [kb.dim(out, ax.out_axis) for ax in walked] + [tail]
@@ -376,10 +379,10 @@ def emit_concat(ctx: EmitContext, op: Operation) -> None:
     itype = index_type_for(out, *xs)
     outer, inner = _split_at(kb, out, axis)
     total = kb.dim(out, axis)
-    lines = _unravel("i", [outer, total, inner], ["outer", "c", "n"], itype)
+    lines = _unravel("i", [outer, total, inner], ["outer", "along", "within"], itype)
     o = "outer" if outer != "1" else "0"
-    n = "n" if inner != "1" else "0"
-    c = "c" if total != "1" else "0"
+    n = "within" if inner != "1" else "0"
+    c = "along" if total != "1" else "0"
     offset = "0"
     branches = []
     for j, (x, src) in enumerate(zip(xs, srcs)):
@@ -410,10 +413,10 @@ def emit_concat_slice(ctx: EmitContext, op: Operation) -> None:
     offset = _sum([kb.dim(r, axis) for r in refs[:index]])
     if _is_lit(offset.replace(" + ", "")) and "+" in offset:
         offset = str(sum(int(p) for p in offset.split(" + ")))
-    lines = _unravel("i", [outer, size, inner], ["outer", "c", "n"], itype)
+    lines = _unravel("i", [outer, size, inner], ["outer", "along", "within"], itype)
     o = "outer" if outer != "1" else "0"
-    c = "c" if size != "1" else "0"
-    n = "n" if inner != "1" else "0"
+    c = "along" if size != "1" else "0"
+    n = "within" if inner != "1" else "0"
     row = _sum([_mul(o, kb.dim(g, axis)), c, offset if offset == "0" or _is_lit(offset) else f"({offset})"])
     lines.append(f"{dst}[i] = {src}[{_sum([_mul(f'({row})' if '+' in row else row, inner), n])}];")
     _map_kernel(kb, ctx, out, "\n".join(lines), itype,
@@ -431,7 +434,7 @@ def _gather_coords(kb: KernelBuilder, params_like: Tensor, indices: Tensor, flat
     """
     outer, inner = _split_at(kb, params_like, axis)
     count = _prod([kb.dim(indices, a) for a in range(len(indices.shape))])
-    lines = _unravel("i", [outer, count, inner], ["outer", "j", "n"], itype)
+    lines = _unravel("i", [outer, count, inner], ["outer", "j", "within"], itype)
     return lines, outer, inner
 
 
@@ -447,7 +450,7 @@ def emit_gather(ctx: EmitContext, op: Operation) -> None:
     size = kb.dim(params, axis)
     j = "j" if _prod([kb.dim(indices, a) for a in range(len(indices.shape))]) != "1" else "0"
     o = "outer" if outer != "1" else "0"
-    n = "n" if inner != "1" else "0"
+    n = "within" if inner != "1" else "0"
     lines.append(f"const long long row = (long long){ids}[{j}];")
     where = _sum([_mul(f"({_sum([_mul(o, size), 'row'])})" if o != "0" else "row", inner), n])
     lines.append(f"{dst}[i] = (row >= 0 && row < {size}) ? {src}[{where}] : {_zero(out)};")
@@ -478,7 +481,7 @@ def emit_gather_grad(ctx: EmitContext, op: Operation) -> None:
     size = kb.dim(out, axis)
     j = "j" if _prod([kb.dim(indices, a) for a in range(len(indices.shape))]) != "1" else "0"
     o = "outer" if outer != "1" else "0"
-    n = "n" if inner != "1" else "0"
+    n = "within" if inner != "1" else "0"
     lines.append(f"const long long row = (long long){ids}[{j}];")
     where = _sum([_mul(f"({_sum([_mul(o, size), 'row'])})" if o != "0" else "row", inner), n])
     if out.dtype.name == "int64":  # CUDA has no signed 64-bit atomicAdd; two's complement agrees

@@ -366,8 +366,21 @@ def _avg_pool_grad_compute(g, x_ref, ksize, strides, padding):
 
 register("MaxPool", infer=_pool_infer, compute=_max_pool_compute,
          grad=lambda op, g: [make("MaxPoolGrad", [op.inputs[0], g], dict(op.attrs))])
+def _max_pool_grad_grad_compute(x, h, ksize, strides, padding):
+    """The adjoint of MaxPoolGrad in g: each window reads h at its first max cell."""
+    win = _windows(x, *ksize, strides, padding, -np.inf)
+    first_max = np.argmax(win.reshape(win.shape[:4] + (-1,)), axis=-1)
+    h_win = _windows(h, *ksize, strides, padding).reshape(win.shape[:4] + (-1,))
+    return np.take_along_axis(h_win, first_max[..., None], -1)[..., 0]
+
+
+# MaxPoolGrad(x, g) is linear in g and piecewise constant in x (zero gradient almost
+# everywhere), so its gradient is its adjoint in g; the two ops are each other's gradients.
 register("MaxPoolGrad", infer=lambda specs, **a: specs[0], compute=_max_pool_grad_compute,
-         grad=None)
+         grad=lambda op, h: [None, make("MaxPoolGradGrad", [op.inputs[0], h], dict(op.attrs))])
+register("MaxPoolGradGrad", infer=lambda specs, **a: _pool_infer(specs[:1], **a),
+         compute=_max_pool_grad_grad_compute,
+         grad=lambda op, g: [None, make("MaxPoolGrad", [op.inputs[0], g], dict(op.attrs))])
 register("AvgPool", infer=_pool_infer, compute=_avg_pool_compute,
          grad=lambda op, g: [make("AvgPoolGrad", [g, op.inputs[0]], dict(op.attrs))])
 register("AvgPoolGrad", infer=lambda specs, **a: specs[1], compute=_avg_pool_grad_compute,

@@ -1,0 +1,364 @@
+"""GEMM: a shared-memory tiled, register-blocked matrix multiply, reused by convolution.
+
+One block computes a BM x BN tile of C = A @ B (A is M x K, B is K x N, all row-major views).
+Each K step stages a BM x BK slice of A and a BK x BN slice of B in shared memory; each
+thread accumulates a TM x TN sub-tile of C in registers. Shared memory is double buffered
+and the next slices are fetched into registers while the current ones are multiplied, so a
+K step costs one __syncthreads. Loads and stores are bounds-checked: any M, N, K works.
+
+The body is written by `gemm_body`, which takes the operands as *loaders*: C code that
+produces element (row, col) of A or B. MatMul's loaders read plain (possibly transposed)
+matrices at a per-batch offset; the convolution emitters (conv.py) plug in implicit-im2col
+loaders instead, so no column buffer is ever materialized.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from graphflow.errors import CompileError
+from graphflow.graph import Operation, Tensor
+
+from ..kernel import EmitContext, KernelBuilder, Launch, ctype, index_type_for, numel
+from . import emitter
+
+
+@dataclass(frozen=True)
+class Tiling:
+    """Block tile BM x BN, K step BK, TM x TN outputs per thread."""
+
+    bm: int
+    bn: int
+    bk: int
+    tm: int
+    tn: int
+
+    @property
+    def threads(self) -> int:
+        return (self.bm // self.tm) * (self.bn // self.tn)
+
+    @property
+    def name(self) -> str:
+        return f"{self.bm}x{self.bn}"
+
+    def describe(self) -> str:
+        return (
+            f"{self.bm}x{self.bn}x{self.bk} block tiles, {self.tm}x{self.tn} outputs per thread, "
+            f"{self.threads} threads, double-buffered shared memory"
+        )
+
+
+def tiling_for(dtype) -> Tiling:
+    """4-byte types take a 16-deep K step; 8-byte types 8 (same shared bytes per stage)."""
+    return Tiling(64, 64, 16 if dtype.size <= 4 else 8, 8, 4)
+
+
+# Shared rows are padded by 16 bytes: keeps 16-byte alignment of every row (vector reads of a
+# thread's TM / TN run) while breaking the bank conflicts of the transposing tile stores.
+def _pad(c_type: str) -> int:
+    return 2 if c_type in ("double", "long long") else 4
+
+
+@dataclass
+class Operand:
+    """How the tile loads read one GEMM operand (A: coordinates m, k; B: k, n).
+
+    fast: the coordinate that is contiguous in memory ('m' or 'k' for A, 'k' or 'n' for B);
+          consecutive threads walk it, so global loads coalesce.
+    Either a strided matrix: element (fast f, slow s) is ptr[s * ld + f] (ptr and ld are C
+    expressions; ptr includes any batch offset), or a gather:
+    load: (m or k, k or n) C expressions -> (C statements, C value expression), called only
+          inside the bounds check (the convolutions' implicit im2col uses this).
+    """
+
+    fast: str
+    ptr: str = ""
+    ld: str = ""
+    load: Callable[[str, str], tuple[str, str]] | None = None
+
+
+def _operand_code(
+    which: str, op: Operand, t: Tiling, c_type: str, itype: str
+) -> tuple[str, Callable[[str], str], str]:
+    """(per-tile setup, slice k origin -> global loads into registers, registers -> shared)."""
+    coords = ("m", "k") if which == "a" else ("k", "n")
+    extent = {"m": t.bm, "k": t.bk, "n": t.bn}
+    total = {"m": "M", "k": "k_end", "n": "N"}  # this block's K range is [k_begin, k_end)
+    origin = {"m": "m0", "n": "n0"}
+    fast = op.fast
+    slow = coords[1] if fast == coords[0] else coords[0]
+    f_ext, s_ext = extent[fast], extent[slow]
+    assert t.threads % f_ext == 0 and s_ext % (t.threads // f_ext) == 0
+    step = t.threads // f_ext
+    per_thread = s_ext // step
+    reg, smem, px = f"{which}_next", "As" if which == "a" else "Bs", f"{which}_"
+    # shared tiles are k-major: As[k][m], Bs[k][n]; this thread owns (f_t, s_t + r * step)
+    if fast == "k":
+        cell = f"[{px}f][{px}s + r * {step}]"
+    else:
+        cell = f"[{px}s + r * {step}][{px}f]"
+    setup = f"const int {px}f = tid % {f_ext}, {px}s = tid / {f_ext};\n"
+    store = (
+        f"#pragma unroll\n"
+        f"for (int r = 0; r < {per_thread}; ++r) {smem}[nbuf]{cell} = {reg}[r];\n"
+    )
+    if op.load is None:  # strided matrix: a running pointer to this thread's first element
+        f0 = "k_begin" if fast == "k" else origin[fast]
+        s0 = "k_begin" if slow == "k" else origin[slow]
+        setup += (
+            f"const {c_type}* {px}src = {op.ptr} + ({s0} + {px}s) * ({itype})({op.ld}) + {f0} + {px}f;\n"
+        )
+        if fast == "k":
+            setup += f"const {itype} {px}rows = {total[slow]} - ({s0} + {px}s);\n"
+            advance = f"{t.bk}"
+        else:
+            setup += f"const bool {px}in = {f0} + {px}f < {total[fast]};\n"
+            advance = f"{t.bk} * ({itype})({op.ld})"
+
+        def load(kk: str) -> str:
+            if fast == "k":
+                ok, left = f"{kk} + {px}f < k_end", f"{px}rows"
+            else:
+                ok, left = f"{px}in", f"k_end - ({kk} + {px}s)"
+            return (
+                f"{{\n"
+                f"  const bool ok = {ok};\n"
+                f"  const {itype} left = {left};\n"
+                f"  const {c_type}* p = {px}src;\n"
+                f"  #pragma unroll\n"
+                f"  for (int r = 0; r < {per_thread}; ++r, p += {step} * ({itype})({op.ld}))\n"
+                f"    {reg}[r] = (ok && r * {step} < left) ? *p : ({c_type})0;\n"
+                f"  {px}src += {advance};\n"
+                f"}}\n"
+            )
+
+        return setup, load, store
+
+    def gather(kk: str) -> str:
+        orig = {**origin, "k": kk}
+        pos = {fast: f"{px}f", slow: f"{px}s + r * {step}"}
+        g = {c: f"{orig[c]} + ({pos[c]})" for c in coords}
+        stmts, value = op.load("g0", "g1")
+        body = "".join(f"    {line}\n" for line in stmts.strip().splitlines() if line.strip())
+        return (
+            f"#pragma unroll\n"
+            f"for (int r = 0; r < {per_thread}; ++r) {{\n"
+            f"  const {itype} g0 = {g[coords[0]]}, g1 = {g[coords[1]]};\n"
+            f"  {c_type} v = ({c_type})0;\n"
+            f"  if (g0 < {total[coords[0]]} && g1 < {total[coords[1]]}) {{\n"
+            f"{body}"
+            f"    v = {value};\n"
+            f"  }}\n"
+            f"  {reg}[r] = v;\n"
+            f"}}\n"
+        )
+
+    return setup, gather, store
+
+
+def gemm_body(
+    c_type: str,
+    itype: str,
+    t: Tiling,
+    m: str,
+    n: str,
+    k: str,
+    a: Operand,
+    b: Operand,
+    store: Callable[[str, str, str], str],
+    batch: str = "1",
+    batch_setup: str = "",
+    split_k: bool = False,
+) -> str:
+    """Kernel body computing C[z] = A[z] @ B[z] for z < batch.
+
+    m, n, k, batch: C expressions (the body names them M, N, K). `batch_setup` runs once per
+    batch entry `z` (a long long) and may define offsets that the operands and
+    `store(row, col, value)` use.
+    Launch with blockDim.x == t.threads, any gridDim.x (tiles are grid-strided) and gridDim.z
+    up to the batch (also strided); see `gemm_launch`.
+    split_k (batch must be 1): blockIdx.z picks a K range instead of a batch entry, so a
+    small C with a long K still fills the GPU; `store` must then accumulate (atomicAdd into
+    a zeroed C).
+    """
+    if split_k:
+        assert batch == "1" and not batch_setup
+        batch = "gridDim.z"
+        k_range = (
+            f"// split K: this block sums K range [k_begin, k_end) of its tiles\n"
+            f"const {itype} k_begin = z * k_chunk;\n"
+            f"const {itype} k_end = k_begin + k_chunk < K ? k_begin + k_chunk : K;\n"
+        )
+        chunk = (f"  const {itype} k_chunk = ((K + {t.bk - 1}) / {t.bk} + gridDim.z - 1) / gridDim.z"
+                 f" * {t.bk};\n")
+    else:
+        k_range, chunk = f"const {itype} k_begin = 0, k_end = K;\n", ""
+    a_setup, a_load, a_store = _operand_code("a", a, t, c_type, itype)
+    b_setup, b_load, b_store = _operand_code("b", b, t, c_type, itype)
+    a_regs, b_regs = t.bm * t.bk // t.threads, t.bk * t.bn // t.threads
+    pad = _pad(c_type)
+    tx_count = t.bn // t.tn
+    return f"""\
+  // double-buffered operand tiles, k-major: As[buf][k][m], Bs[buf][k][n]
+  __shared__ __align__(16) {c_type} As[2][{t.bk}][{t.bm} + {pad}];
+  __shared__ __align__(16) {c_type} Bs[2][{t.bk}][{t.bn} + {pad}];
+  const int tid = threadIdx.x;
+  const int tx = tid % {tx_count}, ty = tid / {tx_count};  // this thread's {t.tm}x{t.tn} sub-tile of C
+  const {itype} M = {m}, N = {n}, K = {k};
+  const {itype} tiles_n = (N + {t.bn - 1}) / {t.bn};
+  const {itype} tiles = ((M + {t.bm - 1}) / {t.bm}) * tiles_n;
+{chunk}  const long long batch = {batch};
+  for (long long z = blockIdx.z; z < batch; z += gridDim.z) {{
+{_indent(batch_setup + k_range, 4)}    // grid-stride over the tiles of C
+    for ({itype} tile = blockIdx.x; tile < tiles; tile += gridDim.x) {{
+      const {itype} m0 = (tile / tiles_n) * {t.bm}, n0 = (tile % tiles_n) * {t.bn};
+{_indent(a_setup + b_setup, 6)}      {c_type} acc[{t.tm}][{t.tn}];
+      #pragma unroll
+      for (int i = 0; i < {t.tm}; ++i) {{
+        #pragma unroll
+        for (int j = 0; j < {t.tn}; ++j) acc[i][j] = ({c_type})0;
+      }}
+      {c_type} a_next[{a_regs}], b_next[{b_regs}];
+      int nbuf = 0;
+      // prologue: stage the first K slice
+{_indent(a_load("k_begin") + b_load("k_begin") + a_store + b_store, 6)}      __syncthreads();
+      for ({itype} k0 = k_begin; k0 < k_end; k0 += {t.bk}) {{
+        const int buf = nbuf;
+        nbuf ^= 1;
+        const bool more = k0 + {t.bk} < k_end;
+        if (more) {{  // fetch the next slice into registers while this one is multiplied
+{_indent(a_load(f"(k0 + {t.bk})") + b_load(f"(k0 + {t.bk})"), 10)}        }}
+        #pragma unroll
+        for (int k = 0; k < {t.bk}; ++k) {{
+          {c_type} a_frag[{t.tm}], b_frag[{t.tn}];
+          #pragma unroll
+          for (int i = 0; i < {t.tm}; ++i) a_frag[i] = As[buf][k][ty * {t.tm} + i];
+          #pragma unroll
+          for (int j = 0; j < {t.tn}; ++j) b_frag[j] = Bs[buf][k][tx * {t.tn} + j];
+          #pragma unroll
+          for (int i = 0; i < {t.tm}; ++i) {{
+            #pragma unroll
+            for (int j = 0; j < {t.tn}; ++j) acc[i][j] += a_frag[i] * b_frag[j];
+          }}
+        }}
+        if (more) {{
+{_indent(a_store + b_store, 10)}        }}
+        __syncthreads();  // one barrier per K step: the other buffer is now complete
+      }}
+      #pragma unroll
+      for (int i = 0; i < {t.tm}; ++i) {{
+        const {itype} row = m0 + ty * {t.tm} + i;
+        if (row >= M) break;
+        #pragma unroll
+        for (int j = 0; j < {t.tn}; ++j) {{
+          const {itype} col = n0 + tx * {t.tn} + j;
+          if (col < N) {store("row", "col", "acc[i][j]")};
+        }}
+      }}
+    }}
+  }}
+"""
+
+
+def _indent(text: str, n: int) -> str:
+    pad = " " * n
+    return "".join(pad + line + "\n" if line.strip() else "\n" for line in text.splitlines())
+
+
+def gemm_launch(
+    t: Tiling, mnb: Callable[[dict], tuple[int, int, int]], split_k: Callable[[dict], int] | None = None
+) -> Callable[[dict, str], Launch]:
+    """Grid for gemm_body: one block per output tile (x), batch entries (or K splits) on z.
+
+    With split_k(shapes) -> K, z splits K until there are about two blocks per SM (a few per
+    core on the cpu), each split keeping at least 32 K steps.
+    """
+
+    def launch(shapes: dict, device: str) -> Launch:
+        m, n, b = mnb(shapes)
+        tiles = max(1, -(-m // t.bm) * -(-n // t.bn))
+        if split_k is not None:
+            want = (8 if device == "cpu" else 2 * 132) // tiles
+            b = max(1, min(want, split_k(shapes) // (32 * t.bk)))
+        return Launch((min(tiles, 2**31 - 1), 1, max(1, min(b, 65535))), (t.threads, 1, 1))
+
+    return launch
+
+
+def check_gemm_dtype(op: Operation) -> None:
+    dt = op.outputs[0].dtype
+    if dt.name not in ("float32", "float64", "int32", "int64"):
+        raise CompileError(f"{op.describe()}: no GEMM kernel for dtype {dt.name}")
+
+
+# ---- MatMul ----------------------------------------------------------------------------------
+def _batch_setup(kb: KernelBuilder, a: Tensor, b: Tensor, out: Tensor, m: str, n: str, k: str,
+                 ta: bool, tb: bool) -> tuple[str, str]:
+    """(batch count expression, per-batch offsets a_off/b_off/c_off for batch entry z)."""
+    out_rank = len(out.shape) - 2
+    count = " * ".join(f"(long long){kb.dim(out, i)}" for i in range(out_rank)) or "1"
+    lines = ["long long a_off = 0, b_off = 0;"] + (["long long rest = z;"] if out_rank else [])
+    strides = {"a": f"(long long){m} * {k}", "b": f"(long long){k} * {n}"}
+    for axis in reversed(range(out_rank)):  # innermost batch dim first
+        size = kb.dim(out, axis)
+        lines.append(f"{{ const long long c = rest % {size}; rest /= {size};")
+        for name, t in (("a", a), ("b", b)):
+            t_axis = axis - (out_rank - (len(t.shape) - 2))
+            if t_axis < 0:  # t has no such batch dim: broadcast
+                continue
+            d, dim = t.shape[t_axis], kb.dim(t, t_axis)
+            if d != 1:  # a None dim may still be 1 at run time: then it broadcasts
+                coord = "c" if d is not None else f"({dim} == 1 ? 0 : c)"
+                lines.append(f"  {name}_off += {coord} * ({strides[name]});")
+                strides[name] = f"{strides[name]} * {dim}"
+        lines.append("}")
+    lines.append(f"const long long c_off = z * ((long long){m} * {n});")
+    return count, "\n".join(lines)
+
+
+@emitter("MatMul")
+def emit_matmul(ctx: EmitContext, op: Operation) -> None:
+    check_gemm_dtype(op)
+    a, b = op.inputs
+    out = op.outputs[0]
+    ta, tb = op.attrs["transpose_a"], op.attrs["transpose_b"]
+    t = tiling_for(out.dtype)
+    kb = ctx.builder(f"gemm_{t.name}", [op])
+    c = kb.output(out)
+    pa, pb = kb.input(a), kb.input(b)
+    ra, rb = len(a.shape), len(b.shape)
+    # M, N, K from the operands' own dims (a None dim becomes a run-time parameter)
+    m = kb.dim(a, ra - 1 if ta else ra - 2)
+    k = kb.dim(a, ra - 2 if ta else ra - 1)
+    if k.isdigit() is False and b.shape[rb - 1 if tb else rb - 2] is not None:
+        k = kb.dim(b, rb - 1 if tb else rb - 2)
+    n = kb.dim(b, rb - 2 if tb else rb - 1)
+    itype = index_type_for(a, b, out)
+    count, setup = _batch_setup(kb, a, b, out, m, n, k, ta, tb)
+    # A is M x K (or K x M when transposed), B is K x N (or N x K); the last dim is contiguous
+    a_op = Operand("m", f"{pa} + a_off", "M") if ta else Operand("k", f"{pa} + a_off", "K")
+    b_op = Operand("k", f"{pb} + b_off", "K") if tb else Operand("n", f"{pb} + b_off", "N")
+    body = gemm_body(
+        ctype(out.dtype), itype, t, m, n, k, a_op, b_op,
+        lambda row, col, v: f"{c}[c_off + {row} * N + {col}] = {v}",
+        batch=count, batch_setup=setup,
+    )
+
+    def mnkb(shapes):
+        sa, sb = shapes[a], shapes[b]
+        mm = sa[-1] if ta else sa[-2]
+        kk = sa[-2] if ta else sa[-1]
+        nn = sb[-2] if tb else sb[-1]
+        return mm, nn, kk, numel(shapes[out][:-2])
+
+    shape_text = (f"{list(a.shape)}{'^T' if ta else ''} @ {list(b.shape)}{'^T' if tb else ''}"
+                  f" -> {list(out.shape)}")
+    ctx.add(
+        kb.build(
+            body,
+            gemm_launch(t, lambda s: (mnkb(s)[0], mnkb(s)[1], mnkb(s)[3])),
+            flops=lambda s: 2 * mnkb(s)[0] * mnkb(s)[1] * mnkb(s)[2] * mnkb(s)[3],
+            comment=f"batched GEMM {shape_text}; {t.describe()}",
+        )
+    )

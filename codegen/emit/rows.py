@@ -1,0 +1,331 @@
+"""Row kernels: Softmax, LogSoftmax, the two cross-entropies, LayerNorm, and Cumsum (a scan).
+
+Each op works along one axis of x, seen as [outer, len, inner]: row o (of outer * inner) holds
+x[base(o) + j * inner], j < len. The thread layout is the one of reduce.py: threadIdx.x picks one
+of blockDim.x consecutive rows (consecutive in memory when inner > 1, so loads coalesce), the
+blockDim.y threads of that threadIdx.x share the row and combine through gf_red_block (warp
+shuffles + a shared-memory tree). One kernel per op, numerically stable, accumulating in the
+input dtype:
+
+  softmax / log-softmax / cross-entropy: one read pass keeps an online (max, sum of exp(x - max))
+      per thread (rescaling the sum when the max grows), combined across the block; then a write
+      pass (softmax, log-softmax) or a second read pass (soft-label cross-entropy);
+  layer norm: one read pass of Welford (count, mean, M2) per thread, merged with Chan's formula;
+      then the write pass;
+  cumsum: tiles of blockDim.y * ITEMS elements per row; each thread scans ITEMS consecutive
+      elements serially, a block-wide exclusive scan (warp __shfl_up_sync Hillis-Steele + the warp
+      totals through shared memory) offsets them, and a running carry links the tiles.
+"""
+
+from __future__ import annotations
+
+from graphflow.graph import Operation, Tensor
+
+from ..kernel import EmitContext, KernelBuilder, Launch, ctype, index_type_for, numel
+from . import emitter
+from .elementwise import Dialect
+from .reduce import HELPERS, block_shape, grid_size, indent, mul, paren, scaled
+
+ROW_HELPERS = r"""
+// graphflow row kernels: exp/log by dtype, online softmax and Welford combiners
+__device__ __forceinline__ float gf_row_exp(float x) { return expf(x); }
+__device__ __forceinline__ double gf_row_exp(double x) { return exp(x); }
+__device__ __forceinline__ float gf_row_log(float x) { return logf(x); }
+__device__ __forceinline__ double gf_row_log(double x) { return log(x); }
+__device__ __forceinline__ float gf_row_sqrt(float x) { return sqrtf(x); }
+__device__ __forceinline__ double gf_row_sqrt(double x) { return sqrt(x); }
+
+// (m, s): running max and sum of exp(x - m). NaN and +inf give NaN like the reference's x - max;
+// -inf elements add nothing (an all -inf row keeps s = 0, m = -inf: NaN at the end, as numpy).
+template <class T> struct gf_row_softmax_acc { T m, s; };
+template <class T> struct gf_red_softmax {
+  typedef gf_row_softmax_acc<T> acc;
+  static __device__ __forceinline__ acc make(T m, T s) {
+    acc a;
+    a.m = m;
+    a.s = s;
+    return a;
+  }
+  static __device__ __forceinline__ acc identity() { return make(gf_red_lowest<T>(), (T)0); }
+  static __device__ __forceinline__ void push(acc& a, T x) {
+    if (x > a.m || x != x) {  // new max: rescale the sum; (x - x) is NaN for x = +inf
+      a.s = a.s * gf_row_exp(a.m - x) + ((x - x) + (T)1);
+      a.m = x;
+    } else if (x > gf_red_lowest<T>()) {
+      a.s += gf_row_exp(x - a.m);
+    }
+  }
+  static __device__ __forceinline__ acc combine(acc a, acc b) {
+    const T m = gf_red_max<T>::combine(a.m, b.m);
+    const T sa = a.s == (T)0 ? (T)0 : a.s * gf_row_exp(a.m - m);
+    const T sb = b.s == (T)0 ? (T)0 : b.s * gf_row_exp(b.m - m);
+    return make(m, sa + sb);
+  }
+  static __device__ __forceinline__ acc shfl_down(acc a, unsigned d) {
+    return make(__shfl_down_sync(0xffffffffu, a.m, d), __shfl_down_sync(0xffffffffu, a.s, d));
+  }
+};
+
+// Welford: count, mean and M2 = sum of squared deviations; merged with Chan et al.'s formula
+template <class T> struct gf_row_welford_acc { long long n; T mean, m2; };
+template <class T> struct gf_red_welford {
+  typedef gf_row_welford_acc<T> acc;
+  static __device__ __forceinline__ acc make(long long n, T mean, T m2) {
+    acc a;
+    a.n = n;
+    a.mean = mean;
+    a.m2 = m2;
+    return a;
+  }
+  static __device__ __forceinline__ acc identity() { return make(0, (T)0, (T)0); }
+  static __device__ __forceinline__ void push(acc& a, T x) {
+    a.n += 1;
+    const T d = x - a.mean;
+    a.mean += d / (T)a.n;
+    a.m2 += d * (x - a.mean);
+  }
+  static __device__ __forceinline__ acc combine(acc a, acc b) {
+    const long long n = a.n + b.n;
+    if (b.n == 0) return a;
+    if (a.n == 0) return b;
+    const T d = b.mean - a.mean;
+    const T wb = (T)b.n / (T)n;
+    return make(n, a.mean + d * wb, a.m2 + b.m2 + d * d * (T)a.n * wb);
+  }
+  static __device__ __forceinline__ acc shfl_down(acc a, unsigned d) {
+    return make(__shfl_down_sync(0xffffffffu, a.n, d), __shfl_down_sync(0xffffffffu, a.mean, d),
+                __shfl_down_sync(0xffffffffu, a.m2, d));
+  }
+};
+"""
+
+SCAN_ITEMS = 4  # consecutive elements each thread scans serially per tile
+
+
+class Rows:
+    """x seen as [outer, len, inner] along `axis`; C expressions and run-time sizes."""
+
+    def __init__(self, kb: KernelBuilder, x: Tensor, axis: int) -> None:
+        dims = [kb.dim(x, i) for i in range(len(x.shape))]
+        self.len = dims[axis]
+        self.inner = mul(*dims[axis + 1 :])
+        self.rows = mul(*dims[:axis], *dims[axis + 1 :])
+        self.x, self.axis = x, axis
+
+    def sizes(self, shapes) -> tuple[int, int, int]:
+        """(rows, len, inner) for concrete shapes."""
+        shape = tuple(shapes[self.x])
+        a = self.axis
+        return numel(shape[:a] + shape[a + 1 :]), shape[a], numel(shape[a + 1 :])
+
+    def base(self) -> str:
+        if self.inner == "1":
+            return scaled("o", self.len)
+        inner = paren(self.inner)
+        return f"(o / {inner}) * {paren(mul(self.len, self.inner))} + o % {inner}"
+
+    def at(self, j: str) -> str:
+        return f"base + {scaled(j, self.inner)}"
+
+    def launch(self, items: int = 1):
+        def launch(shapes, device: str) -> Launch:
+            rows, length, inner = self.sizes(shapes)
+            bx, by = block_shape(rows, -(-length // items), inner, device)
+            return Launch((grid_size(-(-rows // bx), device), 1, 1), (bx, by, 1))
+
+        return launch
+
+
+def row_loop(itype: str, body: list) -> list:
+    """Lines: this thread's share of the row (j = threadIdx.y, += blockDim.y), when active."""
+    return [
+        "if (active) {",
+        f"  for ({itype} j = threadIdx.y; j < len; j += blockDim.y) {{",
+        *["    " + line for line in body],
+        "  }",
+        "}",
+    ]
+
+
+def row_kernel(itype: str, rows: Rows, smem_type: str, phases: list) -> str:
+    lines = [
+        f"const {itype} rows = {rows.rows};",
+        f"const {itype} len = {rows.len};",
+        f"__shared__ {smem_type} smem[256];",
+        f"for ({itype} tile = blockIdx.x; tile * ({itype})blockDim.x < rows; tile += gridDim.x) {{",
+        f"  const {itype} o = tile * ({itype})blockDim.x + threadIdx.x;  // the row",
+        "  const bool active = o < rows;",
+        f"  const {itype} base = active ? {rows.base()} : 0;",
+        *["  " + line for line in phases],
+        "}",
+    ]
+    return indent(lines, 2)
+
+
+def online_softmax(itype: str, c: str, x_ptr: str, rows: Rows) -> list:
+    """Lines leaving the row's max in `m` and sum of exp(x - m) in `s` (every thread)."""
+    red = f"gf_red_softmax<{c}>"
+    return [
+        f"{red}::acc ms = {red}::identity();",
+        *row_loop(itype, [f"{red}::push(ms, {x_ptr}[{rows.at('j')}]);"]),
+        f"ms = gf_red_block<{red} >(ms, smem);",
+        f"const {c} m = ms.m, s = ms.s;",
+    ]
+
+
+def _float_rows(ctx: EmitContext, op: Operation, name: str, x: Tensor, axis: int):
+    kb = ctx.builder(name, [op])
+    x_ptr = kb.input(x, "x")
+    rows = Rows(kb, x, axis)
+    return kb, x_ptr, rows, index_type_for(x), ctype(x.dtype)
+
+
+@emitter("Softmax", "LogSoftmax")
+def emit_softmax(ctx: EmitContext, op: Operation) -> None:
+    x = op.inputs[0]
+    log = op.type == "LogSoftmax"
+    kb, x_ptr, rows, itype, c = _float_rows(ctx, op, "log_softmax" if log else "softmax", x,
+                                            op.attrs["axis"])
+    out = kb.output(op.outputs[0])
+    if log:
+        write = [f"const {c} log_s = gf_row_log(s);",
+                 *row_loop(itype, [f"{out}[{rows.at('j')}] = ({x_ptr}[{rows.at('j')}] - m) - log_s;"])]
+    else:
+        write = row_loop(itype, [f"{out}[{rows.at('j')}] = gf_row_exp({x_ptr}[{rows.at('j')}] - m) / s;"])
+    body = row_kernel(itype, rows, f"gf_red_softmax<{c}>::acc", online_softmax(itype, c, x_ptr, rows)
+                      + write)
+    ctx.add(kb.build(
+        body, rows.launch(), flops=lambda s: 4 * numel(s[x]),
+        comment=f"{op.type} along axis {op.attrs['axis']} of {list(x.shape)}: a row per threadIdx.x; "
+                "online (max, sum exp) per thread, block combine, then the write pass",
+        helpers=(HELPERS, ROW_HELPERS)))
+
+
+@emitter("SparseSoftmaxCrossEntropy")
+def emit_sparse_xent(ctx: EmitContext, op: Operation) -> None:
+    """loss = log(sum exp(x - m)) - (x[label] - m). A label outside [0, classes) cannot raise
+    from a kernel: that row's loss is NaN (the reference raises)."""
+    logits, labels = op.inputs
+    rank = len(logits.shape)
+    kb, x_ptr, rows, itype, c = _float_rows(ctx, op, "sparse_softmax_xent", logits, rank - 1)
+    label_ptr = kb.input(labels, "labels")
+    out = kb.output(op.outputs[0])
+    nan = Dialect(logits.dtype).lit(float("nan"))
+    write = [
+        "if (active && threadIdx.y == 0) {",
+        f"  const long long label = (long long){label_ptr}[o];",
+        f"  {out}[o] = (label >= 0 && label < (long long)len)",
+        f"      ? gf_row_log(s) - ({x_ptr}[base + label] - m) : ({c}){nan};",
+        "}",
+    ]
+    body = row_kernel(itype, rows, f"gf_red_softmax<{c}>::acc",
+                      online_softmax(itype, c, x_ptr, rows) + write)
+    ctx.add(kb.build(
+        body, rows.launch(), flops=lambda s: 3 * numel(s[logits]),
+        comment=f"sparse softmax cross-entropy over the last axis of {list(logits.shape)}: online "
+                "(max, sum exp) per row; an out-of-range label gives NaN",
+        helpers=(HELPERS, ROW_HELPERS)))
+
+
+@emitter("SoftmaxCrossEntropy")
+def emit_xent(ctx: EmitContext, op: Operation) -> None:
+    """loss = -sum(labels * ((x - m) - log s)), the reference's order per element."""
+    logits, labels = op.inputs
+    rank = len(logits.shape)
+    kb, x_ptr, rows, itype, c = _float_rows(ctx, op, "softmax_xent", logits, rank - 1)
+    label_ptr = kb.input(labels, "labels")
+    out = kb.output(op.outputs[0])
+    at = rows.at("j")
+    phases = online_softmax(itype, c, x_ptr, rows) + [
+        f"const {c} log_s = gf_row_log(s);",
+        f"{c} t = ({c})0;",
+        *row_loop(itype, [f"t += {label_ptr}[{at}] * (({x_ptr}[{at}] - m) - log_s);"]),
+        f"__shared__ {c} smem_sum[256];",
+        f"t = gf_red_block<gf_red_sum<{c}> >(t, smem_sum);",
+        f"if (active && threadIdx.y == 0) {out}[o] = -t;",
+    ]
+    body = row_kernel(itype, rows, f"gf_red_softmax<{c}>::acc", phases)
+    ctx.add(kb.build(
+        body, rows.launch(), flops=lambda s: 6 * numel(s[logits]),
+        comment=f"softmax cross-entropy over the last axis of {list(logits.shape)}: online (max, sum "
+                "exp) per row, then sum(labels * log_softmax)",
+        helpers=(HELPERS, ROW_HELPERS)))
+
+
+@emitter("LayerNorm")
+def emit_layer_norm(ctx: EmitContext, op: Operation) -> None:
+    x, gamma, beta = op.inputs
+    axis = op.attrs["axis"]
+    kb, x_ptr, rows, itype, c = _float_rows(ctx, op, "layer_norm", x, axis)
+    g_ptr, b_ptr = kb.input(gamma, "gamma"), kb.input(beta, "beta")
+    out = kb.output(op.outputs[0])
+    eps = Dialect(x.dtype).lit(op.attrs["epsilon"])
+    red = f"gf_red_welford<{c}>"
+    at = rows.at("j")
+    phases = [
+        f"{red}::acc w = {red}::identity();",
+        *row_loop(itype, [f"{red}::push(w, {x_ptr}[{at}]);"]),
+        f"w = gf_red_block<{red} >(w, smem);",
+        f"const {c} mean = w.mean;",
+        f"const {c} rstd = ({c})1 / gf_row_sqrt(w.m2 / ({c})len + {eps});  // biased variance",
+        *row_loop(itype, [f"{out}[{at}] = ({x_ptr}[{at}] - mean) * rstd * {g_ptr}[j] + {b_ptr}[j];"]),
+    ]
+    body = row_kernel(itype, rows, f"{red}::acc", phases)
+    ctx.add(kb.build(
+        body, rows.launch(), flops=lambda s: 8 * numel(s[x]),
+        comment=f"layer norm along axis {axis} of {list(x.shape)}: Welford (count, mean, M2) per "
+                "thread, Chan merge across the block, then the write pass",
+        helpers=(HELPERS, ROW_HELPERS)))
+
+
+@emitter("Cumsum")
+def emit_cumsum(ctx: EmitContext, op: Operation) -> None:
+    x = op.inputs[0]
+    axis, exclusive, reverse = op.attrs["axis"], op.attrs["exclusive"], op.attrs["reverse"]
+    kb = ctx.builder("cumsum", [op])
+    x_ptr = kb.input(x, "x")
+    out = kb.output(op.outputs[0])
+    rows = Rows(kb, x, axis)
+    itype, c = index_type_for(x), ctype(x.dtype)
+    n = SCAN_ITEMS
+    pos = "(len - 1 - p)" if reverse else "p"
+    phases = [
+        f"{c} carry = ({c})0;  // sum of the tiles before this one",
+        f"for ({itype} start = 0; start < len; start += ({itype})blockDim.y * {n}) {{",
+        f"  const {itype} first = start + ({itype})threadIdx.y * {n};  // this thread's {n} positions",
+        f"  {c} v[{n}];",
+        f"  {c} mine = ({c})0;",
+        f"  for (int k = 0; k < {n}; ++k) {{",
+        f"    const {itype} p = first + k;  // position in scan order",
+        f"    v[k] = (active && p < len) ? {x_ptr}[base + {scaled(pos, rows.inner)}] : ({c})0;",
+        "    mine += v[k];",
+        "  }",
+        f"  {c} tile_total;",
+        f"  const {c} before = carry + gf_scan_block<{c}>(mine, smem, &tile_total);",
+        f"  {c} run = ({c})0;",
+        f"  for (int k = 0; k < {n}; ++k) {{",
+        f"    const {itype} p = first + k;",
+        *(["    const " + c + " value = before + run;", "    run += v[k];"] if exclusive else
+          ["    run += v[k];", "    const " + c + " value = before + run;"]),
+        f"    if (active && p < len) {out}[base + {scaled(pos, rows.inner)}] = value;",
+        "  }",
+        "  carry += tile_total;",
+        "}",
+    ]
+    lines = [
+        f"const {itype} rows = {rows.rows};",
+        f"const {itype} len = {rows.len};",
+        f"__shared__ {c} smem[288];",
+        f"for ({itype} tile = blockIdx.x; tile * ({itype})blockDim.x < rows; tile += gridDim.x) {{",
+        f"  const {itype} o = tile * ({itype})blockDim.x + threadIdx.x;  // the row",
+        "  const bool active = o < rows;",
+        f"  const {itype} base = active ? {rows.base()} : 0;",
+        *["  " + line for line in phases],
+        "}",
+    ]
+    ctx.add(kb.build(
+        indent(lines, 2), rows.launch(items=n), flops=lambda s: numel(s[x]),
+        comment=f"cumsum along axis {axis} of {list(x.shape)} (exclusive={exclusive}, reverse={reverse}): "
+                f"tiles of blockDim.y*{n}, serial {n}-element scans + a block-wide exclusive scan, "
+                "carry across tiles",
+        helpers=(HELPERS,)))
