@@ -169,6 +169,14 @@ def test_cuda_device_without_pycuda_says_how_to_install():
         gf.Session(device="cuda")
 
 
+def test_every_registered_op_can_be_compiled():
+    from codegen.emit import load_all
+    from codegen.program import ALIAS_OPS, HOST_OPS
+    from graphflow.registry import OPS
+    missing = set(OPS) - set(load_all()) - set(ALIAS_OPS) - set(HOST_OPS)
+    assert not missing
+
+
 def test_scalar_table_covers_every_elementwise_op():
     from graphflow.ops.elementwise import BINARY, UNARY
     assert set(UNARY) | set(BINARY) <= set(SCALAR)

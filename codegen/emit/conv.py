@@ -277,6 +277,46 @@ def _window_range(g: _Geometry, itype: str) -> str:
     )
 
 
+def _first_max_tap(g: _Geometry, px: str, itype: str, T: str, d: Dialect, indent: str) -> str:
+    """Code setting best_tap: the window at (h0, w0)'s first maximum in row-major order
+    (padding is -inf, a NaN wins), as the reference's argmax picks it."""
+    lines = [
+        "// the window's first maximum in row-major order (padding is -inf, a NaN wins)",
+        "int best_tap = 0;",
+        f"{T} best = {d.lit(float('-inf'))};",
+        "#pragma unroll",
+        f"for (int tap = 0; tap < {g.kh * g.kw}; ++tap) {{",
+        f"  const {itype} h = h0 + tap / {g.kw}, w = w0 + tap % {g.kw};",
+        f"  const {T} v = (h >= 0 && h < {g.H} && w >= 0 && w < {g.W})",
+        f"      ? {px}[((nb * {g.H} + h) * {g.W} + w) * {g.C} + c] : {d.lit(float('-inf'))};",
+        "  if (tap == 0 || v > best || (v != v && best == best)) { best = v; best_tap = tap; }",
+        "}",
+    ]
+    return "".join(indent + line + "\n" for line in lines)
+
+
+@emitter("MaxPoolGradGrad")
+def emit_max_pool_grad_grad(ctx: EmitContext, op: Operation) -> None:
+    """The adjoint of MaxPoolGrad: each window reads h at its first maximum (second order)."""
+    x, h_in = op.inputs
+    out = op.outputs[0]  # shaped like the pooled output
+    kb = ctx.builder("max_pool_grad_grad", [op])
+    o, px, ph = kb.output(out), kb.input(x), kb.input(h_in)
+    g = _Geometry(kb, x, out, op.attrs["ksize"], op.attrs["strides"], op.attrs["padding"])
+    itype = index_type_for(x, out)
+    T, d = ctype(out.dtype), Dialect(out.dtype)
+    inner = (
+        _unravel("i", g, (g.Ho, g.Wo), itype) + _window_origin(g, itype)
+        + _first_max_tap(g, px, itype, T, d, "")
+        + f"const {itype} hb = h0 + best_tap / {g.kw}, wb = w0 + best_tap % {g.kw};\n"
+        + f"{o}[i] = (hb >= 0 && hb < {g.H} && wb >= 0 && wb < {g.W})\n"
+        + f"    ? {ph}[((nb * {g.H} + hb) * {g.W} + wb) * {g.C} + c] : {d.lit(0)};"
+    )
+    _pool_kernel(ctx, op, out, inner,
+                 f"max pool second-order gradient {list(h_in.shape)} -> {list(out.shape)}, {g.text()}",
+                 kb, itype)
+
+
 @emitter("MaxPoolGrad")
 def emit_max_pool_grad(ctx: EmitContext, op: Operation) -> None:
     x, gy = op.inputs
@@ -293,17 +333,8 @@ def emit_max_pool_grad(ctx: EmitContext, op: Operation) -> None:
         f"for ({itype} oy = oy0; oy <= oy1; ++oy) {{\n"
         f"  for ({itype} ox = ox0; ox <= ox1; ++ox) {{\n"
         f"    const {itype} h0 = oy * {g.sh} - {g.ph}, w0 = ox * {g.sw} - {g.pw};\n"
-        f"    // the window's first maximum in row-major order (padding is -inf, a NaN wins)\n"
-        f"    int best_tap = 0;\n"
-        f"    {T} best = {d.lit(float('-inf'))};\n"
-        f"    #pragma unroll\n"
-        f"    for (int tap = 0; tap < {g.kh * g.kw}; ++tap) {{\n"
-        f"      const {itype} h = h0 + tap / {g.kw}, w = w0 + tap % {g.kw};\n"
-        f"      const {T} v = (h >= 0 && h < {g.H} && w >= 0 && w < {g.W})\n"
-        f"          ? {px}[((nb * {g.H} + h) * {g.W} + w) * {g.C} + c] : {d.lit(float('-inf'))};\n"
-        f"      if (tap == 0 || v > best || (v != v && best == best)) {{ best = v; best_tap = tap; }}\n"
-        f"    }}\n"
-        f"    if (best_tap == (py - h0) * {g.kw} + (px - w0))\n"
+        + _first_max_tap(g, px, itype, T, d, "    ")
+        + f"    if (best_tap == (py - h0) * {g.kw} + (px - w0))\n"
         f"      acc += {pg}[((nb * {g.Ho} + oy) * {g.Wo} + ox) * {g.C} + c];\n"
         f"  }}\n"
         f"}}\n"
