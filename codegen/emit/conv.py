@@ -277,17 +277,17 @@ def _window_range(g: _Geometry, itype: str) -> str:
     )
 
 
-def _first_max_tap(g: _Geometry, px: str, itype: str, T: str, d: Dialect, indent: str) -> str:
+def _first_max_tap(g: _Geometry, px: str, itype: str, t: str, d: Dialect, indent: str) -> str:
     """Code setting best_tap: the window at (h0, w0)'s first maximum in row-major order
     (padding is -inf, a NaN wins), as the reference's argmax picks it."""
     lines = [
         "// the window's first maximum in row-major order (padding is -inf, a NaN wins)",
         "int best_tap = 0;",
-        f"{T} best = {d.lit(float('-inf'))};",
+        f"{t} best = {d.lit(float('-inf'))};",
         "#pragma unroll",
         f"for (int tap = 0; tap < {g.kh * g.kw}; ++tap) {{",
         f"  const {itype} h = h0 + tap / {g.kw}, w = w0 + tap % {g.kw};",
-        f"  const {T} v = (h >= 0 && h < {g.H} && w >= 0 && w < {g.W})",
+        f"  const {t} v = (h >= 0 && h < {g.H} && w >= 0 && w < {g.W})",
         f"      ? {px}[((nb * {g.H} + h) * {g.W} + w) * {g.C} + c] : {d.lit(float('-inf'))};",
         "  if (tap == 0 || v > best || (v != v && best == best)) { best = v; best_tap = tap; }",
         "}",
