@@ -11,9 +11,16 @@ from graphflow.errors import GraphflowError
 from graphflow.ops.random import philox4x64
 
 README = os.path.join(os.path.dirname(__file__), "..", "README.md")
+DEVICES = ["reference", "cpu"]
 
 
-def test_readme_mlp_trains():
+@pytest.mark.parametrize("device", ["reference", None])
+def test_readme_mlp_trains(device, monkeypatch):
+    """The README's code, verbatim, on the reference device and on the default device."""
+    if device:
+        monkeypatch.setenv("GRAPHFLOW_DEVICE", device)
+    else:
+        monkeypatch.delenv("GRAPHFLOW_DEVICE", raising=False)
     with open(README) as f:
         code = re.search(r"```python\n(.*?)```", f.read(), re.S).group(1)
     scope = {}
@@ -33,10 +40,11 @@ def quadratic_problem(dtype=np.float32):
     return w, loss, lambda wv: (wv * x - t) * x, w0
 
 
-def test_gradient_descent_matches_numpy():
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradient_descent_matches_numpy(device):
     w, loss, grad, wv = quadratic_problem()
     train = gf.train.GradientDescentOptimizer(0.1).minimize(loss)
-    with gf.Session(device="reference") as s:
+    with gf.Session(device=device) as s:
         s.run(gf.global_variables_initializer())
         for _ in range(3):
             s.run(train)
@@ -44,12 +52,13 @@ def test_gradient_descent_matches_numpy():
             np.testing.assert_allclose(s.run(w), wv, rtol=1e-6)
 
 
-def test_momentum_matches_tf1_rule():
+@pytest.mark.parametrize("device", DEVICES)
+def test_momentum_matches_tf1_rule(device):
     w, loss, grad, wv = quadratic_problem()
     opt = gf.train.MomentumOptimizer(0.1, momentum=0.9)
     train = opt.minimize(loss)
     accum = np.zeros_like(wv)
-    with gf.Session(device="reference") as s:
+    with gf.Session(device=device) as s:
         s.run(gf.global_variables_initializer())
         for _ in range(3):
             s.run(train)
@@ -59,12 +68,13 @@ def test_momentum_matches_tf1_rule():
         np.testing.assert_allclose(s.run(opt.get_slot(w, "momentum")), accum, rtol=1e-6)
 
 
-def test_adam_matches_tf1_epsilon_hat_rule():
+@pytest.mark.parametrize("device", DEVICES)
+def test_adam_matches_tf1_epsilon_hat_rule(device):
     w, loss, grad, wv = quadratic_problem(np.float64)
     lr, b1, b2, eps = 0.05, 0.8, 0.95, 1e-3
     train = gf.train.AdamOptimizer(lr, b1, b2, eps).minimize(loss)
     m, v = np.zeros_like(wv), np.zeros_like(wv)
-    with gf.Session(device="reference") as s:
+    with gf.Session(device=device) as s:
         s.run(gf.global_variables_initializer())
         for t in range(1, 4):
             _, loss_before = s.run([train, loss])
@@ -89,11 +99,12 @@ def test_optimizer_api_and_errors():
     assert gf.trainable_variables() == [w, frozen]
 
 
-def test_training_through_a_learning_rate_placeholder():
+@pytest.mark.parametrize("device", DEVICES)
+def test_training_through_a_learning_rate_placeholder(device):
     w, loss, grad, wv = quadratic_problem()
     lr = gf.placeholder(gf.float32, [], name="lr")
     train = gf.train.GradientDescentOptimizer(lr).minimize(loss)
-    with gf.Session(device="reference") as s:
+    with gf.Session(device=device) as s:
         s.run(gf.global_variables_initializer())
         s.run(train, {lr: 0.5})
         np.testing.assert_allclose(s.run(w), wv - 0.5 * grad(wv), rtol=1e-6)
@@ -142,29 +153,31 @@ def test_uniform_bits_follow_the_documented_stream():
     np.testing.assert_array_equal(got, [(w >> 40) * 2.0**-24 for w in words])
 
 
-def test_dropout_keeps_and_scales_and_changes_every_run():
+@pytest.mark.parametrize("device", DEVICES)
+def test_dropout_keeps_and_scales_and_changes_every_run(device):
     x = gf.ones([1000])
     y = gf.nn.dropout(x, rate=0.25, seed=7)
-    with gf.Session(device="reference") as s:
+    with gf.Session(device=device) as s:
         first, second = s.run(y), s.run(y)
     assert set(np.unique(first)) <= {0.0, np.float32(1 / 0.75)}
     assert abs((first == 0).mean() - 0.25) < 0.05
     assert not np.array_equal(first, second)
-    with gf.Session(device="reference") as s:
+    with gf.Session(device=device) as s:
         assert np.array_equal(s.run(y), first)  # same seed, same first mask
     dx = gf.gradients(gf.reduce_sum(y), x)[0]
-    with gf.Session(device="reference") as s:
+    with gf.Session(device=device) as s:
         out, grad = s.run([y, dx])
     np.testing.assert_allclose(grad, (out != 0) / 0.75, rtol=1e-6)
 
 
 # ---- variables and the Saver ------------------------------------------------------
-def test_variable_names_assign_ops_and_collections():
+@pytest.mark.parametrize("device", DEVICES)
+def test_variable_names_assign_ops_and_collections(device):
     w = gf.Variable(np.zeros((2, 3), np.float32), name="w")
     step = gf.Variable(0, name="step", trainable=False)
     assert w.name == "w:0" and w.shape == (2, 3) and step.dtype is gf.int32
     assert gf.global_variables() == [w, step] and gf.trainable_variables() == [w]
-    with gf.Session(device="reference") as s:
+    with gf.Session(device=device) as s:
         s.run(gf.global_variables_initializer())
         s.run(gf.assign(w, np.ones((2, 3))))
         s.run(step.assign_add(5))
@@ -175,11 +188,12 @@ def test_variable_names_assign_ops_and_collections():
         w.assign(np.zeros(3, np.float32))
 
 
-def test_saver_round_trip_on_a_rebuilt_graph(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_saver_round_trip_on_a_rebuilt_graph(tmp_path, device):
     path = str(tmp_path / "model.ckpt")  # no .npz suffix: written exactly here
     w = gf.Variable(gf.random_normal([3, 4], seed=1), name="w")
     b = gf.Variable(gf.zeros([4]), name="b")
-    with gf.Session(device="reference") as s:
+    with gf.Session(device=device) as s:
         s.run(gf.global_variables_initializer())
         s.run(b.assign(np.arange(4, dtype=np.float32)))
         saved_w = s.run(w)
@@ -191,23 +205,24 @@ def test_saver_round_trip_on_a_rebuilt_graph(tmp_path):
     gf.reset_default_graph()
     w2 = gf.Variable(gf.zeros([3, 4]), name="w")
     b2 = gf.Variable(gf.zeros([4]), name="b")
-    with gf.Session(device="reference") as s:
+    with gf.Session(device=device) as s:
         gf.train.Saver().restore(s, path)  # no initializer needed
         np.testing.assert_array_equal(s.run(w2), saved_w)
         np.testing.assert_array_equal(s.run(b2), np.arange(4))
 
 
-def test_saver_restore_is_all_or_nothing(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_saver_restore_is_all_or_nothing(tmp_path, device):
     path = str(tmp_path / "ckpt.npz")
     w = gf.Variable(np.ones(3, np.float32), name="w")
-    with gf.Session(device="reference") as s:
+    with gf.Session(device=device) as s:
         s.run(w.initializer)
         gf.train.Saver().save(s, path)
 
     gf.reset_default_graph()
     w = gf.Variable(np.zeros(3, np.float32), name="w")
     gf.Variable(np.zeros(2, np.float32), name="extra")
-    with gf.Session(device="reference") as s:
+    with gf.Session(device=device) as s:
         s.run(gf.global_variables_initializer())
         with pytest.raises(GraphflowError, match="no value for variable.*extra"):
             gf.train.Saver().restore(s, path)
@@ -215,7 +230,7 @@ def test_saver_restore_is_all_or_nothing(tmp_path):
 
     gf.reset_default_graph()
     w = gf.Variable(np.zeros(4, np.float32), name="w")
-    with gf.Session(device="reference") as s:
+    with gf.Session(device=device) as s:
         s.run(w.initializer)
         with pytest.raises(GraphflowError, match=r"shape \[3\] there but \[4\]"):
             gf.train.Saver().restore(s, path)
