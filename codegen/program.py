@@ -40,7 +40,6 @@ class KernelInfo:
     bytes_read: int
     bytes_written: int
     flops: int
-    source: str = ""
 
 
 class DeviceArray:
@@ -290,7 +289,6 @@ class Program:
             with open(path, "w") as f:
                 f.write(standalone_source(kernel))
             entry = asdict(info)
-            entry.pop("source")
             entry["file"] = os.path.basename(path)
             entries.append(entry)
         usage = ptxas_usage(os.path.join(directory, "graph.cu"))

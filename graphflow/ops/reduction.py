@@ -9,7 +9,7 @@ from ..graph import Tensor
 from ..registry import NO_GRADIENT, Spec, register
 from ..shapes import normalize_axes, normalize_axis, num_elements
 from .array import broadcast_like, expand_dims
-from .core import as_tensor, cast, fill_like, make
+from .core import as_tensor, cast, make
 
 
 def _reduce_infer(specs, axis, keepdims):
@@ -130,10 +130,3 @@ def argmin(x, axis: int = 0, output_type=dtypes.int64, name: str | None = None) 
     axis = normalize_axis(axis, len(x.shape), "argmin axis")
     return make("ArgMin", [x], {"axis": axis, "output_type": dtypes.as_dtype(output_type)}, name)
 
-
-def count_like(x: Tensor, axis) -> Tensor:
-    """Number of elements reduced over `axis` of x, as x's dtype (run-time sizes)."""
-    count = num_elements([x.shape[a] for a in axis])
-    if count is not None:
-        return fill_like(reduce_sum(x, axis), count)
-    return make("ReducedSize", [x], {"axis": tuple(axis)})
