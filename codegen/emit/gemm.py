@@ -314,7 +314,7 @@ def _batch_setup(kb: KernelBuilder, a: Tensor, b: Tensor, out: Tensor, m: str, n
                 strides[name] = f"{strides[name]} * {dim}"
         lines.append("}")
     lines.append(f"const long long c_off = z * ((long long){m} * {n});")
-    return count, "\n".join(lines)
+    return count, "\n".join(lines) + "\n"
 
 
 @emitter("MatMul")
