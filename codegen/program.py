@@ -25,6 +25,9 @@ from .devices import CompileFailed, prelude
 from .emit import load_all
 from .kernel import EmitContext, Kernel, numel
 
+SCRATCH_DTYPES = {"float": np.float32, "double": np.float64, "int": np.int32,
+                  "long long": np.int64, "unsigned int": np.uint32,
+                  "unsigned long long": np.uint64, "bool": np.bool_}
 ALIAS_OPS = ("Identity", "StopGradient", "Reshape", "ReshapeLike", "ExpandDims", "Squeeze")
 HOST_OPS = ("Const", "Placeholder", "Variable", "NoOp")
 
@@ -131,6 +134,7 @@ class Program:
         self.source = assemble(self.kernels)
         self._consts: dict[Tensor, DeviceArray] = {}
         self._buffers: dict[tuple, dict] = {}
+        self._scratch_buffers: dict[tuple, DeviceArray] = {}
         self._shape_cache: dict[tuple, dict] = {}
         self.infos: list[KernelInfo] = []
         self.last_stats: dict = {}
@@ -186,7 +190,20 @@ class Program:
                         bufs[p.tensor] = DeviceArray(self.driver, shapes[p.tensor],
                                                      p.tensor.dtype.np)
             self._buffers = {key: bufs}  # keep one shape signature's buffers alive
+            self._scratch_buffers = {}
         return self._buffers[key]
+
+    def _scratch(self, p, shapes: dict, key: tuple) -> DeviceArray:
+        """A temporary buffer, kept per shape signature. Kernels of one op share it by naming
+        the same key with the same `elements` function (a two-pass reduction's partials)."""
+        slot = (key, p.name, p.value)
+        if slot not in self._scratch_buffers:
+            if p.ctype not in SCRATCH_DTYPES:
+                raise CompileError(f"scratch buffer {p.name} has unsupported type {p.ctype}")
+            count = max(1, int(p.value(shapes)))
+            self._scratch_buffers[slot] = DeviceArray(self.driver, (count,),
+                                                      SCRATCH_DTYPES[p.ctype])
+        return self._scratch_buffers[slot]
 
     def _const(self, t: Tensor) -> DeviceArray:
         if t not in self._consts:
@@ -222,9 +239,6 @@ class Program:
 
         env = RunEnv(shapes, session)
         infos, totals = [], {"flops": 0, "bytes_moved": 0}
-        # scratch buffers of one run; kernels of one op share one by naming the same key and
-        # the same `elements` function object (e.g. a two-pass reduction's partial results)
-        shared_scratch: dict[tuple, DeviceArray] = {}
         for kernel, fn in zip(self.kernels, self._functions):
             for check in kernel.checks:
                 problem = check(shapes)
@@ -232,7 +246,7 @@ class Program:
                     raise ShapeError(f"{kernel.nodes[0].describe()}: {problem}")
             launch = kernel.launch(shapes, self.device)
             out_sizes = [numel(shapes[p.tensor]) for p in kernel.params if p.kind == "out"]
-            args, scratch = [], []
+            args = []
             for p in kernel.params:
                 if p.kind in ("in", "out"):
                     args.append(buffer(p.tensor).alloc)
@@ -240,16 +254,8 @@ class Program:
                     args.append(np.int64(shapes[p.tensor][p.axis]))
                 elif p.kind == "scalar":
                     args.append(_np_scalar(p.ctype, p.value(env)))
-                else:  # scratch
-                    from .kernel import CTYPES
-                    dtype = {v: k for k, v in CTYPES.items()}.get(p.ctype, "float32")
-                    arr = shared_scratch.get((p.name, p.value))
-                    if arr is None:
-                        arr = DeviceArray(self.driver, (max(1, int(p.value(shapes))),),
-                                          np.dtype("bool" if dtype == "bool" else dtype))
-                        shared_scratch[(p.name, p.value)] = arr
-                    scratch.append(arr)
-                    args.append(arr.alloc)
+                else:
+                    args.append(self._scratch(p, shapes, key).alloc)
             if not out_sizes or max(out_sizes) > 0:
                 fn(*args, grid=launch.grid, block=launch.block, shared=launch.shared)
             read, written = kernel.bytes_moved(shapes)
@@ -266,7 +272,7 @@ class Program:
                 values[x] = feeds[x] if x in feeds else buffer(x).get().reshape(shapes[x])
         updates = {op.inputs[0].op: buffer(op.outputs[0]).copy()
                    for op in self.order if op.type in ASSIGN_OPS}
-        peak = sum(b.nbytes for b in bufs.values())
+        peak = sum(b.nbytes for b in list(bufs.values()) + list(self._scratch_buffers.values()))
         self.last_stats = {"kernels": len(self.kernels), "launches": len(self.kernels),
                            "peak_memory_bytes": peak, **totals}
         return values, updates
