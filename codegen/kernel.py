@@ -231,6 +231,23 @@ def index_type_for(*tensors: Tensor) -> str:
     return "int"
 
 
+def add_map_kernel(ctx: EmitContext, kb: KernelBuilder, over: Tensor, inner: str, itype: str,
+                   comment: str, flops=lambda shapes: 0, checks=None, helpers=()) -> Kernel:
+    """Finish a one-thread-per-element kernel: `inner` runs for each flat index i of `over`."""
+    return ctx.add(kb.build(tile_loop(kb.numel(over), itype, inner),
+                            tiled_launch(lambda shapes: numel(shapes[over])), flops=flops,
+                            comment=comment, helpers=helpers, checks=checks or []))
+
+
+def add_zero_kernel(ctx: EmitContext, op: Operation, base: str, comment: str) -> Kernel:
+    """Zero op's output (before a later kernel of the op accumulates into it)."""
+    out = op.outputs[0]
+    kb = ctx.builder(base, [op])
+    o = kb.output(out)
+    return add_map_kernel(ctx, kb, out, f"{o}[i] = ({ctype(out.dtype)})0;", index_type_for(out),
+                          comment)
+
+
 @dataclass
 class EmitContext:
     """What an emitter may ask while lowering one op."""

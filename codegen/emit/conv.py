@@ -20,7 +20,7 @@ from __future__ import annotations
 from graphflow.graph import Operation, Tensor
 from graphflow.ops.nn import window_geometry
 
-from ..kernel import EmitContext, KernelBuilder, ctype, index_type_for, numel, tile_loop, tiled_launch
+from ..kernel import EmitContext, KernelBuilder, add_map_kernel, add_zero_kernel, ctype, index_type_for, numel
 from . import emitter
 from .elementwise import Dialect
 from .gemm import Operand, check_gemm_dtype, gemm_body, gemm_launch, tiling_for
@@ -73,15 +73,19 @@ def _gemm_kernel(ctx: EmitContext, op: Operation, m: str, n: str, k: str, a: Ope
     ))
 
 
-def _zero_kernel(ctx: EmitContext, op: Operation, base: str) -> None:
-    out = op.outputs[0]
-    kb = ctx.builder(base, [op])
-    o = kb.output(out)
-    ctx.add(kb.build(
-        tile_loop(kb.numel(out), index_type_for(out), f"{o}[i] = ({ctype(out.dtype)})0;"),
-        tiled_launch(lambda s: numel(s[out])),
-        comment=f"zero {list(out.shape)} before the split-K GEMM accumulates into it",
-    ))
+def _im2col_load(g: _Geometry, px: str, itype: str, t: str, pixel: str, tap: str) -> tuple[str, str]:
+    """(setup lines, value) of im2col(x) at output pixel `pixel` = (n, oh, ow) and filter tap
+    `tap` = (i, j, c), read straight from x (0 in the padding): the forward conv and the
+    filter gradient read the same matrix, one of them transposed."""
+    return (
+        f"const {itype} ow_ = {pixel} % {g.Wo}, oh_ = ({pixel} / {g.Wo}) % {g.Ho}, "
+        f"n_ = {pixel} / {g.Wo} / {g.Ho};\n"
+        f"const {itype} c_ = {tap} % {g.C}, tap_ = {tap} / {g.C};\n"
+        f"const {itype} h_ = oh_ * {g.sh} - {g.ph} + tap_ / {g.kw};\n"
+        f"const {itype} w_ = ow_ * {g.sw} - {g.pw} + tap_ % {g.kw};\n",
+        f"(h_ >= 0 && h_ < {g.H} && w_ >= 0 && w_ < {g.W}) ? "
+        f"{px}[((n_ * {g.H} + h_) * {g.W} + w_) * {g.C} + c_] : ({t})0",
+    )
 
 
 def _conv_attrs(op: Operation, w_shape) -> tuple:
@@ -104,14 +108,7 @@ def emit_conv2d(ctx: EmitContext, op: Operation) -> None:
     K = f"{g.kh * g.kw} * {g.C}"
 
     def load_x(m: str, k: str) -> tuple[str, str]:  # im2col(x)[m = (n, oh, ow), k = (i, j, c)]
-        return (
-            f"const {itype} ow_ = {m} % {g.Wo}, oh_ = ({m} / {g.Wo}) % {g.Ho}, n_ = {m} / {g.Wo} / {g.Ho};\n"
-            f"const {itype} c_ = {k} % {g.C}, tap_ = {k} / {g.C};\n"
-            f"const {itype} h_ = oh_ * {g.sh} - {g.ph} + tap_ / {g.kw};\n"
-            f"const {itype} w_ = ow_ * {g.sw} - {g.pw} + tap_ % {g.kw};\n",
-            f"(h_ >= 0 && h_ < {g.H} && w_ >= 0 && w_ < {g.W}) ? "
-            f"{px}[((n_ * {g.H} + h_) * {g.W} + w_) * {g.C} + c_] : ({ctype(out.dtype)})0",
-        )
+        return _im2col_load(g, px, itype, ctype(out.dtype), pixel=m, tap=k)
 
     def mnk(s):
         so, sw = s[out], s[w]
@@ -128,7 +125,8 @@ def emit_conv2d_backprop_filter(ctx: EmitContext, op: Operation) -> None:
     out = op.outputs[0]  # dw, shaped like w_ref (HWIO)
     t = tiling_for(out.dtype)
     # dw is small and K = N*Ho*Wo long: split K across blocks (atomics into a zeroed dw)
-    _zero_kernel(ctx, op, "conv2d_backprop_filter_zero")
+    add_zero_kernel(ctx, op, "conv2d_backprop_filter_zero",
+                    f"zero {list(out.shape)} before the split-K GEMM accumulates into it")
     kb = ctx.builder(f"conv2d_backprop_filter_gemm_{t.name}", [op])
     kb.output(out)
     px, pdy = kb.input(x), kb.input(dy)
@@ -139,14 +137,7 @@ def emit_conv2d_backprop_filter(ctx: EmitContext, op: Operation) -> None:
     K = f"{kb.dim(dy, 0)} * {g.Ho} * {g.Wo}"
 
     def load_x(m: str, k: str) -> tuple[str, str]:  # im2col(x)^T[m = (i, j, c), k = (n, oh, ow)]
-        return (
-            f"const {itype} ow_ = {k} % {g.Wo}, oh_ = ({k} / {g.Wo}) % {g.Ho}, n_ = {k} / {g.Wo} / {g.Ho};\n"
-            f"const {itype} c_ = {m} % {g.C}, tap_ = {m} / {g.C};\n"
-            f"const {itype} h_ = oh_ * {g.sh} - {g.ph} + tap_ / {g.kw};\n"
-            f"const {itype} w_ = ow_ * {g.sw} - {g.pw} + tap_ % {g.kw};\n",
-            f"(h_ >= 0 && h_ < {g.H} && w_ >= 0 && w_ < {g.W}) ? "
-            f"{px}[((n_ * {g.H} + h_) * {g.W} + w_) * {g.C} + c_] : ({ctype(out.dtype)})0",
-        )
+        return _im2col_load(g, px, itype, ctype(out.dtype), pixel=k, tap=m)
 
     def mnk(s):
         so, sd = s[out], s[dy]
@@ -223,12 +214,8 @@ def _cell_count(g: _Geometry, itype: str, padding: str) -> str:
 
 
 def _pool_kernel(ctx, op, walk: Tensor, inner: str, comment: str, kb, itype):
-    ctx.add(kb.build(
-        tile_loop(kb.numel(walk), itype, inner),
-        tiled_launch(lambda s: numel(s[walk])),
-        flops=lambda s: numel(s[walk]) * op.attrs["ksize"][0] * op.attrs["ksize"][1],
-        comment=comment,
-    ))
+    kh, kw = op.attrs["ksize"]
+    add_map_kernel(ctx, kb, walk, inner, itype, comment, flops=lambda s: numel(s[walk]) * kh * kw)
 
 
 @emitter("MaxPool", "AvgPool")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from graphflow.graph import Operation, Tensor
 
-from ..kernel import EmitContext, KernelBuilder, Launch, ctype, index_type_for, numel, tile_loop, tiled_launch
+from ..kernel import EmitContext, KernelBuilder, Launch, add_map_kernel, ctype, index_type_for, numel
 from . import emitter
 
 
@@ -194,17 +194,8 @@ def emit_map(
         loads.append(f"const {ctype(t.dtype)} v{j} = {ptr}[{operand_offset(kb, t, out, 'i', checks)}];")
     value = expr([f"v{j}" for j in range(len(operands))])
     inner = "\n".join(loads + [f"{out_ptr}[i] = ({ctype(out.dtype)})({value});"])
-    body = tile_loop(kb.numel(out), itype, inner)
-    ctx.add(
-        kb.build(
-            body,
-            tiled_launch(lambda s: numel(s[out])),
-            flops=lambda s: numel(s[out]),
-            comment=f"{op.type} over {list(out.shape)}",
-            helpers=(HELPERS, extra_helpers),
-            checks=checks,
-        )
-    )
+    add_map_kernel(ctx, kb, out, inner, itype, f"{op.type} over {list(out.shape)}",
+                   flops=lambda s: numel(s[out]), checks=checks, helpers=(HELPERS, extra_helpers))
 
 
 def _base_name(op: Operation) -> str:

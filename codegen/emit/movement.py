@@ -24,11 +24,11 @@ from ..kernel import (
     EmitContext,
     KernelBuilder,
     Launch,
+    add_map_kernel,
+    add_zero_kernel,
     ctype,
     index_type_for,
     numel,
-    tile_loop,
-    tiled_launch,
 )
 from . import emitter
 
@@ -96,15 +96,6 @@ def _strides(dims: list[str]) -> list[str]:
 
 def _zero(t: Tensor) -> str:
     return "false" if t.dtype.is_bool else f"({ctype(t.dtype)})0"
-
-
-def _map_kernel(kb: KernelBuilder, ctx: EmitContext, out: Tensor, inner: str, itype: str, comment: str,
-                count_of: Tensor | None = None, flops=lambda s: 0, checks=None, helpers=()) -> None:
-    """Finish a one-thread-per-element kernel over `count_of` (default: the output)."""
-    over = count_of if count_of is not None else out
-    body = tile_loop(kb.numel(over), itype, inner)
-    ctx.add(kb.build(body, tiled_launch(lambda s: numel(s[over])), flops=flops, comment=comment,
-                     helpers=helpers, checks=checks or []))
 
 
 # ---- Transpose ---------------------------------------------------------------------------------
@@ -207,7 +198,7 @@ def emit_transpose(ctx: EmitContext, op: Operation) -> None:
     offset = _sum([_mul(names[k], in_strides[q[k]]) for k in range(r) if out_dims[k] != "1"])
     lines.append(f"{dst}[i] = {src}[{offset}];")
     what = "copy (the permutation only moves size-1 axes)" if r <= 1 else f"merged dims perm {q}"
-    _map_kernel(kb, ctx, out, "\n".join(lines), itype,
+    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
                 f"Transpose {list(x.shape)} perm {list(op.attrs['perm'])}: gather by index math, {what}")
 
 
@@ -307,7 +298,7 @@ def emit_strided_slice(ctx: EmitContext, op: Operation) -> None:
     if tail != "1":
         terms.append("inner")
     lines.append(f"{dst}[i] = {src}[{_sum(terms)}];")
-    _map_kernel(kb, ctx, out, "\n".join(lines), itype,
+    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
                 f"StridedSlice {list(x.shape)} -> {list(out.shape)}: one thread per output element",
                 checks=checks)
 
@@ -354,7 +345,7 @@ def emit_strided_slice_grad(ctx: EmitContext, op: Operation) -> None:
     if conds:
         value = f"({' && '.join(conds)}) ? {value} : {_zero(out)}"
     lines.append(f"{dst}[i] = {value};")
-    _map_kernel(kb, ctx, out, "\n".join(lines), itype,
+    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
                 f"StridedSliceGrad {list(g.shape)} -> {list(out.shape)}: g inside the slice, 0 elsewhere",
                 checks=checks)
 
@@ -396,7 +387,7 @@ def emit_concat(ctx: EmitContext, op: Operation) -> None:
         branches.append(f"{'else ' if j else ''}{cond}{dst}[i] = {src}[{index}];")
         offset = end if _is_lit(end) else f"({end})"
     lines += branches
-    _map_kernel(kb, ctx, out, "\n".join(lines), itype,
+    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
                 f"Concat of {len(xs)} tensors along axis {axis} -> {list(out.shape)}")
 
 
@@ -419,23 +410,28 @@ def emit_concat_slice(ctx: EmitContext, op: Operation) -> None:
     n = "within" if inner != "1" else "0"
     row = _sum([_mul(o, kb.dim(g, axis)), c, offset if offset == "0" or _is_lit(offset) else f"({offset})"])
     lines.append(f"{dst}[i] = {src}[{_sum([_mul(f'({row})' if '+' in row else row, inner), n])}];")
-    _map_kernel(kb, ctx, out, "\n".join(lines), itype,
+    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
                 f"ConcatSlice: piece {index} of {len(refs)} of {list(g.shape)} along axis {axis}")
 
 
 # ---- Gather / GatherGrad -----------------------------------------------------------------------
 
 
-def _gather_coords(kb: KernelBuilder, params_like: Tensor, indices: Tensor, flat: Tensor, axis: int,
-                   itype: str) -> tuple[list[str], str, str]:
-    """Unravel flat index i of a gather-shaped tensor `flat` into (outer, j, n).
-
-    Returns (C lines, the C expression for the params row base `outer * A`, inner size).
-    """
-    outer, inner = _split_at(kb, params_like, axis)
+def _gathered_row(kb: KernelBuilder, table: Tensor, indices: Tensor, axis: int, ids: str,
+                  itype: str) -> tuple[list[str], str, str]:
+    """For flat index i of a gather-shaped tensor [outer, indices..., inner]: C lines that set
+    `row` (the index read from `ids`), the offset of that element in `table` (params or
+    its dense gradient), and table's size along axis. Gather and GatherGrad share this."""
+    outer, inner = _split_at(kb, table, axis)
     count = _prod([kb.dim(indices, a) for a in range(len(indices.shape))])
     lines = _unravel("i", [outer, count, inner], ["outer", "j", "within"], itype)
-    return lines, outer, inner
+    size = kb.dim(table, axis)
+    j = "j" if count != "1" else "0"
+    o = "outer" if outer != "1" else "0"
+    n = "within" if inner != "1" else "0"
+    lines.append(f"const long long row = (long long){ids}[{j}];")
+    where = _sum([_mul(f"({_sum([_mul(o, size), 'row'])})" if o != "0" else "row", inner), n])
+    return lines, where, size
 
 
 @emitter("Gather")
@@ -446,17 +442,11 @@ def emit_gather(ctx: EmitContext, op: Operation) -> None:
     kb = ctx.builder("gather", [op])
     dst, src, ids = kb.output(out), kb.input(params), kb.input(indices)
     itype = index_type_for(out, params, indices)
-    lines, outer, inner = _gather_coords(kb, params, indices, out, axis, itype)
-    size = kb.dim(params, axis)
-    j = "j" if _prod([kb.dim(indices, a) for a in range(len(indices.shape))]) != "1" else "0"
-    o = "outer" if outer != "1" else "0"
-    n = "within" if inner != "1" else "0"
-    lines.append(f"const long long row = (long long){ids}[{j}];")
-    where = _sum([_mul(f"({_sum([_mul(o, size), 'row'])})" if o != "0" else "row", inner), n])
+    lines, where, size = _gathered_row(kb, params, indices, axis, ids, itype)
     lines.append(f"{dst}[i] = (row >= 0 && row < {size}) ? {src}[{where}] : {_zero(out)};")
-    _map_kernel(kb, ctx, out, "\n".join(lines), itype,
-                f"Gather axis {axis}: {list(params.shape)} at {list(indices.shape)} indices "
-                "(out-of-range indices give 0)")
+    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
+                   f"Gather axis {axis}: {list(params.shape)} at {list(indices.shape)} indices "
+                   "(out-of-range indices give 0)")
 
 
 @emitter("GatherGrad")
@@ -464,36 +454,24 @@ def emit_gather_grad(ctx: EmitContext, op: Operation) -> None:
     """Dense zeros shaped like params, then g scatter-added at the indices (atomicAdd)."""
     g, indices, ref = op.inputs
     out, axis = op.outputs[0], op.attrs["axis"]
-    t = ctype(out.dtype)
     if out.dtype.is_bool:
         raise CompileError(f"{op.describe()}: GatherGrad of a bool tensor")
-    # pass 1: zero the output
-    kz = ctx.builder("gather_grad_zero", [op])
-    zdst = kz.output(out)
-    zitype = index_type_for(out)
-    _map_kernel(kz, ctx, out, f"{zdst}[i] = ({t})0;", zitype,
-                f"GatherGrad pass 1 of 2: zero the dense gradient {list(out.shape)}")
+    add_zero_kernel(ctx, op, "gather_grad_zero",
+                    f"GatherGrad pass 1 of 2: zero the dense gradient {list(out.shape)}")
     # pass 2: one thread per element of g adds it into its row
     kb = ctx.builder("gather_grad_scatter", [op])
     dst, src, ids = kb.output(out), kb.input(g), kb.input(indices)
     itype = index_type_for(out, g, indices)
-    lines, outer, inner = _gather_coords(kb, out, indices, g, axis, itype)
-    size = kb.dim(out, axis)
-    j = "j" if _prod([kb.dim(indices, a) for a in range(len(indices.shape))]) != "1" else "0"
-    o = "outer" if outer != "1" else "0"
-    n = "within" if inner != "1" else "0"
-    lines.append(f"const long long row = (long long){ids}[{j}];")
-    where = _sum([_mul(f"({_sum([_mul(o, size), 'row'])})" if o != "0" else "row", inner), n])
+    lines, where, size = _gathered_row(kb, out, indices, axis, ids, itype)
     if out.dtype.name == "int64":  # CUDA has no signed 64-bit atomicAdd; two's complement agrees
         add = (f"atomicAdd((unsigned long long*)&{dst}[{where}], "
                f"(unsigned long long){src}[i]);")
     else:
         add = f"atomicAdd(&{dst}[{where}], {src}[i]);"
     lines.append(f"if (row >= 0 && row < {size}) {add}")
-    _map_kernel(kb, ctx, out, "\n".join(lines), itype,
-                f"GatherGrad pass 2 of 2: scatter-add g {list(g.shape)} into rows along axis {axis} "
-                "(atomicAdd; out-of-range indices are dropped)", count_of=g,
-                flops=lambda s: numel(s[g]))
+    add_map_kernel(ctx, kb, g, "\n".join(lines), itype,
+                   f"GatherGrad pass 2 of 2: scatter-add g {list(g.shape)} into rows along axis {axis} "
+                   "(atomicAdd; out-of-range indices are dropped)", flops=lambda s: numel(s[g]))
 
 
 # ---- OneHot ------------------------------------------------------------------------------------
@@ -509,6 +487,6 @@ def emit_one_hot(ctx: EmitContext, op: Operation) -> None:
     one = "true" if out.dtype.is_bool else f"({ctype(out.dtype)})1"
     inner = (f"const long long hot = (long long){ids}[i / {max(depth, 1)}];\n"
              f"{dst}[i] = hot == (long long)(i % {max(depth, 1)}) ? {one} : {_zero(out)};")
-    _map_kernel(kb, ctx, out, inner, itype,
+    add_map_kernel(ctx, kb, out, inner, itype,
                 f"OneHot depth {depth} of {list(indices.shape)} indices (out-of-range: all zeros)")
 
