@@ -16,10 +16,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from graphflow.errors import CompileError, DTypeError, GraphflowError, ShapeError
+from graphflow.errors import CompileError, GraphflowError, ShapeError
 from graphflow.graph import Operation, Tensor
 from graphflow.ops.state import ASSIGN_OPS
-from graphflow.registry import Spec
+from graphflow.reference import infer_at_run_time
 
 from .devices import CompileFailed, prelude
 from .emit import load_all
@@ -80,9 +80,7 @@ class RunEnv:
         self.shapes, self._session = shapes, session
 
     def next_stream(self, op: Operation) -> int:
-        count = self._session._streams.get(op, 0)
-        self._session._streams[op] = count + 1
-        return count
+        return self._session.next_stream(op)
 
 
 def assemble(kernels: list[Kernel]) -> str:
@@ -167,13 +165,7 @@ class Program:
             if op.type in ("Const", "Variable", "Placeholder"):
                 shapes[out] = tuple(out.shape)
                 continue
-            specs = [Spec(shapes[t], t.dtype) for t in op.inputs]
-            try:
-                spec = op.op_def.infer(specs, **op.attrs)
-            except (ShapeError, DTypeError) as e:
-                shown = ", ".join(f"{t.name} {list(shapes[t])}" for t in op.inputs)
-                raise type(e)(f"{op.describe()} at run time: {e}  [inputs: {shown}]") from None
-            shapes[out] = tuple(spec.shape)
+            shapes[out] = tuple(infer_at_run_time(op, [shapes[t] for t in op.inputs]).shape)
         self._shape_cache[key] = shapes
         return shapes
 
@@ -219,7 +211,6 @@ class Program:
         for t, value in feeds.items():
             if bufs[t].nbytes:
                 self.driver.memcpy_htod(bufs[t].alloc, value)
-        state = session._values
 
         def buffer(t: Tensor) -> DeviceArray:
             t = self._root(t)
@@ -228,13 +219,7 @@ class Program:
             if t.op.type == "Const":
                 return self._const(t)
             if t.op.type == "Variable":
-                value = state.get(t.op)
-                if value is None:
-                    raise GraphflowError(
-                        f"variable '{t.op.name}' (defined at {t.op.site}) is read before it is "
-                        "initialized: run gf.global_variables_initializer() first (or restore "
-                        "it with a Saver)")
-                return value
+                return session._read_variable_op(t.op)
             raise GraphflowError(f"internal error: no buffer for {t.name}")
 
         env = RunEnv(shapes, session)

@@ -284,13 +284,22 @@ class Graph:
         """The dependency graph (data and control edges); a view, do not modify."""
         return self._nx
 
-    def subgraph_order(self, targets: Iterable[Operation]) -> list[Operation]:
-        """Ops that `targets` need, in creation order (a topological order)."""
+    def subgraph_order(self, targets: Iterable[Operation], fed=frozenset()) -> list[Operation]:
+        """Ops that `targets` need, in creation order (a topological order). The walk stops
+        at `fed` tensors: what only produces them need not run."""
+        targets = list(targets)
+        fed_ops = {t.op for t in fed}
         needed: set[Operation] = set()
-        for op in targets:
-            if op not in needed:
-                needed.add(op)
-                needed |= nx.ancestors(self._nx, op)
+        stack = list(targets)
+        while stack:
+            op = stack.pop()
+            if op in needed:
+                continue
+            needed.add(op)
+            if op in fed_ops and op not in targets:
+                continue
+            stack.extend(t.op for t in op.inputs if t not in fed)
+            stack.extend(op.control_inputs)
         return sorted(needed, key=lambda o: o.id)
 
     def to_dot(self) -> str:

@@ -12,6 +12,7 @@ from .errors import DTypeError, GraphflowError, ShapeError
 from .graph import Operation, Tensor
 from .ops.state import ASSIGN_OPS
 from .registry import Spec
+from .variables import uninitialized_error
 
 UNINITIALIZED = object()  # a variable's value before its initializer ran
 
@@ -26,10 +27,7 @@ class OpContext:
         return self.session._read_variable_op(self.op)
 
     def next_stream(self) -> int:
-        """How many times this op ran before in this Session (fresh randomness each run)."""
-        count = self.session._streams.get(self.op, 0)
-        self.session._streams[self.op] = count + 1
-        return count
+        return self.session.next_stream(self.op)
 
 
 def flops_of(op: Operation, inputs: list[np.ndarray], out: np.ndarray | None) -> int:
@@ -85,21 +83,23 @@ def _check_initialized(op: Operation, args: list) -> None:
     """An uninitialized variable may only be the target of a plain Assign."""
     for i, a in enumerate(args):
         if a is UNINITIALIZED and not (op.type == "Assign" and i == 0):
-            var = op.inputs[i].op
-            raise GraphflowError(
-                f"variable '{var.name}' (defined at {var.site}) is read before it is initialized, "
-                f"by {op.describe()}: run gf.global_variables_initializer() first (or restore it "
-                "with a Saver)")
+            raise uninitialized_error(op.inputs[i].op, reader=op)
+
+
+def infer_at_run_time(op: Operation, shapes: list[tuple]) -> Spec | None:
+    """The op's shape rule on concrete input shapes; a failure names the op and its site."""
+    try:
+        return op.op_def.infer([Spec(shape, t.dtype) for shape, t in zip(shapes, op.inputs)],
+                               **op.attrs)
+    except (ShapeError, DTypeError) as e:
+        shown = ", ".join(f"{t.name} {list(shape)}" for t, shape in zip(op.inputs, shapes))
+        raise type(e)(f"{op.describe()} at run time: {e}  [inputs: {shown}]") from None
 
 
 def _run_op(session, op: Operation, args: list[np.ndarray]) -> np.ndarray | None:
     op_def = op.op_def
-    try:
-        spec = op_def.infer([t.spec() if a is UNINITIALIZED else Spec(a.shape, t.dtype)
-                             for a, t in zip(args, op.inputs)], **op.attrs)
-    except (ShapeError, DTypeError) as e:
-        shown = ", ".join(f"{t.name} {list(a.shape)}" for t, a in zip(op.inputs, args))
-        raise type(e)(f"{op.describe()} at run time: {e}  [inputs: {shown}]") from None
+    spec = infer_at_run_time(op, [t.shape if a is UNINITIALIZED else a.shape
+                                  for a, t in zip(args, op.inputs)])
     kwargs = dict(op.attrs)
     if op_def.needs_context:
         kwargs["ctx"] = OpContext(session, op)

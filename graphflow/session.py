@@ -18,6 +18,7 @@ import numpy as np
 from . import reference
 from .errors import DeviceError, FeedError, GraphflowError
 from .graph import Graph, Operation, Tensor, get_default_graph
+from .variables import uninitialized_error
 
 DEVICES = ("cuda", "cpu", "reference")
 GROWTH_WARNING_RUNS = 5  # consecutive runs that each added ops before we warn
@@ -202,18 +203,7 @@ class Session:
 
     def _build_plan(self, leaves: list, feeds: tuple) -> Plan:
         targets = [x.op if isinstance(x, Tensor) else x for x in leaves]
-        fed_ops = {t.op for t in feeds}
-        needed, stack = set(), list(targets)
-        while stack:  # walk up from the fetches, stopping at fed tensors
-            op = stack.pop()
-            if op in needed:
-                continue
-            needed.add(op)
-            if op in fed_ops and op not in targets:
-                continue
-            stack.extend(t.op for t in op.inputs if t not in feeds)
-            stack.extend(op.control_inputs)
-        order = sorted(needed, key=lambda o: o.id)
+        order = self.graph.subgraph_order(targets, set(feeds))
         for op in order:
             if op.type == "Placeholder" and op.outputs[0] not in feeds:
                 users = [x.name for x in leaves]
@@ -256,10 +246,14 @@ class Session:
     def _read_variable_op(self, op: Operation) -> np.ndarray:
         value = self._values.get(op)
         if value is None:
-            raise GraphflowError(f"variable '{op.name}' (defined at {op.site}) is read before it "
-                                 "is initialized: run gf.global_variables_initializer() first "
-                                 "(or restore it with a Saver)")
+            raise uninitialized_error(op)
         return value
+
+    def next_stream(self, op: Operation) -> int:
+        """How many times a stateful random op ran before in this Session (fresh numbers each run)."""
+        count = self._streams.get(op, 0)
+        self._streams[op] = count + 1
+        return count
 
     def variable_value(self, var: Tensor) -> np.ndarray:
         value = self._read_variable_op(var.op)

@@ -70,6 +70,14 @@ class Variable(Tensor):
         (session or get_default_session()).set_variable(self, value)
 
 
+def uninitialized_error(var_op: Operation, reader: Operation | None = None) -> GraphflowError:
+    """The error for reading a variable whose initializer has not run."""
+    by = f", by {reader.describe()}" if reader is not None else ""
+    return GraphflowError(f"variable '{var_op.name}' (defined at {var_op.site}) is read before it "
+                          f"is initialized{by}: run gf.global_variables_initializer() first (or "
+                          "restore it with a Saver)")
+
+
 def assign(ref: Variable, value, name: str | None = None) -> Tensor:
     if not isinstance(ref, Variable):
         raise TypeError(f"assign needs a gf.Variable, got {ref!r}")
