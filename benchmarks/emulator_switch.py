@@ -32,7 +32,7 @@ __global__ void empty(float* out, int n) {}
 LOAD = """
 import sys, time
 t = time.perf_counter()
-from codegen.devices import get_driver, cache
+from graphflow.codegen.devices import get_driver, cache
 drv = get_driver("cpu")
 t0 = time.perf_counter()
 drv.SourceModule(sys.stdin.read())
@@ -52,7 +52,7 @@ def best(f, repeat: int = 5) -> float:
 def main() -> None:
     os.environ["GRAPHFLOW_CACHE_DIR"] = tempfile.mkdtemp(prefix="gf-bench-")
     os.environ["GRAPHFLOW_EMU_THREADS"] = "1"
-    from codegen.devices import get_driver
+    from graphflow.codegen.devices import get_driver
 
     drv = get_driver("cpu")
     t = time.perf_counter()

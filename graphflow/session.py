@@ -47,7 +47,7 @@ def resolve_device(device: str | None) -> str:
 
 def _driver(name: str):
     """The codegen driver for a device; DeviceError says what is missing."""
-    from codegen.devices import DeviceUnavailable, get_driver
+    from graphflow.codegen.devices import DeviceUnavailable, get_driver
     try:
         return get_driver(name)
     except DeviceUnavailable as e:
@@ -213,7 +213,7 @@ class Session:
                                 f"{op.outputs[0].dtype.name}")
         plan = Plan(list(leaves), feeds, order)
         if self.device != "reference":
-            from codegen.program import Program
+            from graphflow.codegen.program import Program
             plan.program = Program(order, feeds, list(leaves), self.device, _driver(self.device))
         return plan
 
@@ -267,7 +267,7 @@ class Session:
         converted = {v: convert_feed(v, value).copy() for v, value in assignments.items()}
         for v, arr in converted.items():
             if self.device != "reference":
-                from codegen.program import DeviceArray
+                from graphflow.codegen.program import DeviceArray
                 arr = DeviceArray.from_numpy(_driver(self.device), arr)
             self._values[v.op] = arr
 

@@ -6,9 +6,9 @@ import subprocess
 
 import numpy as np
 import pytest
+from graphflow.codegen.emit.elementwise import SCALAR
 
 import graphflow as gf
-from codegen.emit.elementwise import SCALAR
 from graphflow.errors import CompileError, DeviceError, ShapeError
 
 rng = np.random.default_rng(1)
@@ -150,7 +150,7 @@ def test_dump_dir_environment_variable(tmp_path, monkeypatch):
 
 
 def test_compile_error_carries_compiler_message(monkeypatch):
-    import codegen.emit.elementwise as ew
+    import graphflow.codegen.emit.elementwise as ew
     monkeypatch.setitem(ew.SCALAR, "Exp", lambda a, t: f"undefined_function({a[0]})")
     x = gf.placeholder(gf.float32, [2])
     with gf.Session(device="cpu") as s:
@@ -170,8 +170,9 @@ def test_cuda_device_without_pycuda_says_how_to_install():
 
 
 def test_every_registered_op_can_be_compiled():
-    from codegen.emit import load_all
-    from codegen.program import ALIAS_OPS, HOST_OPS
+    from graphflow.codegen.emit import load_all
+    from graphflow.codegen.program import ALIAS_OPS, HOST_OPS
+
     from graphflow.registry import OPS
     missing = set(OPS) - set(load_all()) - set(ALIAS_OPS) - set(HOST_OPS)
     assert not missing

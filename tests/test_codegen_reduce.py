@@ -10,10 +10,10 @@ import itertools
 
 import numpy as np
 import pytest
+from graphflow.codegen.emit import load_all, rows
+from graphflow.codegen.emit import reduce as red
 
 import graphflow as gf
-from codegen.emit import load_all, rows
-from codegen.emit import reduce as red
 from graphflow.ops.array import sum_to_like
 
 rng = np.random.default_rng(7)

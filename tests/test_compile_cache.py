@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from codegen.devices import CompileFailed, cache, get_driver
+from graphflow.codegen.devices import CompileFailed, cache, get_driver
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +26,7 @@ if go:
     open(ready, "w").close()
     while not os.path.exists(go):
         time.sleep(0.001)
-from codegen.devices import get_driver, cache
+from graphflow.codegen.devices import get_driver, cache
 drv = get_driver("cpu")
 mod = drv.SourceModule(os.environ["GF_SOURCE"])
 out = drv.mem_alloc(16)
@@ -167,7 +166,7 @@ def test_concurrent_compiles_of_the_same_source(tmp_path):
 def test_nvcc_errors_quote_the_source(monkeypatch, tmp_path):
     if shutil.which("nvcc") is None:
         pytest.skip("nvcc is not on PATH")
-    from codegen.devices.pycuda_driver import compile_cubin
+    from graphflow.codegen.devices.pycuda_driver import compile_cubin
 
     monkeypatch.setenv("GRAPHFLOW_CACHE_DIR", str(tmp_path))
     with pytest.raises(CompileFailed) as info:

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from codegen.devices import CompileFailed, DeviceUnavailable, LaunchFailed, get_driver, prelude
-from codegen.devices.emulator import SHIM, kernels_needing_fibers
+from graphflow.codegen.devices import CompileFailed, DeviceUnavailable, LaunchFailed, get_driver, prelude
+from graphflow.codegen.devices.emulator import SHIM, kernels_needing_fibers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -402,7 +401,7 @@ def test_sanitize_needs_preloaded_asan(drv, monkeypatch):
 
 OOB_SCRIPT = """
 import numpy as np
-from codegen.devices import get_driver
+from graphflow.codegen.devices import get_driver
 drv = get_driver("cpu")
 mod = drv.SourceModule('''
 __global__ void planted_oob(float* y, int n) {
