@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+import numpy as np
 import pytest
 
 import graphflow as gf
@@ -61,3 +62,19 @@ def test_micrograd_readme_expression(device):
     assert round(float(g_val), 4) == 24.7041
     assert round(float(da), 4) == 138.8338
     assert round(float(db), 4) == 645.5773
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_linear_regression_finds_least_squares(device, capsys):
+    result = run_example("linear_regression", "--fast", "--device", device)
+    assert result["losses"][-1] < 0.1 * result["losses"][0]
+    np.testing.assert_allclose(result["fitted"], result["exact"], atol=0.01)  # np.polyfit's line
+    assert capsys.readouterr().out.splitlines()[-1].startswith("np.polyfit: slope ")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_cnn_digits_learns(device, capsys):
+    result = run_example("cnn_digits", "--fast", "--device", device)
+    assert result["losses"][-1] < 0.6 * result["losses"][0]
+    assert result["accuracy"] > 0.7  # chance is 10%
+    assert capsys.readouterr().out.splitlines()[-1].startswith("test accuracy: ")
