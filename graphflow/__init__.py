@@ -83,6 +83,13 @@ from .ops.linalg import matmul
 from .ops.random import random_normal, random_uniform, truncated_normal
 from .ops.reduction import argmax, argmin, reduce_max, reduce_mean, reduce_min, reduce_sum
 from .session import Compiled, Session, get_default_session
+from .variable_scope import (
+                    AUTO_REUSE,
+                    VariableScope,
+                    get_variable,
+                    get_variable_scope,
+                    variable_scope,
+)
 from .variables import (
                     Variable,
                     assign,
@@ -111,4 +118,5 @@ __all__ = [
     "reduce_mean", "reduce_min", "reduce_sum", "Compiled", "Session", "get_default_session",
     "Variable", "assign", "assign_add", "assign_sub", "global_variables",
     "global_variables_initializer", "trainable_variables", "variables_initializer",
+    "AUTO_REUSE", "VariableScope", "get_variable", "get_variable_scope", "variable_scope",
 ]
