@@ -23,3 +23,7 @@ class CompileError(GraphflowError):
 
 class DeviceError(GraphflowError):
     """A device is missing, unusable, or cannot do what was asked."""
+
+
+class VariableReuseError(GraphflowError, ValueError):
+    """get_variable broke a reuse rule: a name made twice, or shared before it exists."""
