@@ -11,7 +11,7 @@ import sys
 import time
 
 import numpy as np
-from common import dump_kernels, make_parser, progress
+from common import dump_kernels, make_parser, parse_args, progress
 from train_digits import load
 
 import graphflow as gf
@@ -26,11 +26,11 @@ def conv_relu(x: gf.Tensor, channels_in: int, channels_out: int, seed: int) -> g
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = make_parser(__doc__, epochs=30)
+    parser = make_parser(__doc__, epochs=(30, 2))
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.005)
-    args = parser.parse_args(argv)
-    epochs = 2 if args.fast else args.epochs
+    args = parse_args(parser, argv)
+    epochs = args.epochs
     x_train, x_test, y_train, y_test = (a.reshape(-1, 8, 8, 1) if a.ndim == 2 else a for a in load())
     start = time.perf_counter()
 

@@ -18,20 +18,32 @@ from tqdm import tqdm
 import graphflow as gf
 
 
-def make_parser(doc: str | None, *, steps: int | None = None,
-                epochs: int | None = None) -> argparse.ArgumentParser:
-    """An argument parser with the shared flags; `steps` or `epochs` sets that flag's default."""
+def make_parser(doc: str | None, *, steps: tuple[int, int] | None = None,
+                epochs: tuple[int, int] | None = None) -> argparse.ArgumentParser:
+    """An argument parser with the shared flags. `steps` or `epochs` is (full run, --fast run):
+    the flag's default, without and with --fast; read the result with `parse_args`."""
     parser = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default=None, help="cuda | cpu | reference (default: best)")
-    if steps is not None:
-        parser.add_argument("--steps", type=int, default=steps, help=f"training steps ({steps})")
-    if epochs is not None:
-        parser.add_argument("--epochs", type=int, default=epochs, help=f"training epochs ({epochs})")
+    for flag, lengths in (("steps", steps), ("epochs", epochs)):
+        if lengths is not None:
+            parser.add_argument(f"--{flag}", type=int, default=None,
+                                help=f"training {flag} ({lengths[0]}; {lengths[1]} with --fast)")
+            parser.set_defaults(**{f"_{flag}_defaults": lengths})
     parser.add_argument("--fast", action="store_true", help="a short run (what the tests use)")
     parser.add_argument("--dump-kernels", metavar="DIR", default=None,
                         help="write the training step's kernels (.cu) and manifest.json to DIR")
     return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse argv; an unset --steps/--epochs becomes the full or the --fast default."""
+    args = parser.parse_args(argv)
+    for flag in ("steps", "epochs"):
+        lengths = getattr(args, f"_{flag}_defaults", None)
+        if lengths is not None and getattr(args, flag) is None:
+            setattr(args, flag, lengths[1] if args.fast else lengths[0])
+    return args
 
 
 def progress(total: int, desc: str = "training") -> tqdm:

@@ -11,16 +11,16 @@ import sys
 import time
 
 import numpy as np
-from common import dump_kernels, make_parser, progress
+from common import dump_kernels, make_parser, parse_args, progress
 
 import graphflow as gf
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = make_parser(__doc__, steps=200)
+    parser = make_parser(__doc__, steps=(200, 40))
     parser.add_argument("--lr", type=float, default=0.1)
-    args = parser.parse_args(argv)
-    steps = 40 if args.fast else args.steps
+    args = parse_args(parser, argv)
+    steps = args.steps
 
     rng = np.random.default_rng(0)
     xs = rng.uniform(-2, 2, size=200).astype(np.float32)

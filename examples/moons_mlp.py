@@ -17,7 +17,7 @@ import sys
 import time
 
 import numpy as np
-from common import dump_kernels, make_parser, progress
+from common import dump_kernels, make_parser, parse_args, progress
 from sklearn.datasets import make_moons
 
 import graphflow as gf
@@ -60,11 +60,11 @@ def plot_boundary(path: str, score_fn, data: np.ndarray, labels: np.ndarray) -> 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = make_parser(__doc__, steps=100)
+    parser = make_parser(__doc__, steps=(100, 20))
     parser.add_argument("--plot", metavar="PATH", default="moons_mlp.png",
                         help="decision-boundary PNG, written when matplotlib is installed ('' = none)")
-    args = parser.parse_args(argv)
-    steps = 20 if args.fast else args.steps
+    args = parse_args(parser, argv)
+    steps = args.steps
 
     np.random.seed(1337)
     random.seed(1337)

@@ -12,7 +12,7 @@ import sys
 import time
 
 import numpy as np
-from common import dump_kernels, make_parser, progress
+from common import dump_kernels, make_parser, parse_args, progress
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
@@ -27,11 +27,11 @@ def load() -> tuple[np.ndarray, ...]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = make_parser(__doc__, epochs=20)
+    parser = make_parser(__doc__, epochs=(20, 2))
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.01)
-    args = parser.parse_args(argv)
-    epochs = 2 if args.fast else args.epochs
+    args = parse_args(parser, argv)
+    epochs = args.epochs
     x_train, x_test, y_train, y_test = load()
     start = time.perf_counter()
 

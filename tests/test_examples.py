@@ -78,3 +78,92 @@ def test_cnn_digits_learns(device, capsys):
     assert result["losses"][-1] < 0.6 * result["losses"][0]
     assert result["accuracy"] > 0.7  # chance is 10%
     assert capsys.readouterr().out.splitlines()[-1].startswith("test accuracy: ")
+
+
+def _np_gpt(p: dict, idx: np.ndarray, n_layer: int, n_head: int) -> np.ndarray:
+    """minGPT's model.py forward (eval mode), transcribed line by line into numpy."""
+    def ln(x, w, b):
+        mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + 1e-5) * w + b
+
+    def gelu(x):  # NewGELU
+        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+
+    b_, t = idx.shape
+    x = p["wte"][idx] + p["wpe"][np.arange(t)][None]
+    for i in range(n_layer):
+        h = f"h{i}."
+        y = ln(x, p[h + "ln_1.weight"], p[h + "ln_1.bias"])
+        q, k, v = np.split(y @ p[h + "attn.c_attn.weight"] + p[h + "attn.c_attn.bias"], 3, axis=2)
+        c = q.shape[-1]
+        q, k, v = (z.reshape(b_, t, n_head, c // n_head).transpose(0, 2, 1, 3) for z in (q, k, v))
+        att = q @ k.transpose(0, 1, 3, 2) / np.sqrt(c // n_head)
+        att = np.where(np.tril(np.ones((t, t))) == 0, -np.inf, att)
+        att = np.exp(att - att.max(-1, keepdims=True))
+        att /= att.sum(-1, keepdims=True)
+        y = (att @ v).transpose(0, 2, 1, 3).reshape(b_, t, c)
+        x = x + y @ p[h + "attn.c_proj.weight"] + p[h + "attn.c_proj.bias"]
+        y = ln(x, p[h + "ln_2.weight"], p[h + "ln_2.bias"])
+        y = gelu(y @ p[h + "mlp.c_fc.weight"] + p[h + "mlp.c_fc.bias"])
+        x = x + y @ p[h + "mlp.c_proj.weight"] + p[h + "mlp.c_proj.bias"]
+    return ln(x, p["ln_f.weight"], p["ln_f.bias"]) @ p["lm_head.weight"]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gpt_forward_matches_mingpt_equations(device):
+    from gpt import GPTConfig, decayed, forward, init_params
+    config = GPTConfig(vocab_size=5, block_size=7, n_layer=2, n_head=2, n_embd=8)
+    rng = np.random.default_rng(0)
+    params = init_params(config)
+    idx = gf.placeholder(gf.int64, [None, 7])
+    logits = forward(params, idx, config, dropout=0.0)
+    ids = rng.integers(5, size=(3, 7))
+    with gf.Session(device=device) as sess:
+        values = {name: rng.normal(scale=0.5, size=var.shape).astype(np.float32)
+                  for name, var in params.items()}  # random weights, not the init's 0s and 1s
+        sess.set_variables({params[name]: value for name, value in values.items()})
+        got = sess.run(logits, {idx: ids})
+    want = _np_gpt({k: v.astype(np.float64) for k, v in values.items()}, ids, 2, 2)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    linear = ["attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight"]
+    assert sorted(v.op.name for v in decayed(params)) == sorted(
+        [f"h{i}.{n}" for i in range(2) for n in linear] + ["lm_head.weight"])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gpt_masked_loss_ignores_minus_one(device):
+    from gpt import masked_loss
+    rng = np.random.default_rng(1)
+    logits_np = rng.normal(size=(2, 4, 3)).astype(np.float32)
+    targets_np = np.array([[-1, -1, 2, 0], [-1, 1, 1, 2]])
+    loss = masked_loss(gf.constant(logits_np), gf.constant(targets_np, gf.int64))
+    with gf.Session(device=device) as sess:
+        got = sess.run(loss)
+    flat, labels = logits_np.reshape(-1, 3).astype(np.float64), targets_np.reshape(-1)
+    logp = flat - np.log(np.exp(flat).sum(1, keepdims=True))
+    keep = labels >= 0
+    assert got == pytest.approx(-logp[keep, labels[keep]].mean(), rel=1e-5)  # F.cross_entropy
+
+
+# The GPT training graphs are ~1,600 kernels: a cold g++ compile of one takes minutes here, so
+# their cpu runs are opt-in (the forward test above covers the model on cpu every time).
+GPT_DEVICES = ["reference", pytest.param("cpu", marks=pytest.mark.skipif(
+    not os.environ.get("GRAPHFLOW_SLOW_TESTS"), reason="set GRAPHFLOW_SLOW_TESTS=1 (cold compile: minutes)"))]
+
+
+@pytest.mark.parametrize("device", GPT_DEVICES)
+def test_gpt_sort_learns(device, capsys):
+    result = run_example("gpt_sort", "--fast", "--device", device)
+    losses = result["losses"]
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:5])
+    assert result["accuracy"] > 0.2  # chance (a random sorted guess) is about 1%
+    assert capsys.readouterr().out.splitlines()[-1].startswith("held-out accuracy: ")
+
+
+@pytest.mark.parametrize("device", GPT_DEVICES)
+def test_gpt_adder_learns(device, capsys):
+    result = run_example("gpt_adder", "--fast", "--device", device)
+    losses = result["losses"]
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:5])
+    assert result["accuracy"] >= 0.01  # 10x chance: 100 steps of a tiny model only begin to add
+    assert capsys.readouterr().out.splitlines()[-1].startswith("held-out accuracy: ")
