@@ -134,8 +134,9 @@ def reduce_logsumexp(x, axis=None, keepdims: bool = False, name: str | None = No
     from .elementwise import equal, exp, log, where
     x = as_tensor(x)
     if not x.dtype.is_floating:
+        from ..graph import definition_site
         raise DTypeError(f"reduce_logsumexp needs a floating tensor, got {x.name} of dtype "
-                         f"{x.dtype.name}")
+                         f"{x.dtype.name} (at {definition_site()})")
     axes = normalize_axes(axis, len(x.shape))
     with x.graph.as_default(), x.graph.name_scope(name or "reduce_logsumexp"):
         top = reduce_max(x, axes, keepdims=True)
