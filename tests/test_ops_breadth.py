@@ -56,6 +56,9 @@ CASES = {
     "pad_symmetric_batch": (lambda x: gf.pad(x, [[0, 0], [5, 2]], "SYMMETRIC"),
                             [(normal(3, 5), True)],
                             lambda x: np.pad(x, [[0, 0], [5, 2]], "symmetric")),
+    "pad_reflect_none_axis": (lambda x: gf.pad(x, [[2, 1], [0, 0]], "reflect"),
+                              [(normal(4, 3), True)],
+                              lambda x: np.pad(x, [[2, 1], [0, 0]], "reflect")),
     "split_even": (lambda x: gf.concat(gf.split(x, 3, axis=1)[::-1], 1), [(normal(3, 9), True)],
                    lambda x: np.concatenate(np.split(x, 3, axis=1)[::-1], 1)),
     "split_sizes": (lambda x: gf.split(x, [2, -1, 1], 1)[1] * 2.0, [normal(3, 7)],
@@ -189,6 +192,8 @@ GRADS = [
      [normal(2, 3, 4)], {"dynamic": (0,)}),
     ("pad_reflect_batch", lambda x: gf.pad(x, [[0, 0], [1, 2]], "reflect"), [normal(3, 5)],
      {"dynamic": (0,)}),
+    ("pad_reflect_batch_axis", lambda x: gf.pad(x, [[1, 2], [1, 0]], "REFLECT"), [normal(4, 3)],
+     {"dynamic": (0,)}),
     ("pad_symmetric_full", lambda x: gf.pad(x, [[3, 3]], "SYMMETRIC"), [normal(3)], {}),
     ("split_three", lambda x: gf.split(x, 3, 0)[0] * gf.split(x, 3, 0)[2], [normal(9, 2)], {}),
     ("unstack_mul", lambda x: gf.add_n([u * (i + 1.0) for i, u in enumerate(gf.unstack(x, axis=-1))]),
@@ -264,6 +269,17 @@ def test_split_and_unstack_return_lists_with_tf1_shapes():
     assert gf.pad(x, [[1, 1], [0, 2], [0, 0]]).shape.as_list() == [None, 12, 4]
     mean, var = gf.nn.moments(x, [0, 1])
     assert mean.shape.as_list() == var.shape.as_list() == [4]
+
+
+def test_mirror_pad_too_wide_for_the_run_time_size_raises():
+    x = gf.placeholder(gf.float32, [None, 2])
+    y = gf.pad(x, [[3, 0], [0, 0]], "REFLECT")
+    for device in ("reference", "cpu"):
+        with gf.Session(device=device) as s:
+            assert s.run(y, {x: np.ones((4, 2))}).shape == (7, 2)
+            with pytest.raises(ShapeError, match=HERE + r"[\s\S]*REFLECT padding \(3, 0\) "
+                               r"of axis 0 needs at most 2 per side for size 3"):
+                s.run(y, {x: np.ones((3, 2))})
 
 
 def test_logsumexp_infinite_rows():

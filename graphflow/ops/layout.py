@@ -1,9 +1,9 @@
 """TF1's tiling, padding and splitting: tile, pad, split, unstack, slice.
 
-Tile and constant Pad are ops of their own (one kernel each); Tile's gradient is
-TileGrad (the sum over the copies), Pad's gradient is a slice. Reflect/symmetric
-padding, split, unstack and slice are built from strided slices and concat, which
-already have kernels and gradients.
+Tile, constant Pad and MirrorPad (reflect/symmetric, one axis per op) are ops of their
+own (one kernel each); Tile's gradient is TileGrad (the sum over the copies), Pad's is a
+slice, MirrorPad's is MirrorPadGrad (each element collects its mirror images). Split,
+unstack and slice are strided slices, which already have kernels and gradients.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ..errors import ShapeError
 from ..graph import Tensor
 from ..registry import Spec, register
 from ..shapes import normalize_axis
-from .array import concat, strided_slice
+from .array import strided_slice
 from .core import as_tensor, make
 
 
@@ -87,23 +87,41 @@ def _pad_grad(op, g):
 register("Pad", infer=_pad_infer, compute=_pad_compute, grad=_pad_grad)
 
 
-def _mirror(x: Tensor, axis: int, before: int, after: int, symmetric: bool) -> Tensor:
-    """x padded along one axis with its mirror image: concat of reversed slices."""
-    d, lead = x.shape[axis], (builtins.slice(None),) * axis
-    limit = d if symmetric else (None if d is None else d - 1)
+def _mirror_infer(specs, axis, before, after, symmetric):
+    x = specs[0]
+    d = x.shape[axis]
+    limit = None if d is None else (d if symmetric else d - 1)
     if limit is not None and max(before, after) > limit:
-        mode = "SYMMETRIC" if symmetric else "REFLECT"
-        raise ShapeError(f"pad: {mode} padding ({before}, {after}) of axis {axis} needs at most "
-                         f"{limit} per side for size {d} (at {_site()})")
-    parts = []
-    if before:  # REFLECT: x[before], ..., x[1]; SYMMETRIC: x[before-1], ..., x[0]
-        first = builtins.slice(before - 1, None, -1) if symmetric else builtins.slice(before, 0, -1)
-        parts.append(strided_slice(x, lead + (first,)))
-    parts.append(x)
-    if after:  # REFLECT: x[-2], ..., x[-1-after]; SYMMETRIC: x[-1], ..., x[-after]
-        start = -1 if symmetric else -2
-        parts.append(strided_slice(x, lead + (builtins.slice(start, start - after, -1),)))
-    return concat(parts, axis)
+        raise ShapeError(f"{'SYMMETRIC' if symmetric else 'REFLECT'} padding ({before}, {after}) "
+                         f"of axis {axis} needs at most {limit} per side for size {d}")
+    shape = list(x.shape)
+    shape[axis] = None if d is None else d + before + after
+    return Spec(tuple(shape), x.dtype)
+
+
+def _mirror_compute(x, axis, before, after, symmetric):
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (before, after)
+    return np.pad(x, widths, mode="symmetric" if symmetric else "reflect")
+
+
+def _mirror_grad_compute(g, ref, axis, before, after, symmetric):
+    """Each input element collects g at its own place and at its mirror images."""
+    d = ref.shape[axis]
+    g = np.moveaxis(g, axis, 0)
+    out = g[before:before + d].copy()
+    skip = 0 if symmetric else 1  # REFLECT leaves out the edge element
+    out[skip:skip + before] += g[:before][::-1]
+    if after:
+        out[d - skip - after:d - skip] += g[before + d:][::-1]
+    return np.moveaxis(out, 0, axis)
+
+
+register("MirrorPad", infer=_mirror_infer, compute=_mirror_compute,
+         grad=lambda op, g: [make("MirrorPadGrad", [g, op.inputs[0]], dict(op.attrs))])
+register("MirrorPadGrad", infer=lambda specs, **attrs: Spec(specs[1].shape, specs[0].dtype),
+         compute=_mirror_grad_compute,
+         grad=lambda op, g: [make("MirrorPad", [g], dict(op.attrs)), None])
 
 
 def pad(tensor, paddings, mode: str = "CONSTANT", name: str | None = None,
@@ -134,9 +152,10 @@ def pad(tensor, paddings, mode: str = "CONSTANT", name: str | None = None,
                     name)
     if mode not in ("REFLECT", "SYMMETRIC"):
         raise ValueError(f"pad: mode must be 'CONSTANT', 'REFLECT' or 'SYMMETRIC', got {mode!r}")
-    for axis, (a, b) in enumerate(pairs):
+    for axis, (a, b) in enumerate(pairs):  # one axis at a time
         if a or b:
-            x = _mirror(x, axis, a, b, mode == "SYMMETRIC")
+            x = make("MirrorPad", [x], {"axis": axis, "before": a, "after": b,
+                                        "symmetric": mode == "SYMMETRIC"}, name)
     return x
 
 
