@@ -167,7 +167,8 @@ def _axis_key(axis: int, item) -> tuple:
 def split(value, num_or_size_splits, axis: int = 0, num: int | None = None,
           name: str = "split") -> list[Tensor]:
     """Split `value` along `axis`: into num_or_size_splits equal pieces (an int), or into
-    pieces of the listed sizes (one size may be -1: the rest). Returns a list of tensors."""
+    pieces of the listed sizes (one size may be -1: the rest). Returns a list of tensors.
+    `num`, when given, must equal the number of pieces."""
     x = as_tensor(value)
     axis = normalize_axis(axis, len(x.shape), "split axis")
     d = x.shape[axis]
@@ -200,6 +201,8 @@ def split(value, num_or_size_splits, axis: int = 0, num: int | None = None,
         elif -1 in sizes[:-1]:
             raise ShapeError(f"split: axis {axis} has an unknown size: only the last size may be "
                              f"-1 (at {_site()})")
+    if num is not None and num != len(sizes):
+        raise ShapeError(f"split: num={num} but {len(sizes)} pieces were asked for (at {_site()})")
     pieces, start = [], 0
     with x.graph.as_default(), x.graph.name_scope(name):
         for s in sizes:
