@@ -1,5 +1,8 @@
 """Each example's fast mode, on `reference` and `cpu`: it learns (the loss falls clearly, the metric
-rises well above chance). Plus micrograd's README expression and its gradients."""
+rises well above chance). Plus the oracles outside graphflow: micrograd's printed losses and its
+README expression, and numpy transcriptions of minGPT's and mamba-minimal's forward passes.
+
+The `test` extra installs scikit-learn and tqdm, which the examples need."""
 from __future__ import annotations
 
 import os
