@@ -98,9 +98,15 @@ class Table:
     """Everything about one shape signature that does not change from run to run."""
     shapes: dict
     buffers: dict        # tensor -> allocation (pooled intermediates and feeds)
-    launches: list       # (function, params, static args, launch) per kernel
+    sequence: object     # the driver's prepared launch sequence
+    variable_args: list  # (launch, argument, Variable LOp): bound when its buffer changes
+    scalar_args: list    # (launch, argument, Param): computed each run (random streams)
     infos: list
     stats: dict
+    bound: dict = None   # (launch, argument) -> allocation bound now
+
+
+SMALL_WORK = 1 << 20  # flops + bytes under which a launch runs on one OS thread
 
 
 class Program:
@@ -122,20 +128,33 @@ class Program:
                     if t.dtype.name == "float16":
                         raise CompileError(f"{op.describe()}: float16 kernels are not supported yet")
             if group.fused:
-                members = set(group.ops)
-                stored = {op.outputs[0] for op in group.ops
-                          if op.type in ASSIGN_OPS or op.outputs[0] in fetched
-                          or any(u not in members for u in users.get(op.outputs[0], []))}
-                emit_fused(ctx, group, inline, stored)
+                emit_fused(ctx, group, inline, self._stored(group, fetched, users))
                 continue
-            op = group.ops[0]
+            op = group.segments[0][0]  # the template op (prologue and epilogue ops around it)
             emit = emitters.get(op.type)
             if emit is None:
                 raise CompileError(f"no CUDA emitter for {op.describe()}")
-            emit(ctx, op)
+            stored = self._stored(group, fetched, users)
+            if group.epilogue:
+                emit(ctx, op, epilogue=(group.epilogue, inline, stored))
+            elif group.prologue:
+                emit(ctx, op, prologue=(group.prologue, inline, stored))
+            else:
+                emit(ctx, op)
         self.kernels = ctx.kernels
         self.source = assemble(self.kernels)
         self._in_place = self._plan_in_place()
+        self._assigns = [op for op in graph.ops if op.type in ASSIGN_OPS]
+        self._variables = [op for op in graph.ops if op.type == "Variable"]
+        self._readers = {}  # Variable LOp -> the first op reading its start-of-run value
+        for op in graph.ops:
+            if op.type not in ALIAS_OPS:
+                for j, t in enumerate(op.inputs):
+                    if self.root(t).op.type == "Variable" and not (op.type == "Assign" and j == 0):
+                        self._readers.setdefault(self.root(t).op, op)
+        for t in graph.live_outputs():
+            if self.root(t).op.type == "Variable":
+                self._readers.setdefault(self.root(t).op, self.root(t).op)
         self._consts: dict = {}
         self._tables: dict[tuple, Table] = {}
         self._scratch: dict = {}
@@ -149,6 +168,15 @@ class Program:
         dump_dir = os.environ.get("GRAPHFLOW_DUMP_DIR")
         if dump_dir:
             self.dump(os.path.join(dump_dir, self.dump_name()))
+
+    @staticmethod
+    def _stored(group, fetched: set, users: dict) -> set:
+        """Outputs of a group's ops that must reach memory: effects, fetches, and values any op
+        outside the group reads."""
+        members = set(group.ops)
+        return {op.outputs[0] for op in group.ops
+                if op.type in ASSIGN_OPS or op.outputs[0] in fetched
+                or any(u not in members for u in users.get(op.outputs[0], []))}
 
     def root(self, t: LTensor) -> LTensor:
         while t in self._alias:
@@ -229,36 +257,49 @@ class Program:
         buffers = {t: slots[s] for t, s in memory.slot_of.items()}
         for user_t, t in self.graph.feeds.items():
             buffers[t] = self.driver.mem_alloc(max(1, feeds[user_t].nbytes))
-        launches, infos = [], []
+        entries, infos, variable_args, scalar_args = [], [], [], []
         totals = {"flops": 0, "bytes_moved": 0, "launches": 0}
         scratch_bytes = 0
+        threads = self.driver.thread_count()
         for kernel, fn in zip(self.kernels, self._functions):
             launch = kernel.launch(shapes, self.device)
             out_sizes = [numel(shapes[p.tensor]) for p in kernel.params if p.kind == "out"]
+            read, written = kernel.bytes_moved(shapes)
+            flops = int(kernel.flops(shapes))
+            infos.append(KernelInfo(kernel.name, [o.name for op in kernel.nodes for o in op.origins],
+                                    tuple(launch.grid), tuple(launch.block), launch.shared,
+                                    read, written, flops))
+            totals["flops"] += flops
+            totals["bytes_moved"] += read + written
+            if not ((not out_sizes or max(out_sizes) > 0) and kernel.active(shapes)):
+                continue
             args = []
-            for p in kernel.params:
+            for j, p in enumerate(kernel.params):
                 if p.kind == "dim":
                     args.append(np.int64(shapes[p.tensor][p.axis]))
                 elif p.kind == "scratch":
                     buf = self._scratch_buffer(p, shapes, key)
                     scratch_bytes += buf.nbytes
                     args.append(buf)
+                elif p.kind == "scalar":
+                    scalar_args.append((len(entries), j, p))
+                    args.append(None)
                 else:
-                    args.append(None)  # bound per run: buffers, variables, scalars
-            runs = not out_sizes or max(out_sizes) > 0
-            read, written = kernel.bytes_moved(shapes)
-            flops = int(kernel.flops(shapes))
-            if runs:
-                launches.append((fn, kernel.params, args, launch))
-                totals["launches"] += 1
-            infos.append(KernelInfo(kernel.name, [o.name for op in kernel.nodes for o in op.origins],
-                                    tuple(launch.grid), tuple(launch.block), launch.shared,
-                                    read, written, flops))
-            totals["flops"] += flops
-            totals["bytes_moved"] += read + written
+                    t = self.root(p.tensor)
+                    if t in self._in_place or t.op.type == "Variable":
+                        variable_args.append((len(entries), j, self._in_place.get(t, t.op)))
+                        args.append(None)
+                    elif t.op.type == "Const":
+                        args.append(self._const(t))
+                    else:
+                        args.append(buffers[t])
+            small = flops + read + written < SMALL_WORK
+            entries.append((fn, args, launch.grid, launch.block, launch.shared, 1 if small else threads))
+            totals["launches"] += 1
         stats = {"kernels": len(self.kernels), "peak_memory_bytes": memory.peak + scratch_bytes,
                  "peak_memory_bound": memory.bound, **totals}
-        return Table(shapes, buffers, launches, infos, stats)
+        return Table(shapes, buffers, self.driver.prepare(entries), variable_args, scalar_args,
+                     infos, stats, {})
 
     def _scratch_buffer(self, p, shapes: dict, key) -> DeviceArray:
         slot = (key, p.name, p.value)
@@ -278,33 +319,39 @@ class Program:
     def run(self, feeds: dict, session) -> tuple[dict, dict]:
         """Launch every kernel; return (fetched numpy values, variable updates)."""
         table = self._table(feeds)
-        shapes = table.shapes
         state = self._variable_buffers(session)
         for user_t, t in self.graph.feeds.items():
             value = feeds[user_t]
             if value.nbytes:
                 self.driver.memcpy_htod(table.buffers[t], value)
-
-        def buffer(t: LTensor):
-            t = self.root(t)
-            if t in self._in_place:
-                return state[self._in_place[t]].alloc
-            if t in table.buffers:
-                return table.buffers[t]
-            if t.op.type == "Const":
-                return self._const(t)
-            if t.op.type == "Variable":
-                return state[t.op].alloc
-            raise GraphflowError(f"internal error: no buffer for {t.name}")
-
-        env = RunEnv(shapes, session)
-        for fn, params, static, launch in table.launches:
-            args = [a if a is not None else (
-                buffer(p.tensor) if p.kind in ("in", "out") else _np_scalar(p.ctype, p.value(env)))
-                for p, a in zip(params, static)]
-            fn(*args, grid=launch.grid, block=launch.block, shared=launch.shared)
+        sequence = table.sequence
+        for k, j, var in table.variable_args:
+            alloc = state[var].alloc
+            if table.bound.get((k, j)) is not alloc:
+                sequence.set_arg(k, j, alloc)
+                table.bound[(k, j)] = alloc
+        if table.scalar_args:
+            env = RunEnv(table.shapes, session)
+            for k, j, p in table.scalar_args:
+                sequence.set_arg(k, j, _np_scalar(p.ctype, p.value(env)))
+        sequence.run()
         self.infos = table.infos
         self.last_stats = table.stats
+        return self._fetch(feeds, table, state), self._updates(table, state)
+
+    def _buffer(self, t: LTensor, table: Table, state: dict):
+        t = self.root(t)
+        if t in self._in_place:
+            return state[self._in_place[t]].alloc
+        if t in table.buffers:
+            return table.buffers[t]
+        if t.op.type == "Const":
+            return self._const(t)
+        if t.op.type == "Variable":
+            return state[t.op].alloc
+        raise GraphflowError(f"internal error: no buffer for {t.name}")
+
+    def _fetch(self, feeds: dict, table: Table, state: dict) -> dict:
         values = {}
         for user_t, t in zip(self._user_fetches, self.graph.fetches):
             if t is None:
@@ -314,39 +361,31 @@ class Program:
             elif t.op.type == "Const":
                 values[user_t] = np.array(t.op.attrs["value"])
             else:
-                values[user_t] = read_buffer(self.driver, buffer(t), shapes[t], t.dtype.np)
+                values[user_t] = read_buffer(self.driver, self._buffer(t, table, state),
+                                             table.shapes[t], t.dtype.np)
+        return values
+
+    def _updates(self, table: Table, state: dict) -> dict:
+        """Variable op -> its buffer after the run. An assign not done in place is copied into
+        the variable's buffer now that every read of the old value is done."""
         updates = {}
-        for op in self.graph.ops:
-            if op.type in ASSIGN_OPS:
-                var = variable_root(op.inputs[0]).op
-                out = op.outputs[0]
-                if out in self._in_place:
-                    updates[var.state] = state[var]
-                else:
-                    fresh = DeviceArray(self.driver, shapes[out], out.dtype.np)
-                    if fresh.nbytes:
-                        self.driver.memcpy_dtod(fresh.alloc, buffer(out), fresh.nbytes)
-                    updates[var.state] = fresh
-        return values, updates
+        for op in self._assigns:
+            var, out = variable_root(op.inputs[0]).op, op.outputs[0]
+            target = state[var]
+            if out not in self._in_place and target.nbytes:
+                self.driver.memcpy_dtod(target.alloc, self._buffer(out, table, state), target.nbytes)
+            updates[var.state] = target
+        return updates
 
     def _variable_buffers(self, session) -> dict:
         """Variable LOp -> its DeviceArray; an uninitialized one only as a plain Assign's target
         (then it gets a new buffer, kept when the run succeeds)."""
         state = {}
-        readers = {}
-        for op in self.graph.ops:
-            if op.type not in ALIAS_OPS:
-                for j, t in enumerate(op.inputs):
-                    if self.root(t).op.type == "Variable" and not (op.type == "Assign" and j == 0):
-                        readers.setdefault(self.root(t).op, op)
-        for op in self.graph.ops:
-            if op.type != "Variable":
-                continue
+        for op in self._variables:
             value = session._values.get(op.state)
             if value is None:
-                if op in readers or op.outputs[0] in self.graph.live_outputs():
-                    reader = readers.get(op)
-                    raise uninitialized_error(op.state, reader=reader.origins[0] if reader else None)
+                if op in self._readers:
+                    raise uninitialized_error(op.state, reader=self._readers[op].origins[0])
                 value = DeviceArray(self.driver, op.attrs["shape"], op.attrs["dtype"].np)
             state[op] = value
         return state

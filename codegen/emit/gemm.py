@@ -318,14 +318,22 @@ def _batch_setup(kb: KernelBuilder, a: Tensor, b: Tensor, out: Tensor, m: str, n
 
 
 @emitter("MatMul")
-def emit_matmul(ctx: EmitContext, op: Operation) -> None:
+def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None) -> None:
+    """C = A @ B (batched, broadcasting batch dims). `epilogue` = (elementwise ops, inlined
+    ops, tensors to store): fused elementwise code applied to each C element in registers
+    (bias, activation, residual add, the activation's derivative) before it is stored."""
     check_gemm_dtype(op)
     a, b = op.inputs
     out = op.outputs[0]
     ta, tb = op.attrs["transpose_a"], op.attrs["transpose_b"]
     t = tiling_for(out.dtype)
-    kb = ctx.builder(f"gemm_{t.name}", [op])
-    c = kb.output(out)
+    fused_names = []
+    if epilogue is not None:
+        from graphflow.graph import _default_name
+        for e in epilogue[0]:
+            if _default_name(e.type) not in fused_names:
+                fused_names.append(_default_name(e.type))
+    kb = ctx.builder("_".join([f"gemm_{t.name}", *fused_names[:4]]), [op])
     pa, pb = kb.input(a), kb.input(b)
     ra, rb = len(a.shape), len(b.shape)
     # M, N, K from the operands' own dims (a None dim becomes a run-time parameter)
@@ -334,15 +342,35 @@ def emit_matmul(ctx: EmitContext, op: Operation) -> None:
     if k.isdigit() is False and b.shape[rb - 1 if tb else rb - 2] is not None:
         k = kb.dim(b, rb - 1 if tb else rb - 2)
     n = kb.dim(b, rb - 2 if tb else rb - 1)
-    itype = index_type_for(a, b, out)
     count, setup = _batch_setup(kb, a, b, out, m, n, k, ta, tb)
     # A is M x K (or K x M when transposed), B is K x N (or N x K); the last dim is contiguous
     a_op = Operand("m", f"{pa} + a_off", "M") if ta else Operand("k", f"{pa} + a_off", "K")
     b_op = Operand("k", f"{pb} + b_off", "K") if tb else Operand("n", f"{pb} + b_off", "N")
-    body = gemm_body(
-        ctype(out.dtype), itype, t, m, n, k, a_op, b_op,
-        lambda row, col, v: f"{c}[c_off + {row} * N + {col}] = {v}",
-        batch=count, batch_setup=setup,
+    prologue, checks, helpers = "", [], ()
+    if epilogue is None:
+        c = kb.output(out)
+        itype = index_type_for(a, b, out)
+
+        def store(row, col, v):
+            return f"{c}[c_off + {row} * N + {col}] = {v}"
+    else:
+        from .elementwise import HELPERS
+        from .fused import FusedCode
+        ops, inline, stored = epilogue
+        code = FusedCode(kb, ops, inline, stored)
+        kb.nodes = [op, *ops, *code.used_inline]
+        lines = code.segment(ops, out, bound={out: "acc_v"})
+        itype = index_type_for(a, b, out, *[p.tensor for p in kb.params if p.tensor is not None])
+        prologue = "".join(f"  {line}\n" for line in code.prologue)
+        checks, helpers = code.checks, (HELPERS,)
+        c_type = ctype(out.dtype)
+
+        def store(row, col, v):
+            return (f"{{\n            const {c_type} acc_v = {v};  // before i shadows the loop's\n"
+                    f"            const {itype} i = c_off + {row} * N + {col};\n"
+                    + "".join(f"            {line}\n" for line in lines) + "          }")
+    body = prologue + gemm_body(
+        ctype(out.dtype), itype, t, m, n, k, a_op, b_op, store, batch=count, batch_setup=setup,
     )
 
     def mnkb(shapes):
@@ -354,11 +382,13 @@ def emit_matmul(ctx: EmitContext, op: Operation) -> None:
 
     shape_text = (f"{list(a.shape)}{'^T' if ta else ''} @ {list(b.shape)}{'^T' if tb else ''}"
                   f" -> {list(out.shape)}")
+    extra = f"; epilogue: {', '.join(e.type for e in epilogue[0])}" if epilogue else ""
     ctx.add(
         kb.build(
             body,
             gemm_launch(t, lambda s: (mnkb(s)[0], mnkb(s)[1], mnkb(s)[3])),
             flops=lambda s: 2 * mnkb(s)[0] * mnkb(s)[1] * mnkb(s)[2] * mnkb(s)[3],
-            comment=f"batched GEMM {shape_text}; {t.describe()}",
+            comment=f"batched GEMM {shape_text}; {t.describe()}{extra}",
+            checks=checks, helpers=helpers,
         )
     )
