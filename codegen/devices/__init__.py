@@ -58,7 +58,8 @@ class CallSequence:
     until ``set_arg`` binds them."""
 
     def __init__(self, entries) -> None:
-        self._entries = [[fn, list(args), grid, block, shared] for fn, args, grid, block, shared, _ in entries]
+        self._entries = [[fn, list(args), grid, block, shared]
+                         for fn, args, grid, block, shared, _ in entries]
 
     def set_arg(self, k: int, i: int, value: Any) -> None:
         self._entries[k][1][i] = value

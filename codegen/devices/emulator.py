@@ -287,7 +287,8 @@ class Function:
                 f"(e.g. np.int32(n)), not {type(arg).__name__}"
             )
         if len(raw) != size:
-            raise TypeError(f"kernel {self.name} argument {i}: {len(raw)} bytes given, the parameter has {size}")
+            raise TypeError(f"kernel {self.name} argument {i}: {len(raw)} bytes given, "
+                            f"the parameter has {size}")
         ctypes.memmove(address, raw, size)
 
     def _launch_struct(self, pointers, grid3, block3, shared: int, nthreads: int) -> _Launch:
