@@ -28,3 +28,7 @@ class DeviceError(GraphflowError):
 class GraphFileError(GraphflowError, ValueError):
     """A saved graph (gf.io) or checkpoint file that cannot be read: truncated, corrupt,
     from a newer graphflow, or missing."""
+
+
+class NotSupportedError(GraphflowError, NotImplementedError):
+    """A TF1 argument or feature graphflow accepts by name but does not support (yet)."""

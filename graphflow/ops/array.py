@@ -130,7 +130,7 @@ def transpose(x, perm=None, name: str | None = None) -> Tensor:
     x = as_tensor(x)
     rank = len(x.shape)
     perm = tuple(reversed(range(rank))) if perm is None else tuple(perm)
-    if sorted(normalize_axis(p, rank, "perm entry") for p in perm) != list(range(rank)):
+    if sorted(normalize_axis(p, rank, "transpose perm entry") for p in perm) != list(range(rank)):
         raise ShapeError(f"transpose: perm {list(perm)} is not a permutation of {rank} dims "
                          f"(at {_site()})")
     perm = tuple(normalize_axis(p, rank) for p in perm)

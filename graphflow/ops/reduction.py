@@ -76,7 +76,7 @@ for _type, (_public, _fn, _grad) in REDUCTIONS.items():
 
 def _reduce(op_type: str, x, axis, keepdims: bool, name: str | None) -> Tensor:
     x = as_tensor(x)
-    axes = normalize_axes(axis, len(x.shape))
+    axes = normalize_axes(axis, len(x.shape), f"{REDUCTIONS[op_type][0]} axis")
     if not axes and not x.dtype.is_bool:
         return x
     return make(op_type, [x], {"axis": axes, "keepdims": bool(keepdims)}, name)
