@@ -269,10 +269,12 @@ class Session:
         return count
 
     def variable_value(self, var: Tensor) -> np.ndarray:
+        """A copy of `var`'s current value in this Session (numpy)."""
         value = self._read_variable_op(var.op)
         return value.get() if hasattr(value, "get") else value.copy()
 
     def set_variable(self, var: Tensor, value) -> None:
+        """Set `var`'s value in this Session directly (no graph op)."""
         self.set_variables({var: value})
 
     def set_variables(self, assignments: dict) -> None:
@@ -290,12 +292,14 @@ class Session:
             raise GraphflowError("this Session is closed")
 
     def close(self) -> None:
+        """Free this Session's values and compiled plans; it cannot run afterwards."""
         self._closed = True
         self._values.clear()
         self._plans.clear()
 
     @contextlib.contextmanager
     def as_default(self):
+        """Make this the default session inside the block (for Tensor.eval)."""
         _session_stack().append(self)
         try:
             yield self
@@ -365,6 +369,7 @@ def _session_stack() -> list:
 
 
 def get_default_session() -> Session:
+    """The innermost Session entered with `with`; GraphflowError if none."""
     stack = _session_stack()
     if not stack:
         raise GraphflowError("no default session: use `with gf.Session() as sess:` or pass "
