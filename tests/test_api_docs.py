@@ -58,3 +58,18 @@ def test_license_is_mit_as_pyproject_says():
 @pytest.mark.parametrize("prefix", sorted(MODULES))
 def test_modules_have_docstrings(prefix):
     assert (MODULES[prefix].__doc__ or "").strip()
+
+
+def test_every_name_in_docs_api_md_exists():
+    import re
+    with open(os.path.join(ROOT, "docs", "api.md")) as f:
+        lines = [line for line in f if not line.startswith("Planned")]
+    names = sorted(set(re.findall(r"\bgf\.[A-Za-z_][\w.]*\w", "".join(lines))))
+    missing = []
+    for name in names:
+        obj = gf
+        for part in name.split(".")[1:]:
+            obj = getattr(obj, part, None)
+        if obj is None:
+            missing.append(name)
+    assert len(names) > 40 and not missing, f"docs/api.md names what gf lacks: {missing}"
