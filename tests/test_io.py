@@ -342,3 +342,27 @@ def test_corrupt_op_entries_are_refused(saved):
 
 def test_missing_file_is_refused(tmp_path):
     expect_refused(str(tmp_path / "none.json"), "does not exist")
+
+
+def test_a_loaded_graph_restores_a_checkpoint_of_the_original(tmp_path):
+    """Train, save the graph and the variables, load both elsewhere: same predictions."""
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(8, 3)).astype(np.float32)
+    x = gf.placeholder(gf.float32, [None, 3], name="x")
+    w = gf.Variable(gf.initializers.glorot_uniform(seed=4)((3, 2)), name="w")
+    out = gf.nn.softmax(x @ w)
+    train = gf.train.MomentumOptimizer(0.5, 0.9).minimize(gf.reduce_sum(out[:, 0]))
+    with gf.Session(device="reference") as sess:
+        sess.run(gf.global_variables_initializer())
+        for _ in range(3):
+            sess.run(train, {x: data})
+        expected = sess.run(out, {x: data})
+        gf.train.Saver().save(sess, str(tmp_path / "ckpt.npz"))
+    g2 = round_trip(tmp_path)
+    with gf.Session(g2, device="reference") as sess:
+        gf.train.Saver(gf.global_variables(g2)).restore(sess, str(tmp_path / "ckpt.npz"))
+        got = sess.run(same(g2, out), {"x:0": data})
+    np.testing.assert_array_equal(got, expected)
+    logits = data @ np.load(str(tmp_path / "ckpt.npz"))["w"]
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(got, e / e.sum(1, keepdims=True), rtol=1e-5)
