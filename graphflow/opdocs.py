@@ -62,6 +62,11 @@ def _add(table: dict, key: str, value: str) -> None:
         table[key].append(value)
 
 
+def example_graph() -> Graph:
+    """A graph holding at least one op of every registered type (tests save and load it)."""
+    return _probe().graph
+
+
 def _probe() -> _Probe:
     """One use of every public op function (extend it when you add an op)."""
     p = _Probe()
