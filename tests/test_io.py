@@ -8,9 +8,18 @@ import pytest
 import graphflow as gf
 from graphflow import opdocs, registry
 from graphflow.dtypes import DType
-from graphflow.errors import GraphFileError, GraphflowError
+from graphflow.errors import DeviceError, GraphFileError, GraphflowError
 
-DEVICES = ["reference", "cpu"]
+
+def _usable(device: str) -> bool:
+    try:
+        gf.Session(device=device).close()
+        return True
+    except DeviceError:
+        return False
+
+
+DEVICES = ["reference", "cpu"] + (["cuda"] if _usable("cuda") else [])  # every usable device
 
 
 def round_trip(tmp_path, graph=None) -> gf.Graph:
