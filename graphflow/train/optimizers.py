@@ -51,9 +51,11 @@ class Optimizer:
 
     def minimize(self, loss: Tensor, var_list=None, global_step: Variable | None = None,
                  name: str | None = None) -> Operation:
+        """compute_gradients then apply_gradients: one op that takes one training step."""
         return self.apply_gradients(self.compute_gradients(loss, var_list), global_step, name)
 
     def get_slot(self, var: Variable, name: str) -> Variable | None:
+        """The optimizer's extra variable for `var` ('m', 'v', 'momentum'), or None."""
         return self._slots.get((var, name))
 
     def _slot(self, var: Variable, slot: str, suffix: str) -> Variable:
