@@ -54,7 +54,8 @@ def get_or_create_global_step(graph: Graph | None = None) -> Variable:
     """The graph's global step, made on first use (TF1's tf.train.get_or_create_global_step).
     Pass it to `minimize(loss, global_step=step)` or `apply_gradients(..., global_step=step)`
     to add one to it each training step."""
-    return get_global_step(graph) or create_global_step(graph)
+    step = get_global_step(graph)
+    return step if step is not None else create_global_step(graph)
 
 
 def _as_rate(learning_rate) -> Tensor:
