@@ -60,6 +60,7 @@ class _Store:
     def __init__(self) -> None:
         self.variables: dict[str, tuple[Variable, str]] = {}
         self.stack: list[VariableScope] = [VariableScope("")]
+        self.defaults: dict[str, int] = {}
 
 
 _stores: weakref.WeakKeyDictionary[Graph, _Store] = weakref.WeakKeyDictionary()
@@ -77,8 +78,9 @@ def get_variable_scope() -> VariableScope:
 
 
 @contextlib.contextmanager
-def variable_scope(name_or_scope: str | VariableScope, reuse=None,
-                   initializer: Callable | None = None) -> Iterator[VariableScope]:
+def variable_scope(name_or_scope: str | VariableScope | None, reuse=None,
+                   initializer: Callable | None = None,
+                   default_name: str | None = None) -> Iterator[VariableScope]:
     """Prefix get_variable names with `name_or_scope/`, and op names too (as a name scope).
 
     reuse: None inherits the enclosing scope's mode; True shares existing variables (and stays
@@ -86,7 +88,8 @@ def variable_scope(name_or_scope: str | VariableScope, reuse=None,
     for get_variable calls inside (inherited by nested scopes). A name string nests in the
     enclosing variable scope; reopening it shares its variable names while its op name scope
     gets a fresh suffix (`layer1_1/`), as in TF1. A VariableScope object (from `as scope`)
-    reopens that scope by its full name and its original op name scope.
+    reopens that scope by its full name and its original op name scope. With name_or_scope
+    None, default_name is made unique (`dense`, `dense_1`, ...), as TF1 does for layers.
     """
     graph = get_default_graph()
     store = _store(graph)
@@ -94,6 +97,11 @@ def variable_scope(name_or_scope: str | VariableScope, reuse=None,
     if reuse not in (None, True, False) and reuse is not AUTO_REUSE:
         raise VariableReuseError(f"variable_scope reuse must be None, True, False or "
                                  f"gf.AUTO_REUSE, got {reuse!r}")
+    if name_or_scope is None and default_name:
+        prefix = f"{parent.name}/{default_name}" if parent.name else default_name
+        count = store.defaults.get(prefix, 0)
+        store.defaults[prefix] = count + 1
+        name_or_scope = default_name if count == 0 else f"{default_name}_{count}"
     if isinstance(name_or_scope, VariableScope):
         base = name_or_scope
         full, inherited, init = base.name, base.reuse, base.initializer

@@ -94,20 +94,22 @@ def test_adagrad_matches_tf1_rule(device):
 
 
 def adamw_numpy(params, grads, lr, wd, b1, b2, eps, decayed, steps):
-    """torch.optim.AdamW's documented algorithm, transcribed; yields params before each step."""
+    """torch.optim.AdamW's documented algorithm, transcribed; yields params before each step.
+    lr is a number or a list, one rate per step (a schedule)."""
     params = [p.copy() for p in params]
     m = [np.zeros_like(p) for p in params]
     v = [np.zeros_like(p) for p in params]
     for t in range(1, steps + 1):
         yield [p.copy() for p in params]
         gs = grads(*params)
+        rate = lr[t - 1] if isinstance(lr, list) else lr
         for i, (p, g) in enumerate(zip(params, gs)):
             if decayed[i]:
-                p *= 1 - lr * wd
+                p *= 1 - rate * wd
             m[i] = b1 * m[i] + (1 - b1) * g
             v[i] = b2 * v[i] + (1 - b2) * g * g
             m_hat, v_hat = m[i] / (1 - b1 ** t), v[i] / (1 - b2 ** t)
-            p -= lr * m_hat / (np.sqrt(v_hat) + eps)
+            p -= rate * m_hat / (np.sqrt(v_hat) + eps)
     yield params
 
 
@@ -127,13 +129,17 @@ def test_adamw_matches_numpy_with_a_decay_mask(device):
                 np.testing.assert_allclose(g, e, rtol=1e-10)
 
 
-def test_adamw_decay_var_list_and_callable_mask():
+def test_adamw_decay_var_list_callable_mask_and_scheduled_rate():
     w, b, loss, grads = linear_problem()
-    lr, wd = 0.05, 0.5
-    train = gf.train.AdamWOptimizer(lr, wd).minimize(loss, decay_var_list=[b])
+    wd = 0.5
+    step = gf.train.get_or_create_global_step()
+    lr = gf.cast(gf.train.linear_warmup(0.05, step, 2), gf.float64)
+    train = gf.train.AdamWOptimizer(lr, wd).minimize(loss, global_step=step, decay_var_list=[b])
     other = gf.train.AdamWOptimizer(lr, wd, exclude_from_weight_decay=lambda v: v.shape == (3, 2))
     assert not other.decays(w) and other.decays(b)
-    expected = list(adamw_numpy([W0, B0], grads, lr, wd, 0.9, 0.999, 1e-8, [False, True], 3))
+    assert not gf.train.AdamWOptimizer(lr, wd, exclude_from_weight_decay="bias").decays(b)
+    rates = [float(np.float32(r)) for r in (0.0, 0.025, 0.05, 0.05)]  # a float32 schedule
+    expected = list(adamw_numpy([W0, B0], grads, rates, wd, 0.9, 0.999, 1e-8, [False, True], 4))
     with gf.Session(device="reference") as s:
         s.run(gf.global_variables_initializer())
         for want in expected:
@@ -323,6 +329,13 @@ def test_get_variable_names_and_reuse():
         scope3.reuse_variables()
         assert gf.get_variable("x", [2]) is x
     assert gf.trainable_variables()[:2] == [w, b]
+
+
+def test_default_name_makes_unique_scopes():
+    def dense(n):
+        with gf.variable_scope(None, default_name="dense"):
+            return gf.get_variable("w", [n])
+    assert [dense(2).op.name, dense(3).op.name] == ["dense/w", "dense_1/w"]
 
 
 def test_get_variable_ignores_name_scopes():
