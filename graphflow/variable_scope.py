@@ -19,7 +19,7 @@ import numpy as np
 
 from . import initializers
 from .dtypes import DType, as_dtype, float32
-from .errors import GraphflowError, ShapeError, VariableReuseError
+from .errors import DTypeError, GraphflowError, ShapeError, VariableReuseError
 from .graph import Graph, Tensor, definition_site, get_default_graph
 from .ops.core import normalize_shape
 from .variables import Variable
@@ -136,7 +136,8 @@ def get_variable(name: str, shape=None, dtype=float32, initializer=None,
 
     initializer: an initializer (`init(shape, dtype) -> Tensor`), a Tensor, or a value (numpy
     array, number); default: the scope's initializer, else glorot_uniform (zeros for integer
-    dtypes), as TF1. With a Tensor or value, shape may be omitted (it is the value's shape).
+    dtypes), as TF1. With a Tensor or value, shape may be omitted (it is the value's shape); a
+    value (numpy array, number) is converted to dtype, a Tensor must already have it.
     Sharing checks that shape (when given) and dtype match the existing variable.
     """
     if not isinstance(name, str) or not name or name.endswith("/"):
@@ -191,6 +192,10 @@ def _create(graph: Graph, full: str, shape, dtype: DType, initializer, trainable
                                  "fully known")
             value = (initializer or _default_initializer(dtype))(shape, dtype)
         else:
+            if isinstance(initializer, Tensor) and initializer.dtype is not dtype:
+                raise DTypeError(f"get_variable('{full}', dtype={dtype.name}) at {site}: its "
+                                 f"initial value {initializer.name} is {initializer.dtype.name}; "
+                                 "pass a matching dtype or gf.cast the value")
             value = (initializer if isinstance(initializer, Tensor)
                      else np.asarray(initializer, dtype.np))
             got = tuple(value.shape)

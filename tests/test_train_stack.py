@@ -390,6 +390,10 @@ def test_get_variable_initializers():
     ints = gf.get_variable("ints", [4], dtype=gf.int32)
     value = gf.get_variable("value", initializer=np.arange(3.0))  # dtype from the default
     assert value.dtype is gf.float32 and value.shape == (3,)
+    from_tensor = gf.get_variable("from_tensor", initializer=gf.constant([1.0, 2.0]))
+    assert from_tensor.shape == (2,)
+    with pytest.raises(gf.errors.DTypeError, match="'f64', dtype=float32.*is float64"):
+        gf.get_variable("f64", initializer=gf.constant([1.0], gf.float64))
     with pytest.raises(ShapeError, match="does not match its initial value's shape"):
         gf.get_variable("bad", [2], initializer=np.arange(3.0))
     with gf.Session(device="reference") as s:
