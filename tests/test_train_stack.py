@@ -452,3 +452,35 @@ def test_data_errors():
         gf.data.batches(np.zeros(10), 0)
     with pytest.raises(GraphflowError, match=r"different lengths"):
         gf.data.epochs((np.zeros(10), np.zeros(3)), 4, num_epochs=2)
+
+
+# ---- all of it together -----------------------------------------------------------
+def test_a_training_loop_with_the_whole_stack_learns():
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(200, 6)).astype(np.float32)
+    labels = (data[:, 0] - data[:, 1] > 0).astype(np.int64)
+    x = gf.placeholder(gf.float32, [None, 6], name="x")
+    y = gf.placeholder(gf.int64, [None], name="y")
+
+    def dense(h, n, name):
+        with gf.variable_scope(name):
+            return h @ gf.get_variable("w", [h.shape[-1], n]) + gf.get_variable(
+                "b", [n], initializer=gf.initializers.zeros())
+    logits = dense(gf.nn.relu(dense(x, 16, "layer1")), 2, "layer2")
+    loss = gf.reduce_mean(gf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+    step = gf.train.get_or_create_global_step()
+    lr = gf.train.linear_warmup(gf.train.cosine_decay(0.05, step - 5, 60), step, 5)
+    opt = gf.train.AdamWOptimizer(lr, weight_decay=0.01, exclude_from_weight_decay=["/b$"])
+    gvs = opt.compute_gradients(loss)
+    clipped, _ = gf.clip_by_global_norm([g for g, _ in gvs], 1.0)
+    train = opt.apply_gradients(zip(clipped, [v for _, v in gvs]), global_step=step)
+    losses = []
+    with gf.Session(device="reference") as s:  # each piece is checked on cpu above
+        s.run(gf.global_variables_initializer())
+        for _, epoch in gf.data.epochs((data, labels), 50, num_epochs=16, seed=3, drop_last=True):
+            for xb, yb in epoch:
+                _, value = s.run([train, loss], {x: xb, y: yb})
+                losses.append(value)
+        assert s.run(step) == 64
+    assert type(losses[0]) is np.float32
+    assert np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4])
