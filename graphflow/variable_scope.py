@@ -161,8 +161,9 @@ def get_variable(name: str, shape=None, dtype=float32, initializer=None,
                              f"shape {list(normalize_shape(shape))} at {site}, but it has shape "
                              f"{list(var.shape)}")
         if dtype != var.dtype:
-            raise VariableReuseError(f"trying to share variable '{full}' (created at {first_site}) "
-                                 f"as {dtype.name} at {site}, but it is {var.dtype.name}")
+            raise VariableReuseError(
+                f"trying to share variable '{full}' (created at {first_site}) as {dtype.name} "
+                f"at {site}, but it is {var.dtype.name}")
         return var
     if scope.reuse is True:
         raise VariableReuseError(
@@ -177,30 +178,32 @@ def get_variable(name: str, shape=None, dtype=float32, initializer=None,
 
 def _create(graph: Graph, full: str, shape, dtype: DType, initializer, trainable: bool,
             site: str) -> Variable:
+    from_value = initializer is not None and not (callable(initializer)
+                                                  and not isinstance(initializer, Tensor))
+    if from_value:
+        if isinstance(initializer, Tensor) and initializer.dtype is not dtype:
+            raise DTypeError(f"get_variable('{full}', dtype={dtype.name}) at {site}: its "
+                             f"initial value {initializer.name} is {initializer.dtype.name}; "
+                             "pass a matching dtype or gf.cast the value")
+        value = initializer if isinstance(initializer, Tensor) else np.asarray(initializer,
+                                                                               dtype.np)
+        if shape is not None and tuple(normalize_shape(shape)) != tuple(value.shape):
+            raise ShapeError(f"get_variable('{full}') at {site}: shape "
+                             f"{list(normalize_shape(shape))} does not match its initial "
+                             f"value's shape {list(value.shape)}")
+    else:
+        if shape is None:
+            raise ShapeError(f"get_variable('{full}') at {site} needs a shape to run its "
+                             "initializer")
+        shape = normalize_shape(shape)
+        if None in shape:
+            raise ShapeError(f"get_variable('{full}') at {site}: shape {list(shape)} must be "
+                             "fully known")
     if graph.unique_name(full, scoped=False) != full:
         raise GraphflowError(f"get_variable('{full}') at {site}: an op named '{full}' already "
                              "exists in the graph (made without get_variable); pick another name")
-    # an initializer runs outside any control_dependencies block, under the variable's own name
+    # the initializer runs outside any control_dependencies block, under the variable's name
     with graph.control_dependencies(None), graph.name_scope(full + "/"):
-        if initializer is None or (callable(initializer) and not isinstance(initializer, Tensor)):
-            if shape is None:
-                raise ShapeError(f"get_variable('{full}') at {site} needs a shape to run its "
-                                 "initializer")
-            shape = normalize_shape(shape)
-            if None in shape:
-                raise ShapeError(f"get_variable('{full}') at {site}: shape {list(shape)} must be "
-                                 "fully known")
+        if not from_value:
             value = (initializer or _default_initializer(dtype))(shape, dtype)
-        else:
-            if isinstance(initializer, Tensor) and initializer.dtype is not dtype:
-                raise DTypeError(f"get_variable('{full}', dtype={dtype.name}) at {site}: its "
-                                 f"initial value {initializer.name} is {initializer.dtype.name}; "
-                                 "pass a matching dtype or gf.cast the value")
-            value = (initializer if isinstance(initializer, Tensor)
-                     else np.asarray(initializer, dtype.np))
-            got = tuple(value.shape)
-            if shape is not None and tuple(normalize_shape(shape)) != got:
-                raise ShapeError(f"get_variable('{full}') at {site}: shape "
-                                 f"{list(normalize_shape(shape))} does not match its initial "
-                                 f"value's shape {list(got)}")
         return Variable(value, name=full + "/", trainable=trainable, dtype=dtype)

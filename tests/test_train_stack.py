@@ -363,6 +363,7 @@ def test_get_variable_reuse_errors_name_the_first_site():
             gf.get_variable("w", [3, 4], dtype=gf.float64)
     with pytest.raises(ShapeError, match="needs a shape"):
         gf.get_variable("noshape")
+    assert gf.get_variable("noshape", [2]).op.name == "noshape"  # a failed call leaves no trace
     with pytest.raises(GraphflowError, match="reuse must be"):
         with gf.variable_scope("x", reuse="yes"):
             pass
