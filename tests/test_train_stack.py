@@ -184,7 +184,9 @@ def numpy_schedules(k):
             0.2 * cos(k, 20, 0.0),
             0.2 * cos(k, 20, 0.1),
             0.3 * min(1.0, k / 8),
-            0.3 * min(1.0, k / 4) * cos(k - 4, 16, 0.0)]
+            0.3 * min(1.0, k / 4) * cos(k - 4, 16, 0.0),
+            (0.1 - 0.01) * (1 - min(k, 10) / 10) ** 2 + 0.01,
+            (0.1 - 0.01) * (1 - k / (10 * max(1, math.ceil(k / 10)))) ** 2 + 0.01]
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -196,7 +198,9 @@ def test_schedules_match_tf1_formulas(device):
                  gf.train.cosine_decay(0.2, step, 20),
                  gf.train.cosine_decay(0.2, step, 20, alpha=0.1),
                  gf.train.linear_warmup(0.3, step, 8),
-                 gf.train.linear_warmup(gf.train.cosine_decay(0.3, step - 4, 16), step, 4)]
+                 gf.train.linear_warmup(gf.train.cosine_decay(0.3, step - 4, 16), step, 4),
+                 gf.train.polynomial_decay(0.1, step, 10, 0.01, power=2.0),
+                 gf.train.polynomial_decay(0.1, step, 10, 0.01, power=2.0, cycle=True)]
     assert schedules[0].name.startswith("ExponentialDecay/")
     with gf.Session(device=device) as s:
         fn = s.make_callable(schedules, feed_list=[step])
