@@ -6,7 +6,7 @@
     with gf.Session() as sess:
         sess.run(train_op, {x: batch})
 """
-from . import errors, initializers, io, nn, train
+from . import data, errors, initializers, io, nn, train
 from .autodiff import add_n, gradients
 from .clip import clip_by_global_norm, global_norm
 from .dtypes import DType, as_dtype, bool_, float16, float32, float64, int32, int64
@@ -83,6 +83,13 @@ from .ops.linalg import matmul
 from .ops.random import random_normal, random_uniform, truncated_normal
 from .ops.reduction import argmax, argmin, reduce_max, reduce_mean, reduce_min, reduce_sum
 from .session import Compiled, Session, get_default_session
+from .variable_scope import (
+                    AUTO_REUSE,
+                    VariableScope,
+                    get_variable,
+                    get_variable_scope,
+                    variable_scope,
+)
 from .variables import (
                     Variable,
                     assign,
@@ -97,7 +104,7 @@ from .variables import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "errors", "initializers", "io", "nn", "train", "add_n", "gradients", "clip_by_global_norm",
+    "data", "errors", "initializers", "io", "nn", "train", "add_n", "gradients", "clip_by_global_norm",
     "global_norm", "DType", "as_dtype", "bool_", "float16", "float32", "float64", "int32", "int64",
     "Graph", "Operation", "Tensor", "TensorShape", "control_dependencies", "get_default_graph",
     "name_scope", "reset_default_graph", "broadcast_to", "concat", "cumsum", "expand_dims",
@@ -111,4 +118,5 @@ __all__ = [
     "reduce_mean", "reduce_min", "reduce_sum", "Compiled", "Session", "get_default_session",
     "Variable", "assign", "assign_add", "assign_sub", "global_variables",
     "global_variables_initializer", "trainable_variables", "variables_initializer",
+    "AUTO_REUSE", "VariableScope", "get_variable", "get_variable_scope", "variable_scope",
 ]

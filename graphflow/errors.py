@@ -32,3 +32,7 @@ class GraphFileError(GraphflowError, ValueError):
 
 class NotSupportedError(GraphflowError, NotImplementedError):
     """A TF1 argument or feature graphflow accepts by name but does not support (yet)."""
+
+
+class VariableReuseError(GraphflowError, ValueError):
+    """get_variable broke a reuse rule: a name made twice, or shared before it exists."""

@@ -77,6 +77,13 @@ def _rebuild(template, values: list) -> Any:
     return kind(built)
 
 
+def _fetched(value):
+    """A fetched value as the user sees it: a 0-d result is a numpy scalar (np.float32), as in TF1."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value[()]
+    return value
+
+
 def _resolve_fetch(item, graph: Graph) -> Tensor | Operation:
     if isinstance(item, str):
         try:
@@ -243,7 +250,7 @@ class Session:
             fetch_ops = {x.op if isinstance(x, Tensor) else x for x in plan.fetches}
             values, updates, plan.stats = reference.execute(self, plan.order, feeds, fetch_ops)
         self._values.update(updates)
-        return [values[x] if isinstance(x, Tensor) else None for x in plan.fetches]
+        return [_fetched(values[x]) if isinstance(x, Tensor) else None for x in plan.fetches]
 
     def _watch_growth(self) -> None:
         version = self.graph.version
