@@ -184,8 +184,8 @@ def split(value, num_or_size_splits, axis: int = 0, num: int | None = None,
                              f"pieces (at {_site()})")
         sizes = [d // n] * n
     else:
-        sizes = _int_list(num_or_size_splits, "size_splits", len(list(num_or_size_splits)),
-                          "split")
+        count = 0 if isinstance(num_or_size_splits, Tensor) else len(list(num_or_size_splits))
+        sizes = _int_list(num_or_size_splits, "size_splits", count, "split")
         if sum(s == -1 for s in sizes) > 1 or any(s < -1 for s in sizes):
             raise ShapeError(f"split: sizes {sizes} may hold at most one -1 and no other negative "
                              f"(at {_site()})")
