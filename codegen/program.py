@@ -29,6 +29,7 @@ from .emit import load_all
 from .emit.fused import emit_fused
 from .fusion import ALIAS_OPS, HOST_OPS, plan_groups, variable_root
 from .kernel import EmitContext, Kernel, numel
+from .launch import HostStep, LaunchTable
 from .memory import plan_memory
 
 SCRATCH_DTYPES = {"float": np.float32, "double": np.float64, "int": np.int32,
@@ -85,6 +86,9 @@ def assemble(kernels: list[Kernel]) -> str:
     parts = [f"// graphflow translation unit: {len(kernels)} kernels\n", prelude("cuda")]
     seen = set()
     for k in kernels:
+        if k.host is not None:  # runs on the host between kernels; named here for the reader
+            parts.append(f"// host step {k.name}: {k.comment}\n")
+            continue
         for snippet in k.helpers:
             if snippet.strip() and snippet not in seen:
                 seen.add(snippet)
@@ -164,7 +168,7 @@ class Program:
             self.module = driver.SourceModule(self.source, no_extern_c=True)
         except CompileFailed as e:
             raise CompileError(f"{e}\n(full source: {e.source_path})") from None
-        self._functions = [self.module.get_function(k.name) for k in self.kernels]
+        self._functions = [None if k.host else self.module.get_function(k.name) for k in self.kernels]
         dump_dir = os.environ.get("GRAPHFLOW_DUMP_DIR")
         if dump_dir:
             self.dump(os.path.join(dump_dir, self.dump_name()))
@@ -293,13 +297,17 @@ class Program:
                         args.append(self._const(t))
                     else:
                         args.append(buffers[t])
+            if kernel.host is not None:
+                entries.append(("host", HostStep(kernel.host, args, shapes)))
+                continue
             small = flops + read + written < SMALL_WORK
-            entries.append((fn, args, launch.grid, launch.block, launch.shared, 1 if small else threads))
+            entries.append(("kernel", (fn, args, launch.grid, launch.block, launch.shared,
+                                       1 if small else threads)))
             totals["launches"] += 1
         stats = {"kernels": len(self.kernels), "peak_memory_bytes": memory.peak + scratch_bytes,
                  "peak_memory_bound": memory.bound, **totals}
-        return Table(shapes, buffers, self.driver.prepare(entries), variable_args, scalar_args,
-                     infos, stats, {})
+        return Table(shapes, buffers, LaunchTable(entries, self.driver.prepare), variable_args,
+                     scalar_args, infos, stats, {})
 
     def _scratch_buffer(self, p, shapes: dict, key) -> DeviceArray:
         slot = (key, p.name, p.value)
