@@ -19,7 +19,7 @@ import numpy as np
 
 from . import initializers
 from .dtypes import DType, as_dtype, float32
-from .errors import GraphflowError, ShapeError, VariableReuseError
+from .errors import DTypeError, GraphflowError, ShapeError, VariableReuseError
 from .graph import Graph, Tensor, definition_site, get_default_graph
 from .ops.core import normalize_shape
 from .variables import Variable
@@ -60,6 +60,7 @@ class _Store:
     def __init__(self) -> None:
         self.variables: dict[str, tuple[Variable, str]] = {}
         self.stack: list[VariableScope] = [VariableScope("")]
+        self.defaults: dict[str, int] = {}
 
 
 _stores: weakref.WeakKeyDictionary[Graph, _Store] = weakref.WeakKeyDictionary()
@@ -77,8 +78,9 @@ def get_variable_scope() -> VariableScope:
 
 
 @contextlib.contextmanager
-def variable_scope(name_or_scope: str | VariableScope, reuse=None,
-                   initializer: Callable | None = None) -> Iterator[VariableScope]:
+def variable_scope(name_or_scope: str | VariableScope | None, reuse=None,
+                   initializer: Callable | None = None,
+                   default_name: str | None = None) -> Iterator[VariableScope]:
     """Prefix get_variable names with `name_or_scope/`, and op names too (as a name scope).
 
     reuse: None inherits the enclosing scope's mode; True shares existing variables (and stays
@@ -86,7 +88,8 @@ def variable_scope(name_or_scope: str | VariableScope, reuse=None,
     for get_variable calls inside (inherited by nested scopes). A name string nests in the
     enclosing variable scope; reopening it shares its variable names while its op name scope
     gets a fresh suffix (`layer1_1/`), as in TF1. A VariableScope object (from `as scope`)
-    reopens that scope by its full name and its original op name scope.
+    reopens that scope by its full name and its original op name scope. With name_or_scope
+    None, default_name is made unique (`dense`, `dense_1`, ...), as TF1 does for layers.
     """
     graph = get_default_graph()
     store = _store(graph)
@@ -94,6 +97,11 @@ def variable_scope(name_or_scope: str | VariableScope, reuse=None,
     if reuse not in (None, True, False) and reuse is not AUTO_REUSE:
         raise VariableReuseError(f"variable_scope reuse must be None, True, False or "
                                  f"gf.AUTO_REUSE, got {reuse!r}")
+    if name_or_scope is None and default_name:
+        prefix = f"{parent.name}/{default_name}" if parent.name else default_name
+        count = store.defaults.get(prefix, 0)
+        store.defaults[prefix] = count + 1
+        name_or_scope = default_name if count == 0 else f"{default_name}_{count}"
     if isinstance(name_or_scope, VariableScope):
         base = name_or_scope
         full, inherited, init = base.name, base.reuse, base.initializer
@@ -128,7 +136,8 @@ def get_variable(name: str, shape=None, dtype=float32, initializer=None,
 
     initializer: an initializer (`init(shape, dtype) -> Tensor`), a Tensor, or a value (numpy
     array, number); default: the scope's initializer, else glorot_uniform (zeros for integer
-    dtypes), as TF1. With a Tensor or value, shape may be omitted (it is the value's shape).
+    dtypes), as TF1. With a Tensor or value, shape may be omitted (it is the value's shape); a
+    value (numpy array, number) is converted to dtype, a Tensor must already have it.
     Sharing checks that shape (when given) and dtype match the existing variable.
     """
     if not isinstance(name, str) or not name or name.endswith("/"):
@@ -152,8 +161,9 @@ def get_variable(name: str, shape=None, dtype=float32, initializer=None,
                              f"shape {list(normalize_shape(shape))} at {site}, but it has shape "
                              f"{list(var.shape)}")
         if dtype != var.dtype:
-            raise VariableReuseError(f"trying to share variable '{full}' (created at {first_site}) "
-                                 f"as {dtype.name} at {site}, but it is {var.dtype.name}")
+            raise VariableReuseError(
+                f"trying to share variable '{full}' (created at {first_site}) as {dtype.name} "
+                f"at {site}, but it is {var.dtype.name}")
         return var
     if scope.reuse is True:
         raise VariableReuseError(
@@ -168,26 +178,32 @@ def get_variable(name: str, shape=None, dtype=float32, initializer=None,
 
 def _create(graph: Graph, full: str, shape, dtype: DType, initializer, trainable: bool,
             site: str) -> Variable:
+    from_value = initializer is not None and not (callable(initializer)
+                                                  and not isinstance(initializer, Tensor))
+    if from_value:
+        if isinstance(initializer, Tensor) and initializer.dtype is not dtype:
+            raise DTypeError(f"get_variable('{full}', dtype={dtype.name}) at {site}: its "
+                             f"initial value {initializer.name} is {initializer.dtype.name}; "
+                             "pass a matching dtype or gf.cast the value")
+        value = initializer if isinstance(initializer, Tensor) else np.asarray(initializer,
+                                                                               dtype.np)
+        if shape is not None and tuple(normalize_shape(shape)) != tuple(value.shape):
+            raise ShapeError(f"get_variable('{full}') at {site}: shape "
+                             f"{list(normalize_shape(shape))} does not match its initial "
+                             f"value's shape {list(value.shape)}")
+    else:
+        if shape is None:
+            raise ShapeError(f"get_variable('{full}') at {site} needs a shape to run its "
+                             "initializer")
+        shape = normalize_shape(shape)
+        if None in shape:
+            raise ShapeError(f"get_variable('{full}') at {site}: shape {list(shape)} must be "
+                             "fully known")
     if graph.unique_name(full, scoped=False) != full:
         raise GraphflowError(f"get_variable('{full}') at {site}: an op named '{full}' already "
                              "exists in the graph (made without get_variable); pick another name")
-    # an initializer runs outside any control_dependencies block, under the variable's own name
+    # the initializer runs outside any control_dependencies block, under the variable's name
     with graph.control_dependencies(None), graph.name_scope(full + "/"):
-        if initializer is None or (callable(initializer) and not isinstance(initializer, Tensor)):
-            if shape is None:
-                raise ShapeError(f"get_variable('{full}') at {site} needs a shape to run its "
-                                 "initializer")
-            shape = normalize_shape(shape)
-            if None in shape:
-                raise ShapeError(f"get_variable('{full}') at {site}: shape {list(shape)} must be "
-                                 "fully known")
+        if not from_value:
             value = (initializer or _default_initializer(dtype))(shape, dtype)
-        else:
-            value = (initializer if isinstance(initializer, Tensor)
-                     else np.asarray(initializer, dtype.np))
-            got = tuple(value.shape)
-            if shape is not None and tuple(normalize_shape(shape)) != got:
-                raise ShapeError(f"get_variable('{full}') at {site}: shape "
-                                 f"{list(normalize_shape(shape))} does not match its initial "
-                                 f"value's shape {list(got)}")
         return Variable(value, name=full + "/", trainable=trainable, dtype=dtype)

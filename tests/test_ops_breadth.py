@@ -258,6 +258,39 @@ def test_round_half_to_even_and_integers():
         np.testing.assert_array_equal(c, [-2, -1, -0, 1, 2, 3, 3, 0])
 
 
+def test_tf1_documentation_examples_with_constant_arguments():
+    """The examples of TF1's docs, sizes given as gf.constant tensors as they are there."""
+    t = gf.constant([[1, 2, 3], [4, 5, 6]])
+    paddings = gf.constant([[1, 1], [2, 2]])
+    cube = gf.constant([[[1, 1, 1], [2, 2, 2]], [[3, 3, 3], [4, 4, 4]], [[5, 5, 5], [6, 6, 6]]])
+    fetches = [gf.pad(t, paddings, "CONSTANT"), gf.pad(t, paddings, "REFLECT"),
+               gf.pad(t, paddings, "SYMMETRIC"), gf.tile(t, gf.constant([1, 2])),
+               gf.tile(t, [2, 1]), gf.slice(cube, [1, 0, 0], [1, 1, 3]),
+               gf.slice(cube, gf.constant([1, 0, 0]), [2, 1, 3]),
+               gf.round(gf.constant([0.9, 2.5, 2.3, 1.5, -4.5])),
+               gf.split(t, gf.constant([1, 2]), 1)[1]]
+    expected = [
+        [[0, 0, 0, 0, 0, 0, 0], [0, 0, 1, 2, 3, 0, 0], [0, 0, 4, 5, 6, 0, 0],
+         [0, 0, 0, 0, 0, 0, 0]],
+        [[6, 5, 4, 5, 6, 5, 4], [3, 2, 1, 2, 3, 2, 1], [6, 5, 4, 5, 6, 5, 4],
+         [3, 2, 1, 2, 3, 2, 1]],
+        [[2, 1, 1, 2, 3, 3, 2], [2, 1, 1, 2, 3, 3, 2], [5, 4, 4, 5, 6, 6, 5],
+         [5, 4, 4, 5, 6, 6, 5]],
+        [[1, 2, 3, 1, 2, 3], [4, 5, 6, 4, 5, 6]],
+        [[1, 2, 3], [4, 5, 6], [1, 2, 3], [4, 5, 6]],
+        [[[3, 3, 3]]],
+        [[[3, 3, 3]], [[5, 5, 5]]],
+        [1.0, 2.0, 2.0, 2.0, -4.0],
+        [[2, 3], [5, 6]],
+    ]
+    for device in ("reference", "cpu"):
+        with gf.Session(device=device) as s:
+            for got, want in zip(s.run(fetches), expected):
+                np.testing.assert_array_equal(got, want, err_msg=device)
+    with pytest.raises(ShapeError, match="computed tensor[\\s\\S]*" + HERE):
+        gf.pad(t, paddings * 2)
+
+
 def test_split_and_unstack_return_lists_with_tf1_shapes():
     x = gf.placeholder(gf.float32, [None, 10, 4])
     parts = gf.split(x, [3, 7], axis=1)

@@ -25,11 +25,22 @@ def _site() -> str:
     return definition_site()
 
 
-def _int_list(values, what: str, rank: int, fn: str) -> list[int]:
-    """A list of `rank` Python ints (TF also takes tensors here; graphflow needs constants)."""
+def _constant(values, what: str, fn: str):
+    """The value of a list, an array or a gf.constant; other tensors are refused (graphflow
+    needs these sizes when the graph is built; TF1 would also take computed tensors)."""
     if isinstance(values, Tensor):
-        raise ShapeError(f"{fn}: {what} must be a list of ints, not a tensor (at {_site()})")
+        if values.op.type != "Const":
+            raise ShapeError(f"{fn}: {what} must be a list of ints or a constant, not the "
+                             f"computed tensor {values.name} (at {_site()})")
+        return values.op.attrs["value"]
+    return values
+
+
+def _int_list(values, what: str, rank: int | None, fn: str) -> list[int]:
+    """A list of `rank` (None: any number of) Python ints."""
+    values = _constant(values, what, fn)
     items = list(np.asarray(values).reshape(-1)) if not isinstance(values, list | tuple) else values
+    rank = len(items) if rank is None else rank
     if len(items) != rank or not all(isinstance(v, numbers.Integral | np.integer) for v in items):
         raise ShapeError(f"{fn}: {what} must be {rank} ints (one per dim), got {values!r} "
                          f"(at {_site()})")
@@ -133,10 +144,7 @@ def pad(tensor, paddings, mode: str = "CONSTANT", name: str | None = None,
     """
     x = as_tensor(tensor)
     rank = len(x.shape)
-    if isinstance(paddings, Tensor):
-        raise ShapeError(f"pad: paddings must be a list of [before, after] ints, not a tensor "
-                         f"(at {_site()})")
-    rows = np.asarray(paddings)
+    rows = np.asarray(_constant(paddings, "paddings", "pad"))
     if rows.shape != (rank, 2) or rows.dtype.kind not in "iu" or (rows < 0).any():
         raise ShapeError(f"pad: paddings must be {rank} pairs [before, after] of ints >= 0 for a "
                          f"tensor of shape {list(x.shape)}, got {paddings!r} (at {_site()})")
@@ -172,6 +180,9 @@ def split(value, num_or_size_splits, axis: int = 0, num: int | None = None,
     x = as_tensor(value)
     axis = normalize_axis(axis, len(x.shape), "split axis")
     d = x.shape[axis]
+    num_or_size_splits = _constant(num_or_size_splits, "num_or_size_splits", "split")
+    if isinstance(num_or_size_splits, np.ndarray) and num_or_size_splits.ndim == 0:
+        num_or_size_splits = int(num_or_size_splits)
     if isinstance(num_or_size_splits, numbers.Integral):
         n = int(num_or_size_splits)
         if n <= 0:
@@ -184,8 +195,7 @@ def split(value, num_or_size_splits, axis: int = 0, num: int | None = None,
                              f"pieces (at {_site()})")
         sizes = [d // n] * n
     else:
-        sizes = _int_list(num_or_size_splits, "size_splits", len(list(num_or_size_splits)),
-                          "split")
+        sizes = _int_list(num_or_size_splits, "size_splits", None, "split")
         if sum(s == -1 for s in sizes) > 1 or any(s < -1 for s in sizes):
             raise ShapeError(f"split: sizes {sizes} may hold at most one -1 and no other negative "
                              f"(at {_site()})")

@@ -17,9 +17,11 @@ from .schedules import (
     get_or_create_global_step,
     linear_warmup,
     piecewise_constant,
+    polynomial_decay,
 )
 
 __all__ = ["Optimizer", "GradientDescentOptimizer", "MomentumOptimizer", "AdamOptimizer",
            "AdamWOptimizer", "RMSPropOptimizer", "AdagradOptimizer", "Saver", "cosine_decay",
            "create_global_step", "exponential_decay", "get_global_step",
-           "get_or_create_global_step", "linear_warmup", "piecewise_constant"]
+           "get_or_create_global_step", "linear_warmup", "piecewise_constant",
+           "polynomial_decay"]

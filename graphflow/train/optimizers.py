@@ -11,6 +11,14 @@ from ..ops.elementwise import rsqrt, sqrt
 from ..variables import Variable, trainable_variables
 
 
+def _tf1_order(var_list, global_step):
+    """(var_list, global_step), reading TF1's `minimize(loss, global_step)` positional order:
+    an integer Variable where graphflow's var_list goes is the global step."""
+    if isinstance(var_list, Variable) and var_list.dtype.is_integer and global_step is None:
+        return None, var_list
+    return var_list, global_step
+
+
 class Optimizer:
     """Base class: subclasses define `_apply(grad, var)` returning an update op or tensor."""
 
@@ -59,13 +67,14 @@ class Optimizer:
 
     def minimize(self, loss: Tensor, var_list=None, global_step: Variable | None = None,
                  name: str | None = None) -> Operation:
-        """compute_gradients + apply_gradients. TF1's positional order also works:
-        `minimize(loss, step)` with an integer Variable in second place is the global step."""
-        if isinstance(var_list, Variable) and var_list.dtype.is_integer and global_step is None:
-            var_list, global_step = None, var_list
+        """compute_gradients then apply_gradients: one op that takes one training step. TF1's
+        positional order also works: `minimize(loss, step)` with an integer Variable in second
+        place is the global step."""
+        var_list, global_step = _tf1_order(var_list, global_step)
         return self.apply_gradients(self.compute_gradients(loss, var_list), global_step, name)
 
     def get_slot(self, var: Variable, name: str) -> Variable | None:
+        """The optimizer's extra variable for `var` ('m', 'v', 'momentum'), or None."""
         return self._slots.get((var, name))
 
     def _slot(self, var: Variable, slot: str, suffix: str, fill: float = 0.0) -> Variable:
@@ -221,7 +230,10 @@ class AdamWOptimizer(AdamOptimizer):
         var -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
 
     The decay is scaled by the learning rate (so a schedule scales it too) and the gradient is
-    taken before the decay. Which variables decay: all of them, less those matched by
+    taken before the decay. (tf.contrib.opt.AdamWOptimizer(weight_decay, learning_rate) differs:
+    its decay is not scaled by the learning rate; this class follows torch, as minGPT does.)
+
+    Which variables decay: all of them, less those matched by
     `exclude_from_weight_decay` (a list of regular expressions searched in the variable's name,
     e.g. ["bias", "ln"], or a callable var -> True to exclude), and, when `decay_var_list` is
     given to minimize/apply_gradients, only those in it (TF-Addons' AdamW argument).
@@ -244,6 +256,8 @@ class AdamWOptimizer(AdamOptimizer):
             return True
         if callable(rule):
             return not rule(var)
+        if isinstance(rule, str):
+            rule = [rule]
         return not any(re.search(pattern, var.op.name) for pattern in rule)
 
     def apply_gradients(self, grads_and_vars, global_step: Variable | None = None,
@@ -257,8 +271,8 @@ class AdamWOptimizer(AdamOptimizer):
 
     def minimize(self, loss: Tensor, var_list=None, global_step: Variable | None = None,
                  name: str | None = None, decay_var_list=None) -> Operation:
-        if isinstance(var_list, Variable) and var_list.dtype.is_integer and global_step is None:
-            var_list, global_step = None, var_list
+        """As Optimizer.minimize; decay_var_list limits the weight decay to those variables."""
+        var_list, global_step = _tf1_order(var_list, global_step)
         return self.apply_gradients(self.compute_gradients(loss, var_list), global_step, name,
                                     decay_var_list)
 

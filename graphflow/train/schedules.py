@@ -54,7 +54,8 @@ def get_or_create_global_step(graph: Graph | None = None) -> Variable:
     """The graph's global step, made on first use (TF1's tf.train.get_or_create_global_step).
     Pass it to `minimize(loss, global_step=step)` or `apply_gradients(..., global_step=step)`
     to add one to it each training step."""
-    return get_global_step(graph) or create_global_step(graph)
+    step = get_global_step(graph)
+    return step if step is not None else create_global_step(graph)
 
 
 def _as_rate(learning_rate) -> Tensor:
@@ -134,3 +135,23 @@ def linear_warmup(learning_rate, global_step, warmup_steps, name: str | None = N
     with get_default_graph().name_scope(name or "LinearWarmup"):
         rate = _as_rate(learning_rate)
         return rate * minimum(_step_as(global_step, rate) / float(warmup_steps), 1.0)
+
+
+def polynomial_decay(learning_rate, global_step, decay_steps, end_learning_rate=0.0001,
+                     power: float = 1.0, cycle: bool = False, name: str | None = None) -> Tensor:
+    """(learning_rate - end) * (1 - s / n) ** power + end, s = min(global_step, n) (TF1's rule;
+    power=1 is BERT's linear decay). With cycle, n grows to decay_steps * ceil(step /
+    decay_steps) (decay_steps at step 0) and the step is not clipped."""
+    if decay_steps <= 0:
+        raise GraphflowError(f"polynomial_decay: decay_steps must be > 0, got {decay_steps}")
+    with get_default_graph().name_scope(name or "PolynomialDecay"):
+        rate = _as_rate(learning_rate)
+        step = _step_as(global_step, rate)
+        if cycle:
+            ratio = step / float(decay_steps)
+            whole = cast(cast(ratio, int64), rate.dtype)  # floor (steps are >= 0)
+            ceil = where(less_equal(ratio, whole), whole, whole + 1.0)
+            n = float(decay_steps) * maximum(ceil, 1.0)
+        else:
+            step, n = minimum(step, float(decay_steps)), float(decay_steps)
+        return (rate - end_learning_rate) * pow(1.0 - step / n, power) + end_learning_rate
