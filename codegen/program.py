@@ -26,6 +26,7 @@ from graphflow.variables import uninitialized_error
 from .devices import CompileFailed, prelude
 from .dump import KernelInfo, dump_program
 from .emit import load_all
+from .emit import reduce as reduce_emit
 from .emit.fused import emit_fused
 from .fusion import ALIAS_OPS, HOST_OPS, plan_groups, variable_root
 from .kernel import EmitContext, Kernel, numel
@@ -124,6 +125,10 @@ def emit_kernels(graph: LGraph, device: str, fuse: bool = True) -> tuple[list, s
             emit(ctx, op, prologue=(group.prologue, inline, stored))
         else:
             emit(ctx, op)
+    if device == "cpu":  # the cpu schedules' block-wide steps (see reduce.CPU_HELPERS)
+        gpu, cpu = reduce_emit.HELPERS, reduce_emit.CPU_HELPERS
+        for kernel in ctx.kernels:
+            kernel.helpers = tuple(cpu if h is gpu else h for h in kernel.helpers)
     return groups, inline, ctx.kernels
 
 
@@ -163,7 +168,8 @@ class Program:
         self._alias = {op.outputs[0]: op.inputs[0] for op in graph.ops if op.type in ALIAS_OPS}
         self.source = assemble(self.kernels)
         self._in_place = self._plan_in_place()
-        self._assigns = [op for op in graph.ops if op.type in ASSIGN_OPS]
+        self._assigns = [(variable_root(op.inputs[0]).op, op.outputs[0])  # (variable, new value)
+                         for op in graph.ops if op.type in ASSIGN_OPS]
         self._variables = [op for op in graph.ops if op.type == "Variable"]
         self._readers = {}  # Variable LOp -> the first op reading its start-of-run value
         for op in graph.ops:
@@ -184,6 +190,9 @@ class Program:
         except CompileFailed as e:
             raise CompileError(f"{e}\n(full source: {e.source_path})") from None
         self._functions = [None if k.host else self.module.get_function(k.name) for k in self.kernels]
+        # kernels the emulator must run as fibers (a barrier or shuffle it cannot loop around)
+        self.fiber_kernels = [k.name for k, fn in zip(self.kernels, self._functions)
+                              if getattr(fn, "fibers", False)]
         dump_dir = os.environ.get("GRAPHFLOW_DUMP_DIR")
         if dump_dir:
             self.dump(os.path.join(dump_dir, self.dump_name()))
@@ -291,9 +300,11 @@ class Program:
                     buf = self._scratch_buffer(p, shapes, key)
                     scratch_bytes += buf.nbytes
                     args.append(buf)
-                elif p.kind == "scalar":
+                elif p.kind == "scalar" and p.per_run:
                     scalar_args.append((len(entries), j, p))
                     args.append(None)
+                elif p.kind == "scalar":
+                    args.append(_np_scalar(p.ctype, p.value(RunEnv(shapes, None))))
                 else:
                     t = self.root(p.tensor)
                     if t in self._in_place or t.op.type == "Variable":
@@ -383,8 +394,7 @@ class Program:
         """Variable op -> its buffer after the run. An assign not done in place is copied into
         the variable's buffer now that every read of the old value is done."""
         updates = {}
-        for op in self._assigns:
-            var, out = variable_root(op.inputs[0]).op, op.outputs[0]
+        for var, out in self._assigns:
             target = state[var]
             if out not in self._in_place and target.nbytes:
                 self.driver.memcpy_dtod(target.alloc, self._buffer(out, table, state), target.nbytes)
