@@ -66,6 +66,8 @@ class DeviceArray:
 
 
 def read_buffer(driver, alloc, shape, dtype) -> np.ndarray:
+    if hasattr(driver, "host_view"):
+        return driver.host_view(alloc, shape, dtype).copy()
     out = np.empty(shape, dtype)
     if out.nbytes:
         driver.memcpy_dtoh(out, alloc)
@@ -152,6 +154,8 @@ class Table:
     infos: list
     stats: dict
     bound: dict = None   # (launch, argument) -> allocation bound now
+    feed_views: list = None  # (user tensor, numpy view of its buffer) where the driver has views
+    fetch_views: dict = None  # fetched tensor -> numpy view of its (fixed) buffer, likewise
 
 
 SMALL_WORK = 1 << 20  # flops + bytes under which a launch runs on one OS thread
@@ -254,7 +258,7 @@ class Program:
 
     # ---- the launch table ------------------------------------------------------------
     def _table(self, feeds: dict) -> Table:
-        key = tuple(feeds[t].shape for t in self.graph.feeds)
+        key = tuple([feeds[t].shape for t in self.graph.feeds])
         table = self._tables.get(key)
         if table is None:
             table = self._tables[key] = self._build_table(feeds, key)
@@ -323,8 +327,16 @@ class Program:
             totals["launches"] += 1
         stats = {"kernels": len(self.kernels), "peak_memory_bytes": memory.peak + scratch_bytes,
                  "peak_memory_bound": memory.bound, **totals}
+        views, fetch_views = None, {}
+        if hasattr(self.driver, "host_view"):
+            view = self.driver.host_view
+            views = [(user_t, view(buffers[t], feeds[user_t].shape, t.dtype.np))
+                     for user_t, t in self.graph.feeds.items()]
+            fetch_views = {t: view(buffers[self.root(t)], shapes[t], t.dtype.np)
+                           for t in self.graph.live_outputs()
+                           if self.root(t) in buffers and self.root(t) not in self._in_place}
         return Table(shapes, buffers, LaunchTable(entries, self.driver.prepare), variable_args,
-                     scalar_args, infos, stats, {})
+                     scalar_args, infos, stats, {}, views, fetch_views)
 
     def _scratch_buffer(self, p, shapes: dict, key) -> DeviceArray:
         slot = (key, p.name, p.value)
@@ -345,10 +357,14 @@ class Program:
         """Launch every kernel; return (fetched numpy values, variable updates)."""
         table = self._table(feeds)
         state = self._variable_buffers(session)
-        for user_t, t in self.graph.feeds.items():
-            value = feeds[user_t]
-            if value.nbytes:
-                self.driver.memcpy_htod(table.buffers[t], value)
+        if table.feed_views is not None:
+            for user_t, view in table.feed_views:
+                view[...] = feeds[user_t]
+        else:
+            for user_t, t in self.graph.feeds.items():
+                value = feeds[user_t]
+                if value.nbytes:
+                    self.driver.memcpy_htod(table.buffers[t], value)
         sequence = table.sequence
         for k, j, var in table.variable_args:
             alloc = state[var].alloc
@@ -385,6 +401,8 @@ class Program:
                 values[user_t] = feeds[t.op.state.outputs[0]]
             elif t.op.type == "Const":
                 values[user_t] = np.array(t.op.attrs["value"])
+            elif t in table.fetch_views:
+                values[user_t] = table.fetch_views[t].copy()
             else:
                 values[user_t] = read_buffer(self.driver, self._buffer(t, table, state),
                                              table.shapes[t], t.dtype.np)
