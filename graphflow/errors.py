@@ -23,3 +23,7 @@ class CompileError(GraphflowError):
 
 class DeviceError(GraphflowError):
     """A device is missing, unusable, or cannot do what was asked."""
+
+
+class UnsupportedOpError(GraphflowError):
+    """An ONNX op, attribute value or dtype that graphflow cannot run (raised at import)."""

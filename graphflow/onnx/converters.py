@@ -1,0 +1,9 @@
+"""The converter table: ONNX op type -> fn(node, inputs, attrs, opset) -> output tensors."""
+from __future__ import annotations
+
+from .convert_elementwise import ELEMENTWISE
+from .convert_nn import NN
+from .convert_reduce import REDUCE
+from .convert_shape import SHAPE
+
+CONVERTERS = {**ELEMENTWISE, **SHAPE, **REDUCE, **NN}
