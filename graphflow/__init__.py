@@ -33,6 +33,7 @@ from .ops.array import (
                     strided_slice,
                     transpose,
 )
+from .ops.composite import clip_by_value
 from .ops.core import (
                     cast,
                     constant,
@@ -50,17 +51,20 @@ from .ops.core import (
 from .ops.elementwise import (
                     abs,
                     add,
+                    ceil,
                     cos,
                     divide,
                     equal,
                     erf,
                     exp,
+                    floor,
                     floordiv,
                     greater,
                     greater_equal,
                     less,
                     less_equal,
                     log,
+                    log1p,
                     logical_and,
                     logical_or,
                     maximum,
@@ -69,6 +73,7 @@ from .ops.elementwise import (
                     negative,
                     not_equal,
                     pow,
+                    round,
                     rsqrt,
                     sigmoid,
                     sign,
@@ -79,9 +84,19 @@ from .ops.elementwise import (
                     tanh,
                     where,
 )
+from .ops.layout import pad, slice, split, tile, unstack
 from .ops.linalg import matmul
 from .ops.random import random_normal, random_uniform, truncated_normal
-from .ops.reduction import argmax, argmin, reduce_max, reduce_mean, reduce_min, reduce_sum
+from .ops.reduction import (
+                    argmax,
+                    argmin,
+                    reduce_logsumexp,
+                    reduce_max,
+                    reduce_mean,
+                    reduce_min,
+                    reduce_prod,
+                    reduce_sum,
+)
 from .session import Compiled, Session, get_default_session
 from .variables import (
                     Variable,
@@ -111,4 +126,6 @@ __all__ = [
     "reduce_mean", "reduce_min", "reduce_sum", "Compiled", "Session", "get_default_session",
     "Variable", "assign", "assign_add", "assign_sub", "global_variables",
     "global_variables_initializer", "trainable_variables", "variables_initializer",
+    "clip_by_value", "ceil", "floor", "log1p", "round", "pad", "slice", "split", "tile", "unstack",
+    "reduce_logsumexp", "reduce_prod",
 ]

@@ -3,8 +3,15 @@ from __future__ import annotations
 
 from .graph import Tensor
 from .ops.array import gather
+from .ops.composite import (
+    batch_normalization,
+    l2_loss,
+    leaky_relu,
+    moments,
+    sigmoid_cross_entropy_with_logits,
+)
 from .ops.core import as_tensor, zeros_like
-from .ops.elementwise import gelu, relu, sigmoid, silu, softplus, tanh, where
+from .ops.elementwise import elu, gelu, relu, sigmoid, silu, softplus, tanh, where
 from .ops.nn import (
     avg_pool2d,
     conv2d,
@@ -16,11 +23,14 @@ from .ops.nn import (
     sparse_softmax_cross_entropy_with_logits,
 )
 from .ops.random import random_uniform_like
+from .ops.scan import selective_scan
 
 __all__ = ["relu", "gelu", "silu", "softplus", "sigmoid", "tanh", "softmax", "log_softmax",
            "layer_norm", "sparse_softmax_cross_entropy_with_logits",
            "softmax_cross_entropy_with_logits", "conv2d", "max_pool2d", "avg_pool2d",
-           "embedding_lookup", "dropout", "bias_add"]
+           "embedding_lookup", "dropout", "bias_add", "elu", "leaky_relu",
+           "sigmoid_cross_entropy_with_logits", "l2_loss", "moments", "batch_normalization",
+           "selective_scan"]
 
 
 def embedding_lookup(params, ids, name: str | None = None) -> Tensor:

@@ -97,6 +97,12 @@ SCALAR = {
     "GeluTanh": _gelu_tanh,
     "Silu": lambda a, t: f"({a[0]} * gf_sigmoid({a[0]}))",
     "Softplus": _softplus,
+    "Elu": lambda a, t: f"({a[0]} > {t.lit(0)} ? {a[0]} : {t.fn('expm1')}({a[0]}))",
+    "Log1p": lambda a, t: f"{t.fn('log1p')}({a[0]})",
+    "Floor": lambda a, t: f"{t.fn('floor')}({a[0]})",
+    "Ceil": lambda a, t: f"{t.fn('ceil')}({a[0]})",
+    # rint rounds half to even in the default rounding mode (TF's round)
+    "Round": lambda a, t: f"{t.fn('rint')}({a[0]})" if t.is_float else a[0],
     "Select": lambda a, t: f"({a[0]} ? {a[1]} : {a[2]})",
     "BroadcastTo": lambda a, t: a[0],
     "BroadcastLike": lambda a, t: a[0],

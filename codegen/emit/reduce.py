@@ -1,4 +1,4 @@
-"""Reductions: ReduceSum/Mean/Max/Min over any set of axes, ArgMax/ArgMin, SumToLike.
+"""Reductions: ReduceSum/Mean/Max/Min/Prod over any set of axes, ArgMax/ArgMin, SumToLike.
 
 Every reduction is lowered to the same picture: output element `o` (one of n_out) combines the
 `len` input elements `x[keep_offset(o) + reduce_offset(r)]`, r in [0, len). Adjacent axes of the
@@ -102,6 +102,14 @@ template <class T> struct gf_red_sum {
   typedef T acc;
   static __device__ __forceinline__ T identity() { return (T)0; }
   static __device__ __forceinline__ T combine(T a, T b) { return a + b; }
+  static __device__ __forceinline__ T shfl_down(T a, unsigned d) {
+    return __shfl_down_sync(0xffffffffu, a, d);
+  }
+};
+template <class T> struct gf_red_prod {
+  typedef T acc;
+  static __device__ __forceinline__ T identity() { return (T)1; }
+  static __device__ __forceinline__ T combine(T a, T b) { return a * b; }
   static __device__ __forceinline__ T shfl_down(T a, unsigned d) {
     return __shfl_down_sync(0xffffffffu, a, d);
   }
@@ -516,13 +524,15 @@ def combiner_for(op_type: str, dtype) -> Combiner:
             return Combiner(f"gf_red_sum<{c}>", c, lambda v, r: v, _mean_final(dtype), uses_count=True)
         return Combiner("gf_red_sum<long long>", "long long", lambda v, r: f"(long long){v}",
                         _mean_final(dtype), uses_count=True)
+    if op_type == "ReduceProd":
+        return Combiner(f"gf_red_prod<{c}>", c, lambda v, r: v, lambda a: a)
     if op_type in ("ReduceMax", "ReduceMin"):
         kind = "max" if op_type == "ReduceMax" else "min"
         return Combiner(f"gf_red_{kind}<{c}>", c, lambda v, r: v, lambda a: a)
     raise KeyError(op_type)
 
 
-@emitter("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin")
+@emitter("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd")
 def emit_reduce(ctx: EmitContext, op: Operation) -> None:
     x = op.inputs[0]
     axes = set(op.attrs["axis"])

@@ -60,6 +60,14 @@ def _relu_grad(x, y, g):
     return where(greater(x, 0), g, zeros_like(g))
 
 
+def _elu_grad(x, y, g):
+    return where(greater(x, 0), g, g * (y + 1.0))
+
+
+def _np_round(x):  # half to even, as TF (np.rint); integers pass through
+    return x if x.dtype.kind in "iu" else np.rint(x)
+
+
 # type: (public name, numpy reference, gradient(x, y, g) or None, accepted dtypes)
 UNARY = {
     "Neg": ("negative", np.negative, lambda x, y, g: -g, "number"),
@@ -83,6 +91,13 @@ UNARY = {
     "GeluTanh": ("gelu_tanh", _np_gelu_tanh, _gelu_tanh_grad, "float"),
     "Silu": ("silu", lambda x: x * _np_sigmoid(x), _silu_grad, "float"),
     "Softplus": ("softplus", _np_softplus, lambda x, y, g: g * sigmoid(x), "float"),
+    "Elu": ("elu", lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0))).astype(x.dtype),
+            _elu_grad, "float"),
+    "Log1p": ("log1p", np.log1p, lambda x, y, g: g / (x + 1.0), "float"),
+    # no gradient, as in TF1 (the derivative is zero almost everywhere)
+    "Floor": ("floor", np.floor, None, "float"),
+    "Ceil": ("ceil", np.ceil, None, "float"),
+    "Round": ("round", _np_round, None, "number"),
 }
 
 
@@ -289,6 +304,16 @@ erf = globals()["erf"]
 relu = globals()["relu"]
 silu = globals()["silu"]
 softplus = globals()["softplus"]
+elu = globals()["elu"]
+log1p = globals()["log1p"]
+floor = globals()["floor"]
+ceil = globals()["ceil"]
+round = globals()["round"]  # noqa: A001 - TF1's public name
+elu.__doc__ = "Exponential linear unit: x if x > 0 else exp(x) - 1 (computed with expm1)."
+log1p.__doc__ = "log(1 + x), accurate for small x."
+floor.__doc__ = "Largest integer <= x, elementwise (no gradient, as in TF1)."
+ceil.__doc__ = "Smallest integer >= x, elementwise (no gradient, as in TF1)."
+round.__doc__ = "Round to the nearest integer, halves to even as TF does (no gradient)."
 gelu_tanh = globals()["gelu_tanh"]
 _gelu_exact = globals()["gelu"]
 add = globals()["add"]

@@ -60,6 +60,27 @@ def _extremum_grad(op, g):
     return [mask / ties * _keepdims_grad(op, g)]
 
 
+def _prod_grad(op, g):
+    """d prod / d x_i = product of the other elements, exact with zeros among them:
+    prod/x_i when no element is 0; the product of the nonzeros at the single 0; else 0."""
+    from .core import ones_like
+    from .elementwise import equal, where
+    x, axis = op.inputs[0], op.attrs["axis"]
+    zero = equal(x, 0.0)
+    nonzero = where(zero, ones_like(x), x)
+    prod_nonzero = reduce_prod(nonzero, axis, keepdims=True)
+    zeros = reduce_sum(cast(zero, x.dtype), axis, keepdims=True)
+    nothing = zeros_like_(prod_nonzero)
+    others = where(zero, where(equal(zeros, 1.0), prod_nonzero, nothing),
+                   where(equal(zeros, 0.0), prod_nonzero / nonzero, zeros_like_(x)))
+    return [broadcast_like(_keepdims_grad(op, g), x) * others]
+
+
+def zeros_like_(x):
+    from .core import zeros_like
+    return zeros_like(x)
+
+
 REDUCTIONS = {
     "ReduceSum": ("reduce_sum", lambda x, axis, keepdims: np.sum(x, axis=axis, keepdims=keepdims,
                                                                  dtype=x.dtype), _sum_grad),
@@ -68,6 +89,8 @@ REDUCTIONS = {
                   _extremum_grad),
     "ReduceMin": ("reduce_min", lambda x, axis, keepdims: np.min(x, axis=axis, keepdims=keepdims),
                   _extremum_grad),
+    "ReduceProd": ("reduce_prod", lambda x, axis, keepdims: np.prod(x, axis=axis, keepdims=keepdims,
+                                                                   dtype=x.dtype), _prod_grad),
 }
 
 for _type, (_public, _fn, _grad) in REDUCTIONS.items():
@@ -97,6 +120,29 @@ def reduce_max(x, axis=None, keepdims: bool = False, name: str | None = None) ->
 
 def reduce_min(x, axis=None, keepdims: bool = False, name: str | None = None) -> Tensor:
     return _reduce("ReduceMin", x, axis, keepdims, name)
+
+
+def reduce_prod(x, axis=None, keepdims: bool = False, name: str | None = None) -> Tensor:
+    """Product over `axis` (None: all axes); its gradient is exact when elements are 0."""
+    return _reduce("ReduceProd", x, axis, keepdims, name)
+
+
+def reduce_logsumexp(x, axis=None, keepdims: bool = False, name: str | None = None) -> Tensor:
+    """log(sum(exp(x))) over `axis`, computed stably as log(sum(exp(x - max))) + max."""
+    from .array import squeeze
+    from .core import stop_gradient
+    from .elementwise import equal, exp, log, where
+    x = as_tensor(x)
+    if not x.dtype.is_floating:
+        raise DTypeError(f"reduce_logsumexp needs a floating tensor, got {x.name} of dtype "
+                         f"{x.dtype.name}")
+    axes = normalize_axes(axis, len(x.shape))
+    with x.graph.as_default(), x.graph.name_scope(name or "reduce_logsumexp"):
+        top = reduce_max(x, axes, keepdims=True)
+        # an infinite max (all -inf, or some +inf) shifts by 0 instead: inf - inf would be NaN
+        top = stop_gradient(where(equal(top - top, 0.0), top, zeros_like_(top)))
+        total = log(reduce_sum(exp(x - top), axes, keepdims=keepdims))
+        return total + (top if keepdims else squeeze(top, axes))
 
 
 register("ReducedSize", infer=lambda specs, axis: Spec((), specs[0].dtype),

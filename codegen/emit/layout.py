@@ -1,0 +1,101 @@
+"""Tile, its gradient TileGrad, and constant Pad: one thread per output element.
+
+Each unravels the flat output index over the output dims (movement.py's helpers: literals
+when static, `long long` parameters when a dim is None) and maps it to the source:
+Tile reads x at (c mod size) per dim; TileGrad sums g over every copy of its element
+(a loop over the product of the multiples); Pad reads x at (c - before) inside the
+input and writes the constant outside it.
+"""
+
+from __future__ import annotations
+
+from graphflow.graph import Operation
+
+from ..kernel import EmitContext, add_map_kernel, ctype, index_type_for, numel
+from . import emitter
+from .elementwise import Dialect
+from .movement import _mul, _strides, _sum, _unravel
+
+
+@emitter("Tile")
+def emit_tile(ctx: EmitContext, op: Operation) -> None:
+    x, out = op.inputs[0], op.outputs[0]
+    multiples = op.attrs["multiples"]
+    kb = ctx.builder("tile", [op])
+    dst, src = kb.output(out), kb.input(x)
+    rank = len(x.shape)
+    dims = [kb.dim(x, a) for a in range(rank)]
+    out_dims = [kb.dim(out, a) for a in range(rank)]
+    names = [f"c{a}" for a in range(rank)]
+    itype = index_type_for(out, x)
+    lines = _unravel("i", out_dims, names, itype)
+    terms = []
+    for a in range(rank):
+        if out_dims[a] == "1" or dims[a] == "1":
+            continue
+        coord = names[a] if multiples[a] == 1 else f"({names[a]} % {dims[a]})"
+        terms.append(_mul(coord, _strides(dims)[a]))
+    lines.append(f"{dst}[i] = {src}[{_sum(terms)}];")
+    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
+                   f"Tile {list(x.shape)} by {list(multiples)}: each output reads x at c mod size")
+
+
+@emitter("TileGrad")
+def emit_tile_grad(ctx: EmitContext, op: Operation) -> None:
+    g, ref = op.inputs
+    out = op.outputs[0]
+    multiples = op.attrs["multiples"]
+    kb = ctx.builder("tile_grad", [op])
+    dst, src = kb.output(out), kb.input(g)
+    rank = len(ref.shape)
+    dims = [kb.dim(out, a) for a in range(rank)]
+    g_strides = _strides([kb.dim(g, a) for a in range(rank)])
+    names = [f"c{a}" for a in range(rank)]
+    itype = index_type_for(out, g)
+    copies = numel(multiples)
+    lines = _unravel("i", dims, names, itype)
+    lines += [f"{ctype(out.dtype)} acc = ({ctype(out.dtype)})0;",
+              f"for (long long r = 0; r < {copies}LL; ++r) {{",
+              "  long long copy = r;"]
+    terms = []
+    for a in reversed(range(rank)):
+        coord = names[a] if dims[a] != "1" else "0"
+        if multiples[a] != 1:
+            lines += [f"  const long long m{a} = copy % {multiples[a]};", f"  copy /= {multiples[a]};"]
+            coord = f"(m{a} * {dims[a]} + {coord})" if coord != "0" else f"m{a} * {dims[a]}"
+        terms.append(_mul(coord, g_strides[a]))
+    lines += [f"  acc += {src}[{_sum(terms)}];", "}", f"{dst}[i] = acc;"]
+    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
+                   f"TileGrad {list(g.shape)} -> {list(out.shape)}: each element sums its "
+                   f"{copies} copies", flops=lambda s: numel(s[g]))
+
+
+@emitter("Pad")
+def emit_pad(ctx: EmitContext, op: Operation) -> None:
+    x, out = op.inputs[0], op.outputs[0]
+    paddings = op.attrs["paddings"]
+    kb = ctx.builder("pad", [op])
+    dst, src = kb.output(out), kb.input(x)
+    rank = len(x.shape)
+    dims = [kb.dim(x, a) for a in range(rank)]
+    in_strides = _strides(dims)
+    names = [f"c{a}" for a in range(rank)]
+    itype = index_type_for(out, x)
+    lines = _unravel("i", [kb.dim(out, a) for a in range(rank)], names, itype)
+    conds, terms = [], []
+    for a, (before, after) in enumerate(paddings):
+        if kb.dim(out, a) == "1":
+            coord = "0" if before == 0 else f"(0 - {before})"
+        else:
+            coord = names[a] if before == 0 else f"({names[a]} - {before})"
+        if before or after:
+            conds.append(f"{coord} >= 0 && {coord} < {dims[a]}")
+        terms.append(_mul(coord, in_strides[a]))
+    fill = Dialect(out.dtype).lit(op.attrs["constant_values"])
+    if out.dtype.is_bool:
+        fill = "true" if op.attrs["constant_values"] else "false"
+    lines.append(f"{dst}[i] = ({' && '.join(conds) or 'true'}) ? {src}[{_sum(terms)}] : "
+                 f"({ctype(out.dtype)}){fill};")
+    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
+                   f"Pad {list(x.shape)} by {[list(p) for p in paddings]} with "
+                   f"{op.attrs['constant_values']!r}")
