@@ -25,6 +25,7 @@ _REDUCE = {
     "ReduceMean": (18, red.reduce_mean, False),
     "ReduceMax": (18, red.reduce_max, False),
     "ReduceMin": (18, red.reduce_min, False),
+    "ReduceProd": (18, red.reduce_prod, False),
     "ReduceL1": (18, lambda x, a, k: red.reduce_sum(ew.abs(x), a, k), False),
     "ReduceL2": (18, lambda x, a, k: ew.sqrt(red.reduce_sum(x * x, a, k)), True),
     "ReduceSumSquare": (18, lambda x, a, k: red.reduce_sum(x * x, a, k), False),

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from .convert_elementwise import ELEMENTWISE
+from .convert_loss import LOSS
 from .convert_nn import NN
 from .convert_reduce import REDUCE
 from .convert_shape import SHAPE
 
-CONVERTERS = {**ELEMENTWISE, **SHAPE, **REDUCE, **NN}
+CONVERTERS = {**ELEMENTWISE, **SHAPE, **REDUCE, **NN, **LOSS}
