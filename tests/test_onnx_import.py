@@ -95,12 +95,30 @@ def test_shape_arithmetic_folds_to_constants():
     np.testing.assert_array_equal(m.run({"x": x}, device="reference")["y"], x.reshape(2, 12))
 
 
-def test_shape_of_a_symbolic_dim_is_refused_clearly():
-    nodes = [helper.make_node("Shape", ["x"], ["s"], name="the_shape"),
-             helper.make_node("Reshape", ["x", "s"], ["y"])]
+def test_dynamic_batch_shape_arithmetic_reaches_reshape():
+    # reshape(x, concat(shape(x)[0:1], [3, 4])) with a symbolic batch dim
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Slice", ["s", "zero", "one"], ["n"]),
+             helper.make_node("Concat", ["n", "rest"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["y"])]
+    inits = [numpy_helper.from_array(np.array([v], np.int64), n) for v, n in ((0, "zero"),
+                                                                             (1, "one"))]
+    inits.append(numpy_helper.from_array(np.array([3, 4], np.int64), "rest"))
+    m = gf.onnx.import_model(_model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, 4])], inits))
+    assert list(m.outputs["y"].shape) == [None, 3, 4]
+    x = RNG.standard_normal((5, 12)).astype(np.float32)
+    np.testing.assert_array_equal(m.run({"x": x}, device="reference")["y"], x.reshape(5, 3, 4))
+
+
+def test_run_time_shapes_are_refused_clearly():
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("ConstantOfShape", ["s"], ["y"], name="fill")]
     model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])
-    with pytest.raises(UnsupportedOpError, match=r"Shape \(opset 17\) in node 'the_shape'.*unknown"):
+    with pytest.raises(UnsupportedOpError,
+                       match=r"ConstantOfShape \(opset 17\) in node 'fill'.*run time"):
         gf.onnx.import_model(model)
 
 

@@ -55,7 +55,7 @@ def _mlp():
 CASES = {  # name: (model factory, input shape, batch dim exported as dynamic)
     "mlp": (_mlp, (6, 20), True),
     "cnn": (CNN, (2, 3, 16, 16), True),
-    "transformer_block": (Block, (2, 8, 32), False),
+    "transformer_block": (Block, (2, 8, 32), True),
 }
 
 

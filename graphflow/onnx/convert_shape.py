@@ -12,6 +12,7 @@ from ..ops import array as arr
 from ..ops import elementwise as ew
 from ..ops.core import cast, constant, fill_like, identity, zeros_like
 from .common import Unsupported, input_at, known_shape, norm_axis, static, static_ints, to_dtype
+from .shape_values import ShapeValue
 
 
 def _axes_arg(inputs, attrs, opset, since: int, index: int = 1):
@@ -304,8 +305,7 @@ def _shape(node, inputs, attrs, opset):
         start, end = attrs.get("start", 0), attrs.get("end", rank)
         dims = dims[slice(start, end)]
     if None in dims:
-        raise Unsupported(f"Shape of a tensor with unknown dims {['?' if d is None else d for d in dims]}"
-                          " (shape arithmetic must fold at import)")
+        return ShapeValue(dims)
     return constant(np.array(dims, np.int64))
 
 

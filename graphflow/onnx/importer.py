@@ -18,6 +18,8 @@ from ..ops.core import constant, placeholder
 from ..registry import get as get_op_def
 from .common import DTYPE_NAMES, DTYPES, Attrs, Unsupported
 from .converters import CONVERTERS
+from .shape_values import CONVERTERS as SHAPE_VALUE_CONVERTERS
+from .shape_values import ShapeValue
 
 
 def _onnx():
@@ -206,6 +208,9 @@ def import_model(model, trainable: bool = False) -> ImportedModel:
         for vi in proto.graph.output:
             if vi.name not in env:
                 raise GraphflowError(f"ONNX graph output {vi.name!r} is not produced by any node")
+            if isinstance(env[vi.name], ShapeValue):
+                raise UnsupportedOpError(f"ONNX graph output {vi.name!r} is a shape known only "
+                                         "at run time")
             outputs[vi.name] = env[vi.name]
     return ImportedModel(graph, inputs, outputs, opset)
 
@@ -235,6 +240,13 @@ def _declare(g, trainable: bool) -> tuple[dict, dict]:
     return env, inputs
 
 
+def _settle(value):
+    """A ShapeValue whose entries all became known turns into a constant."""
+    if isinstance(value, ShapeValue) and value.known() is not None:
+        return constant(value.known())
+    return value
+
+
 def _gf_name(name: str) -> str:
     clean = "".join(c if c.isalnum() or c in "_-." else "_" for c in name)
     return clean or "onnx_value"
@@ -256,15 +268,22 @@ def _convert_node(node, index: int, env: dict, opset: int) -> None:
                                      "(the model is malformed or not topologically sorted)")
             inputs.append(env[name])
         attrs = Attrs({a.name: _attr_value(a, where) for a in node.attribute})
-        const = all(t is None or t.op.type == "Const" for t in inputs)
+        partial = any(isinstance(t, ShapeValue) for t in inputs)
+        const = not partial and all(t is None or t.op.type == "Const" for t in inputs)
         folded = _fold(node.op_type, fn, node, inputs, attrs, opset) if const else None
-        if folded is not None:
+        if partial:
+            rule = SHAPE_VALUE_CONVERTERS.get(node.op_type)
+            if rule is None:
+                raise Unsupported("its input is a shape known only at run time (graphflow "
+                                  "needs static shapes here)")
+            outs = [_settle(v) for v in _as_list(rule(node, inputs, attrs, opset))]
+        elif folded is not None:
             outs = [None if v is None else constant(v, name=_gf_name(node.name or node.op_type))
                     for v in folded]
         else:
             attrs.used.clear()
             with name_scope(_gf_name(node.name or node.op_type)):
-                outs = _as_list(fn(node, inputs, attrs, opset))
+                outs = [_settle(v) for v in _as_list(fn(node, inputs, attrs, opset))]
         unused = sorted(set(attrs) - attrs.used)
         if unused:
             raise Unsupported(f"attribute(s) {', '.join(unused)} are not supported")
