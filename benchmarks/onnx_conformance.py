@@ -53,7 +53,11 @@ def case_model(case):
 def case_data(case) -> list:
     """[(inputs, expected outputs)] as lists of arrays."""
     if case.data_sets is not None:
-        return [(list(i), list(o)) for i, o in case.data_sets]
+        from onnx import TensorProto, numpy_helper
+
+        def arrays(values):
+            return [numpy_helper.to_array(v) if isinstance(v, TensorProto) else v for v in values]
+        return [(arrays(i), arrays(o)) for i, o in case.data_sets]
     import glob
 
     import onnx

@@ -6,6 +6,7 @@ from .convert_elementwise import ELEMENTWISE
 from .convert_loss import LOSS
 from .convert_nn import NN
 from .convert_reduce import REDUCE
+from .convert_resize import RESIZE
 from .convert_shape import SHAPE
 
-CONVERTERS = {**ELEMENTWISE, **SHAPE, **REDUCE, **NN, **LOSS, **ATTENTION}
+CONVERTERS = {**ELEMENTWISE, **SHAPE, **REDUCE, **NN, **LOSS, **ATTENTION, **RESIZE}
