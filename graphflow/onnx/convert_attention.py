@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from .. import dtypes
 from ..graph import Tensor
 from ..ops import array as arr
 from ..ops import elementwise as ew
@@ -40,11 +41,34 @@ def _frontier(q: int, kv: int, offset: int, left: int, right: int, causal: bool)
     return allowed
 
 
+def _run_time_frontier(nonpad: Tensor, q: int, kv: int, left: int, right: int, causal: bool,
+                       dtype) -> Tensor:
+    """The [B, 1, q, kv] bias of an external cache holding nonpad[b] valid keys: key j is
+    padding when j >= nonpad[b]; query i sits at position i + nonpad[b] - q."""
+    if len(nonpad.shape) != 1 or not nonpad.dtype.is_integer:
+        raise Unsupported("nonpad_kv_seqlen must be a 1-D integer tensor")
+    lens = arr.reshape(cast(nonpad, dtypes.int64), [-1, 1, 1])
+    j = np.arange(kv)[None, :]
+    i = np.arange(q)[:, None]
+    allowed = ew.less(constant(np.broadcast_to(j, (q, kv)).astype(np.int64)), lens)
+    # diff = i + nonpad - q - j: the query's position minus the key's
+    base = constant((i - q - j).astype(np.int64))
+    if causal:
+        allowed = allowed & ew.less_equal(-base, lens)
+    if left >= 0:
+        allowed = allowed & ew.less_equal(base + lens, left)
+    if right >= 0:
+        allowed = allowed & ew.less_equal(-(base + lens), right)
+    bias = ew.where(allowed, constant(0.0, dtype), constant(-math.inf, dtype))
+    return arr.expand_dims(bias, 1)
+
+
 def _attention(node, inputs, attrs, opset):
     q, k, v = inputs[:3]
     mask, past_k, past_v = input_at(inputs, 3), input_at(inputs, 4), input_at(inputs, 5)
-    if input_at(inputs, 6) is not None:
-        raise Unsupported("nonpad_kv_seqlen (a run-time cache length)")
+    nonpad = input_at(inputs, 6)
+    if nonpad is not None and past_k is not None:
+        raise Unsupported("nonpad_kv_seqlen together with a past cache")
     if not q.dtype.is_floating or k.dtype is not q.dtype or v.dtype is not q.dtype:
         raise Unsupported("Attention needs Q, K, V of one floating dtype")
     if (past_k is None) != (past_v is None):
@@ -86,7 +110,10 @@ def _attention(node, inputs, attrs, opset):
             raise Unsupported(f"attn_mask of dtype {mask.dtype.name}")
     left, right = attrs.get("left_window_size", -1), attrs.get("right_window_size", -1)
     causal = bool(attrs.get("is_causal", 0))
-    if causal or left >= 0 or right >= 0:
+    if nonpad is not None:
+        frontier = _run_time_frontier(nonpad, q_len, kv_len, left, right, causal, q.dtype)
+        bias = frontier if bias is None else bias + frontier
+    elif causal or left >= 0 or right >= 0:
         allowed = _frontier(q_len, kv_len, offset, left, right, causal)
         frontier = constant(np.where(allowed, 0.0, -np.inf).astype(q.dtype.np))
         bias = frontier if bias is None else bias + frontier

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..graph import Tensor
 from ..ops import array as arr
+from ..ops import elementwise as ew
 from ..ops import nn as gnn
 from ..ops import reduction as red
 from ..ops.core import constant, fill_like
@@ -256,9 +257,11 @@ def _ceil_pads(sizes, kernel, strides, pads, ceil_mode: int, max_pool: bool) -> 
         padded = size + pads[i] + pads[i + n]
         floor_out = (padded - k) // s + 1
         ceil_out = -(-(padded - k) // s) + 1
+        if (ceil_out - 1) * s >= size + pads[i]:
+            ceil_out -= 1  # ONNX drops a last window that would start in the end padding
         if ceil_out != floor_out:
-            if not max_pool or (ceil_out - 1) * s >= size + pads[i]:
-                raise Unsupported("ceil_mode with a window that starts in the padding")
+            if not max_pool:
+                raise Unsupported("ceil_mode with a partial last window in AveragePool")
             pads[i + n] += (ceil_out - 1) * s + k - padded
     return pads
 
@@ -271,27 +274,72 @@ def _pool(kind: str):
         if len(node.output) > 1 and node.output[1]:
             raise Unsupported("MaxPool's Indices output")
         kernel = list(attrs["kernel_shape"])
-        strides, dilations, pads = _geometry(x, attrs, kernel)
-        if any(d != 1 for d in dilations):
-            raise Unsupported("pooling dilations other than 1")
         spatial = len(x.shape) - 2
+        if spatial < 1 or len(kernel) != spatial:
+            raise Unsupported("kernel_shape does not match the input rank")
+        strides = list(attrs.get("strides", [1] * spatial))
+        dilations = list(attrs.get("dilations", [1] * spatial))
+        pads = _window_pads(attrs, list(x.shape[2:]), kernel, strides, dilations)
         ceil_mode = attrs.get("ceil_mode", 0)
         if kind == "MaxPool":
             attrs.only("storage_order", 0)
-        pads = _ceil_pads(list(x.shape[2:]), kernel, strides, pads, ceil_mode,
-                          kind == "MaxPool")
+        include = attrs.get("count_include_pad", 0) if kind == "AveragePool" else 0
+        p = attrs.get("p", 2) if kind == "LpPool" else None
+        eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+        pads = _ceil_pads(list(x.shape[2:]), eff, strides, pads, ceil_mode, kind != "AveragePool")
+        if kind == "LpPool" or spatial > 2 or any(d != 1 for d in dilations):
+            return _pool_taps(kind, x, kernel, strides, dilations, pads, include, p)
         k2, s2 = _as2d(kernel, spatial, 1), _as2d(strides, spatial, 1)
         p2 = _pads2d(pads, spatial)
         xh = _to_nhwc(x)
         if kind == "MaxPool":
             y = gnn.max_pool2d(pad(xh, p2, "constant", -math.inf), k2, s2, "VALID")
         else:
-            include = attrs.get("count_include_pad", 0)
             y = gnn.avg_pool2d(pad(xh, p2, "constant", 0.0), k2, s2, "VALID")
             if not include and any(pads):
                 y = y * constant(_avg_scale(xh.shape[1:3], k2, s2, p2), x.dtype)
         return _from_nhwc(y, spatial)
     return convert
+
+
+def _pool_taps(kind, x, kernel, strides, dilations, pads, include, p) -> Tensor:
+    """Any-rank pooling as a max/sum over one strided slice per kernel tap."""
+    spatial = len(kernel)
+    sizes = list(x.shape[2:])
+    if None in sizes:
+        raise Unsupported("pooling with dilations or 3-D windows needs known spatial dims")
+    value = -math.inf if kind == "MaxPool" else 0.0
+    xp = pad(x, [0, 0] + pads[:spatial] + [0, 0] + pads[spatial:], "constant", value)
+    padded = list(xp.shape[2:])
+    out = [(n - ((k - 1) * d + 1)) // s + 1 for n, k, d, s in zip(padded, kernel, dilations,
+                                                                   strides)]
+    if min(out) < 1:
+        raise Unsupported("the (padded) input is smaller than the window")
+    src = ew.abs(xp) if kind == "LpPool" else xp
+    if kind == "LpPool":
+        src = ew.pow(src, float(p))
+    acc = None
+    for tap in np.ndindex(*kernel):
+        key = (slice(None), slice(None)) + tuple(
+            slice(t * d, t * d + (o - 1) * s + 1, s)
+            for t, d, o, s in zip(tap, dilations, out, strides))
+        part = src[key]
+        acc = part if acc is None else (ew.maximum(acc, part) if kind == "MaxPool" else acc + part)
+    if kind == "LpPool":
+        return ew.pow(acc, 1.0 / float(p))
+    if kind == "AveragePool":
+        count = np.zeros(out)
+        inside = np.pad(np.ones(sizes), [(pads[i], pads[i + spatial]) for i in range(spatial)])
+        if include:
+            inside = np.ones(padded)
+        for tap in np.ndindex(*kernel):
+            key = tuple(slice(t * d, t * d + (o - 1) * s + 1, s)
+                        for t, d, o, s in zip(tap, dilations, out, strides))
+            count += inside[key]
+        if (count == 0).any():
+            raise Unsupported("an AveragePool window lies entirely in the padding")
+        return acc * constant((1.0 / count).astype(x.dtype.np))
+    return acc
 
 
 def _avg_scale(hw, kernel, strides, p2) -> np.ndarray:
@@ -320,7 +368,7 @@ def _global_pool(fn):
 
 NN = {
     "MatMul": _matmul, "Gemm": _gemm, "Conv": _conv, "ConvTranspose": _conv_transpose,
-    "MaxPool": _pool("MaxPool"), "AveragePool": _pool("AveragePool"),
+    "MaxPool": _pool("MaxPool"), "AveragePool": _pool("AveragePool"), "LpPool": _pool("LpPool"),
     "GlobalAveragePool": _global_pool(red.reduce_mean),
     "GlobalMaxPool": _global_pool(red.reduce_max),
 }

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import math
 
+from .. import dtypes
 from ..graph import Tensor
 from ..ops import array as arr
 from ..ops import elementwise as ew
 from ..ops import nn as gnn
 from ..ops import reduction as red
-from ..ops.core import identity, zeros_like
+from ..ops.core import cast, identity, zeros_like
 from .common import Unsupported, input_at, norm_axis, static_ints
 
 
@@ -39,6 +40,9 @@ def _reduce(kind: str):
 
     def convert(node, inputs, attrs, opset):
         x = inputs[0]
+        as_bool = x.dtype.is_bool and kind in ("ReduceMax", "ReduceMin") and opset >= 20
+        if as_bool:
+            x = cast(x, dtypes.int32)
         if x.dtype.is_bool or float_only and not x.dtype.is_floating:
             raise Unsupported(f"{kind} of a {x.dtype.name} tensor")
         keepdims = bool(attrs.get("keepdims", 1))
@@ -51,14 +55,15 @@ def _reduce(kind: str):
             noop = bool(attrs.get("noop_with_empty_axes", 0))
         if not axes:
             if noop:
-                return identity(x)
+                return identity(inputs[0])
             axes = list(range(len(x.shape)))
         axes = sorted({norm_axis(a, len(x.shape)) for a in axes})
         if any(x.shape[a] == 0 for a in axes):
             raise Unsupported(f"{kind} over an empty axis")
         if not axes:
-            return identity(x)
-        return build(x, axes, keepdims)
+            return identity(inputs[0])
+        out = build(x, axes, keepdims)
+        return cast(out, dtypes.bool_) if as_bool else out
     return convert
 
 
@@ -200,6 +205,26 @@ def _instance_norm(node, inputs, attrs, opset):
     return y * _per_channel(scale, rank) + _per_channel(bias, rank)
 
 
+def _group_norm(node, inputs, attrs, opset):
+    x, scale, bias = inputs
+    if not x.dtype.is_floating:
+        raise Unsupported(f"GroupNormalization of {x.dtype.name}")
+    attrs.only("stash_type", 1)
+    groups = attrs["num_groups"]
+    rank = len(x.shape)
+    if rank < 3 or None in x.shape[1:] or x.shape[1] % groups:
+        raise Unsupported("GroupNormalization needs known C (a multiple of num_groups) and "
+                          "spatial dims")
+    c = x.shape[1]
+    if opset < 21:
+        raise Unsupported("GroupNormalization before opset 21 (per-group scale and bias)")
+    n = -1 if x.shape[0] is None else x.shape[0]
+    grouped = arr.reshape(x, [n, groups, -1])
+    _, d, var = _moments(grouped, [2])
+    y = arr.reshape(d * ew.rsqrt(var + attrs.get("epsilon", 1e-5)), [n] + list(x.shape[1:]))
+    return y * _per_channel(scale, rank) + _per_channel(bias, rank) if c else y
+
+
 def _rms_norm(node, inputs, attrs, opset):
     x, scale = inputs
     if not x.dtype.is_floating:
@@ -228,6 +253,6 @@ REDUCE = {kind: _reduce(kind) for kind in _REDUCE} | {
     "Softmax": _softmax_like("Softmax"), "LogSoftmax": _softmax_like("LogSoftmax"),
     "Hardmax": _softmax_like("Hardmax"),
     "BatchNormalization": _batch_norm, "LayerNormalization": _layer_norm,
-    "InstanceNormalization": _instance_norm, "RMSNormalization": _rms_norm,
+    "InstanceNormalization": _instance_norm, "GroupNormalization": _group_norm, "RMSNormalization": _rms_norm,
     "LpNormalization": _lp_norm,
 }

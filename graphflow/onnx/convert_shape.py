@@ -432,11 +432,13 @@ def _depth_to_space(node, inputs, attrs, opset):
 def _space_to_depth(node, inputs, attrs, opset):
     x = inputs[0]
     b = attrs["blocksize"]
+    mode = attrs.only("mode", "DCR", "CRD")
     n, c, h, w = x.shape
     if None in (c, h, w):
         raise Unsupported("SpaceToDepth needs known C, H, W")
     n = -1 if n is None else n
-    y = arr.transpose(arr.reshape(x, [n, c, h // b, b, w // b, b]), [0, 3, 5, 1, 2, 4])
+    perm = [0, 3, 5, 1, 2, 4] if mode == "DCR" else [0, 1, 3, 5, 2, 4]
+    y = arr.transpose(arr.reshape(x, [n, c, h // b, b, w // b, b]), perm)
     return arr.reshape(y, [n, c * b * b, h // b, w // b])
 
 
