@@ -4,9 +4,10 @@ from __future__ import annotations
 from .convert_attention import ATTENTION
 from .convert_elementwise import ELEMENTWISE
 from .convert_loss import LOSS
+from .convert_misc import MISC
 from .convert_nn import NN
 from .convert_reduce import REDUCE
 from .convert_resize import RESIZE
 from .convert_shape import SHAPE
 
-CONVERTERS = {**ELEMENTWISE, **SHAPE, **REDUCE, **NN, **LOSS, **ATTENTION, **RESIZE}
+CONVERTERS = {**ELEMENTWISE, **SHAPE, **REDUCE, **NN, **LOSS, **ATTENTION, **RESIZE, **MISC}
