@@ -78,7 +78,12 @@ class Kernel:
     def source(self) -> str:
         """The kernel's CUDA C: leading comment, helpers, then the __global__ function."""
         lines = [f"// {self.name}: {self.comment}".rstrip(": ")] if self.comment else []
-        lines += [f"//   computes {op.name} ({op.type}) defined at {op.site}" for op in self.nodes]
+        seen = set()
+        for node in self.nodes:  # lowered nodes name the user's ops they stand for
+            for op in getattr(node, "origins", [node]):
+                if op not in seen:
+                    seen.add(op)
+                    lines.append(f"//   computes {op.name} ({op.type}) defined at {op.site}")
         params = ",\n    ".join(p.declaration() for p in self.params)
         helpers = self.helper_text()
         return (

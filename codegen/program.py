@@ -1,48 +1,41 @@
-"""A compiled plan: one CUDA C translation unit for the whole graph, and how to run it.
+"""A compiled plan: one CUDA C translation unit for a lowered graph, and how to run it.
 
-Lowering walks the plan's ops in order. Host-only ops make no kernel: constants
-are uploaded once, placeholders are fed, variables live in the Session, and
-reshape-like ops alias their input's buffer. Every other op asks its emitter
-for kernels. At run time the concrete shapes (from the feeds) fill in the
-kernels' dim parameters, so a new batch size reuses the compiled module.
+Compile (once per plan): fusion groups the lowered ops into kernels (codegen/fusion.py),
+emitters write each kernel, the unit is compiled. Per shape signature (once per set of
+feed shapes): every tensor's shape, the run-time checks, the memory plan, each launch's
+grid and arguments, and the stats. A run then copies the feeds in, launches the table
+and copies the fetches out. Host-only ops make no kernel: constants are uploaded once,
+placeholders are fed, variables live in the Session (updated in place where the start-of-
+run semantics allow), and reshape-like ops alias their input's buffer.
 """
 from __future__ import annotations
 
-import json
+import hashlib
 import os
-import shutil
-import subprocess
-from dataclasses import asdict, dataclass
+import re
+from dataclasses import dataclass
 
 import numpy as np
 
 from graphflow.errors import CompileError, GraphflowError, ShapeError
-from graphflow.graph import Operation, Tensor
 from graphflow.ops.state import ASSIGN_OPS
+from graphflow.passes import LGraph, LTensor
 from graphflow.reference import infer_at_run_time
+from graphflow.variables import uninitialized_error
 
 from .devices import CompileFailed, prelude
+from .dump import KernelInfo, dump_program
 from .emit import load_all
+from .emit.fused import emit_fused
+from .fusion import ALIAS_OPS, HOST_OPS, plan_groups, variable_root
 from .kernel import EmitContext, Kernel, numel
+from .memory import plan_memory
 
 SCRATCH_DTYPES = {"float": np.float32, "double": np.float64, "int": np.int32,
                   "long long": np.int64, "unsigned int": np.uint32,
                   "unsigned long long": np.uint64, "bool": np.bool_}
-ALIAS_OPS = ("Identity", "StopGradient", "Reshape", "ReshapeLike", "ExpandDims", "Squeeze")
-HOST_OPS = ("Const", "Placeholder", "Variable", "NoOp")
 
-
-@dataclass
-class KernelInfo:
-    """What one kernel does and what its last launch cost."""
-    name: str
-    nodes: list
-    grid: tuple
-    block: tuple
-    shared_bytes: int
-    bytes_read: int
-    bytes_written: int
-    flops: int
+__all__ = ["ALIAS_OPS", "HOST_OPS", "DeviceArray", "KernelInfo", "Program", "assemble"]
 
 
 class DeviceArray:
@@ -61,10 +54,7 @@ class DeviceArray:
         return out
 
     def get(self) -> np.ndarray:
-        out = np.empty(self.shape, self.dtype)
-        if self.nbytes:
-            self.driver.memcpy_dtoh(out, self.alloc)
-        return out
+        return read_buffer(self.driver, self.alloc, self.shape, self.dtype)
 
     def copy(self) -> DeviceArray:
         out = DeviceArray(self.driver, self.shape, self.dtype)
@@ -73,14 +63,21 @@ class DeviceArray:
         return out
 
 
+def read_buffer(driver, alloc, shape, dtype) -> np.ndarray:
+    out = np.empty(shape, dtype)
+    if out.nbytes:
+        driver.memcpy_dtoh(out, alloc)
+    return out
+
+
 class RunEnv:
     """What launch-time parameters may read: concrete shapes and random streams."""
 
     def __init__(self, shapes: dict, session) -> None:
         self.shapes, self._session = shapes, session
 
-    def next_stream(self, op: Operation) -> int:
-        return self._session.next_stream(op)
+    def next_stream(self, op) -> int:
+        return self._session.next_stream(getattr(op, "state", None) or op)
 
 
 def assemble(kernels: list[Kernel]) -> str:
@@ -92,50 +89,58 @@ def assemble(kernels: list[Kernel]) -> str:
             if snippet.strip() and snippet not in seen:
                 seen.add(snippet)
                 parts.append(snippet.strip() + "\n")
-        parts.append(Kernel(k.name, k.nodes, k.params, k.body, k.launch, k.flops, k.comment)
-                     .source)
+        parts.append(Kernel(k.name, k.nodes, k.params, k.body, k.launch, k.flops, k.comment).source)
     return "\n".join(parts)
 
 
-def standalone_source(kernel: Kernel) -> str:
-    """One kernel as a .cu file that compiles by itself."""
-    return prelude("cuda") + "\n" + kernel.source
+@dataclass
+class Table:
+    """Everything about one shape signature that does not change from run to run."""
+    shapes: dict
+    buffers: dict        # tensor -> allocation (pooled intermediates and feeds)
+    launches: list       # (function, params, static args, launch) per kernel
+    infos: list
+    stats: dict
 
 
 class Program:
-    """The compiled form of one plan on one device."""
+    """The compiled form of one lowered graph on one device."""
 
-    def __init__(self, order: list[Operation], feeds: tuple, fetches: list, device: str,
-                 driver) -> None:
-        self.device, self.driver = device, driver
-        self.order, self.feeds, self.fetches = order, feeds, fetches
-        self._fed = set(feeds)
+    def __init__(self, graph: LGraph, user_fetches: list, device: str, driver,
+                 fuse: bool = True) -> None:
+        self.device, self.driver, self.graph = device, driver, graph
+        self._user_fetches = user_fetches
+        self.groups, inline = plan_groups(graph, fuse)
+        self._alias = {op.outputs[0]: op.inputs[0] for op in graph.ops if op.type in ALIAS_OPS}
         emitters = load_all()
         ctx = EmitContext()
-        self._alias: dict[Tensor, Tensor] = {}
-        for op in order:
-            if op.outputs and op.outputs[0] in self._fed:
+        fetched = graph.live_outputs()
+        users = graph.consumers()
+        for group in self.groups:
+            for op in group.ops:
+                for t in list(op.inputs) + op.outputs:
+                    if t.dtype.name == "float16":
+                        raise CompileError(f"{op.describe()}: float16 kernels are not supported yet")
+            if group.fused:
+                members = set(group.ops)
+                stored = {op.outputs[0] for op in group.ops
+                          if op.type in ASSIGN_OPS or op.outputs[0] in fetched
+                          or any(u not in members for u in users.get(op.outputs[0], []))}
+                emit_fused(ctx, group, inline, stored)
                 continue
-            if op.type in HOST_OPS:
-                continue
-            if op.type in ALIAS_OPS:
-                self._alias[op.outputs[0]] = self._root(op.inputs[0])
-                continue
-            for t in list(op.inputs) + op.outputs:
-                if t.dtype.name == "float16":
-                    raise CompileError(f"{op.describe()}: float16 kernels are not supported yet")
+            op = group.ops[0]
             emit = emitters.get(op.type)
             if emit is None:
                 raise CompileError(f"no CUDA emitter for {op.describe()}")
             emit(ctx, op)
         self.kernels = ctx.kernels
         self.source = assemble(self.kernels)
-        self._consts: dict[Tensor, DeviceArray] = {}
-        self._buffers: dict[tuple, dict] = {}
-        self._scratch_buffers: dict[tuple, DeviceArray] = {}
-        self._shape_cache: dict[tuple, dict] = {}
-        self.infos: list[KernelInfo] = []
+        self._in_place = self._plan_in_place()
+        self._consts: dict = {}
+        self._tables: dict[tuple, Table] = {}
+        self._scratch: dict = {}
         self.last_stats: dict = {}
+        self.infos: list[KernelInfo] = []
         try:
             self.module = driver.SourceModule(self.source, no_extern_c=True)
         except CompileFailed as e:
@@ -143,188 +148,220 @@ class Program:
         self._functions = [self.module.get_function(k.name) for k in self.kernels]
         dump_dir = os.environ.get("GRAPHFLOW_DUMP_DIR")
         if dump_dir:
-            self.dump(dump_dir)
+            self.dump(os.path.join(dump_dir, self.dump_name()))
 
-    def _root(self, t: Tensor) -> Tensor:
+    def root(self, t: LTensor) -> LTensor:
         while t in self._alias:
             t = self._alias[t]
         return t
 
+    def dump_name(self) -> str:
+        """A folder name for $GRAPHFLOW_DUMP_DIR: the first fetch and a short hash of the code."""
+        first = next((t.op.name for t in self.graph.fetches if t is not None),
+                     self.graph.targets[0].name if self.graph.targets else "graph")
+        tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", first)[:40]
+        return f"{tag}_{hashlib.sha256(self.source.encode()).hexdigest()[:8]}"
+
+    # ---- variables updated in place --------------------------------------------------
+    def _plan_in_place(self) -> dict:
+        """Assign output -> Variable LOp, where the kernel may write the variable's own buffer:
+        one assign for it in the plan, not fetched, and no later kernel reads its old value."""
+        assigns: dict = {}
+        for op in self.graph.ops:
+            if op.type in ASSIGN_OPS:
+                assigns.setdefault(variable_root(op.inputs[0]).op, []).append(op)
+        fetched = {self.root(t) for t in self.graph.live_outputs()}
+        writer_kernel = {}
+        for k, kernel in enumerate(self.kernels):
+            for p in kernel.params:
+                if p.kind == "out":
+                    writer_kernel[p.tensor] = k
+        in_place = {}
+        for var, ops in assigns.items():
+            out = ops[0].outputs[0]
+            if len(ops) != 1 or var.outputs[0] in fetched or out not in writer_kernel:
+                continue
+            k_write = writer_kernel[out]
+            later_read = any(self.root(p.tensor) is var.outputs[0]
+                             for kernel in self.kernels[k_write + 1:] for p in kernel.params
+                             if p.kind == "in")
+            if not later_read:
+                in_place[out] = var
+        return in_place
+
     # ---- shapes --------------------------------------------------------------------
     def shapes_for(self, feed_shapes: dict) -> dict:
         """Concrete shapes of every tensor for these feed shapes (each op's shape rule)."""
-        key = tuple(feed_shapes[t] for t in self.feeds)
-        cached = self._shape_cache.get(key)
-        if cached is not None:
-            return cached
-        shapes = dict(feed_shapes)
-        for op in self.order:
-            if not op.outputs or op.outputs[0] in shapes:
+        shapes = {}
+        for op in self.graph.ops:
+            if not op.outputs:
                 continue
             out = op.outputs[0]
-            if op.type in ("Const", "Variable", "Placeholder"):
+            if op.type == "Placeholder":
+                shapes[out] = feed_shapes[op.state.outputs[0]]
+            elif op.type in ("Const", "Variable"):
                 shapes[out] = tuple(out.shape)
-                continue
-            shapes[out] = tuple(infer_at_run_time(op, [shapes[t] for t in op.inputs]).shape)
-        self._shape_cache[key] = shapes
+            else:
+                shapes[out] = tuple(infer_at_run_time(op, [shapes[t] for t in op.inputs]).shape)
         return shapes
 
-    # ---- memory ------------------------------------------------------------------------
-    def _buffers_for(self, shapes: dict, key: tuple) -> dict:
-        """Device buffers for every kernel output and feed, one set per shape signature."""
-        if key not in self._buffers:
-            bufs = {}
-            for t in self.feeds:
-                bufs[t] = DeviceArray(self.driver, shapes[t], t.dtype.np)
-            for k in self.kernels:
-                for p in k.params:
-                    if p.kind == "out" and p.tensor not in bufs:
-                        bufs[p.tensor] = DeviceArray(self.driver, shapes[p.tensor],
-                                                     p.tensor.dtype.np)
-            self._buffers = {key: bufs}  # keep one shape signature's buffers alive
-            self._scratch_buffers = {}
-        return self._buffers[key]
+    # ---- the launch table ------------------------------------------------------------
+    def _table(self, feeds: dict) -> Table:
+        key = tuple(feeds[t].shape for t in self.graph.feeds)
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = self._build_table(feeds, key)
+        return table
 
-    def _scratch(self, p, shapes: dict, key: tuple) -> DeviceArray:
-        """A temporary buffer, kept per shape signature. Kernels of one op share it by naming
-        the same key with the same `elements` function (a two-pass reduction's partials)."""
-        slot = (key, p.name, p.value)
-        if slot not in self._scratch_buffers:
-            if p.ctype not in SCRATCH_DTYPES:
-                raise CompileError(f"scratch buffer {p.name} has unsupported type {p.ctype}")
-            count = max(1, int(p.value(shapes)))
-            self._scratch_buffers[slot] = DeviceArray(self.driver, (count,),
-                                                      SCRATCH_DTYPES[p.ctype])
-        return self._scratch_buffers[slot]
-
-    def _const(self, t: Tensor) -> DeviceArray:
-        if t not in self._consts:
-            self._consts[t] = DeviceArray.from_numpy(self.driver, t.op.attrs["value"])
-        return self._consts[t]
-
-    # ---- running -----------------------------------------------------------------------
-    def run(self, feeds: dict, session) -> tuple[dict, dict]:
-        """Launch every kernel; return (fetched numpy values, variable updates)."""
+    def _build_table(self, feeds: dict, key: tuple) -> Table:
         shapes = self.shapes_for({t: a.shape for t, a in feeds.items()})
-        key = tuple(shapes[t] for t in self.feeds)
-        bufs = self._buffers_for(shapes, key)
-        for t, value in feeds.items():
-            if bufs[t].nbytes:
-                self.driver.memcpy_htod(bufs[t].alloc, value)
-
-        def buffer(t: Tensor) -> DeviceArray:
-            t = self._root(t)
-            if t in bufs:
-                return bufs[t]
-            if t.op.type == "Const":
-                return self._const(t)
-            if t.op.type == "Variable":
-                return session._read_variable_op(t.op)
-            raise GraphflowError(f"internal error: no buffer for {t.name}")
-
-        env = RunEnv(shapes, session)
-        infos, totals = [], {"flops": 0, "bytes_moved": 0}
-        for kernel, fn in zip(self.kernels, self._functions):
+        for kernel in self.kernels:  # every run-time check before the first launch
             for check in kernel.checks:
                 problem = check(shapes)
                 if problem:
                     raise ShapeError(f"{kernel.nodes[0].describe()}: {problem}")
+        host = {t for t in shapes if t.op.type in HOST_OPS}
+        pooled = {self.root(p.tensor) for k in self.kernels for p in k.params
+                  if p.kind == "out" and p.tensor not in self._in_place} - host
+        keep = {self.root(t) for t in self.graph.live_outputs()}
+        memory = plan_memory(self.kernels, shapes, self.root, pooled, keep)
+        slots = [self.driver.mem_alloc(n) for n in memory.slot_bytes]
+        buffers = {t: slots[s] for t, s in memory.slot_of.items()}
+        for user_t, t in self.graph.feeds.items():
+            buffers[t] = self.driver.mem_alloc(max(1, feeds[user_t].nbytes))
+        launches, infos = [], []
+        totals = {"flops": 0, "bytes_moved": 0, "launches": 0}
+        scratch_bytes = 0
+        for kernel, fn in zip(self.kernels, self._functions):
             launch = kernel.launch(shapes, self.device)
             out_sizes = [numel(shapes[p.tensor]) for p in kernel.params if p.kind == "out"]
             args = []
             for p in kernel.params:
-                if p.kind in ("in", "out"):
-                    args.append(buffer(p.tensor).alloc)
-                elif p.kind == "dim":
+                if p.kind == "dim":
                     args.append(np.int64(shapes[p.tensor][p.axis]))
-                elif p.kind == "scalar":
-                    args.append(_np_scalar(p.ctype, p.value(env)))
+                elif p.kind == "scratch":
+                    buf = self._scratch_buffer(p, shapes, key)
+                    scratch_bytes += buf.nbytes
+                    args.append(buf)
                 else:
-                    args.append(self._scratch(p, shapes, key).alloc)
-            if not out_sizes or max(out_sizes) > 0:
-                fn(*args, grid=launch.grid, block=launch.block, shared=launch.shared)
+                    args.append(None)  # bound per run: buffers, variables, scalars
+            runs = not out_sizes or max(out_sizes) > 0
             read, written = kernel.bytes_moved(shapes)
             flops = int(kernel.flops(shapes))
-            infos.append(KernelInfo(kernel.name, [op.name for op in kernel.nodes],
+            if runs:
+                launches.append((fn, kernel.params, args, launch))
+                totals["launches"] += 1
+            infos.append(KernelInfo(kernel.name, [o.name for op in kernel.nodes for o in op.origins],
                                     tuple(launch.grid), tuple(launch.block), launch.shared,
                                     read, written, flops))
             totals["flops"] += flops
             totals["bytes_moved"] += read + written
-        self.infos = infos
+        stats = {"kernels": len(self.kernels), "peak_memory_bytes": memory.peak + scratch_bytes,
+                 "peak_memory_bound": memory.bound, **totals}
+        return Table(shapes, buffers, launches, infos, stats)
+
+    def _scratch_buffer(self, p, shapes: dict, key) -> DeviceArray:
+        slot = (key, p.name, p.value)
+        if slot not in self._scratch:
+            if p.ctype not in SCRATCH_DTYPES:
+                raise CompileError(f"scratch buffer {p.name} has unsupported type {p.ctype}")
+            count = max(1, int(p.value(shapes)))
+            self._scratch[slot] = DeviceArray(self.driver, (count,), SCRATCH_DTYPES[p.ctype])
+        return self._scratch[slot].alloc
+
+    def _const(self, t: LTensor):
+        if t not in self._consts:
+            self._consts[t] = DeviceArray.from_numpy(self.driver, t.op.attrs["value"])
+        return self._consts[t].alloc
+
+    # ---- running -----------------------------------------------------------------------
+    def run(self, feeds: dict, session) -> tuple[dict, dict]:
+        """Launch every kernel; return (fetched numpy values, variable updates)."""
+        table = self._table(feeds)
+        shapes = table.shapes
+        state = self._variable_buffers(session)
+        for user_t, t in self.graph.feeds.items():
+            value = feeds[user_t]
+            if value.nbytes:
+                self.driver.memcpy_htod(table.buffers[t], value)
+
+        def buffer(t: LTensor):
+            t = self.root(t)
+            if t in self._in_place:
+                return state[self._in_place[t]].alloc
+            if t in table.buffers:
+                return table.buffers[t]
+            if t.op.type == "Const":
+                return self._const(t)
+            if t.op.type == "Variable":
+                return state[t.op].alloc
+            raise GraphflowError(f"internal error: no buffer for {t.name}")
+
+        env = RunEnv(shapes, session)
+        for fn, params, static, launch in table.launches:
+            args = [a if a is not None else (
+                buffer(p.tensor) if p.kind in ("in", "out") else _np_scalar(p.ctype, p.value(env)))
+                for p, a in zip(params, static)]
+            fn(*args, grid=launch.grid, block=launch.block, shared=launch.shared)
+        self.infos = table.infos
+        self.last_stats = table.stats
         values = {}
-        for x in self.fetches:
-            if isinstance(x, Tensor):
-                values[x] = feeds[x] if x in feeds else buffer(x).get().reshape(shapes[x])
-        updates = {op.inputs[0].op: buffer(op.outputs[0]).copy()
-                   for op in self.order if op.type in ASSIGN_OPS}
-        peak = sum(b.nbytes for b in list(bufs.values()) + list(self._scratch_buffers.values()))
-        self.last_stats = {"kernels": len(self.kernels), "launches": len(self.kernels),
-                           "peak_memory_bytes": peak, **totals}
+        for user_t, t in zip(self._user_fetches, self.graph.fetches):
+            if t is None:
+                continue
+            if t.op.type == "Placeholder":
+                values[user_t] = feeds[t.op.state.outputs[0]]
+            elif t.op.type == "Const":
+                values[user_t] = np.array(t.op.attrs["value"])
+            else:
+                values[user_t] = read_buffer(self.driver, buffer(t), shapes[t], t.dtype.np)
+        updates = {}
+        for op in self.graph.ops:
+            if op.type in ASSIGN_OPS:
+                var = variable_root(op.inputs[0]).op
+                out = op.outputs[0]
+                if out in self._in_place:
+                    updates[var.state] = state[var]
+                else:
+                    fresh = DeviceArray(self.driver, shapes[out], out.dtype.np)
+                    if fresh.nbytes:
+                        self.driver.memcpy_dtod(fresh.alloc, buffer(out), fresh.nbytes)
+                    updates[var.state] = fresh
         return values, updates
+
+    def _variable_buffers(self, session) -> dict:
+        """Variable LOp -> its DeviceArray; an uninitialized one only as a plain Assign's target
+        (then it gets a new buffer, kept when the run succeeds)."""
+        state = {}
+        readers = {}
+        for op in self.graph.ops:
+            if op.type not in ALIAS_OPS:
+                for j, t in enumerate(op.inputs):
+                    if self.root(t).op.type == "Variable" and not (op.type == "Assign" and j == 0):
+                        readers.setdefault(self.root(t).op, op)
+        for op in self.graph.ops:
+            if op.type != "Variable":
+                continue
+            value = session._values.get(op.state)
+            if value is None:
+                if op in readers or op.outputs[0] in self.graph.live_outputs():
+                    reader = readers.get(op)
+                    raise uninitialized_error(op.state, reader=reader.origins[0] if reader else None)
+                value = DeviceArray(self.driver, op.attrs["shape"], op.attrs["dtype"].np)
+            state[op] = value
+        return state
 
     # ---- seeing the kernels ----------------------------------------------------------------
     def kernel_infos(self) -> list[KernelInfo]:
         if self.infos:
             return self.infos
-        return [KernelInfo(k.name, [op.name for op in k.nodes], (), (), 0, 0, 0, 0)
+        return [KernelInfo(k.name, [o.name for op in k.nodes for o in op.origins], (), (), 0, 0, 0, 0)
                 for k in self.kernels]
 
     def dump(self, directory: str) -> str:
-        """Write the translation unit, one standalone .cu per kernel, and manifest.json."""
-        os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, "graph.cu"), "w") as f:
-            f.write(self.source)
-        entries = []
-        for kernel, info in zip(self.kernels, self.kernel_infos()):
-            path = os.path.join(directory, f"{kernel.name}.cu")
-            with open(path, "w") as f:
-                f.write(standalone_source(kernel))
-            entry = asdict(info)
-            entry["file"] = os.path.basename(path)
-            entries.append(entry)
-        usage = ptxas_usage(os.path.join(directory, "graph.cu"))
-        for entry in entries:
-            if entry["name"] in usage:
-                entry["ptxas"] = usage[entry["name"]]
-        manifest = {"device": self.device, "translation_unit": "graph.cu", "kernels": entries}
-        with open(os.path.join(directory, "manifest.json"), "w") as f:
-            json.dump(manifest, f, indent=2, default=list)
-        return directory
+        return dump_program(self, directory)
 
 
 def _np_scalar(c_type: str, value):
     return {"int": np.int32, "long long": np.int64, "unsigned long long": np.uint64,
             "float": np.float32, "double": np.float64}[c_type](value)
-
-
-def ptxas_usage(cu_path: str, arch: str = "sm_80") -> dict:
-    """Registers, spills and shared memory per kernel from ptxas, when nvcc is on PATH."""
-    nvcc = shutil.which("nvcc")
-    if nvcc is None:
-        return {}
-    result = subprocess.run([nvcc, f"-arch={arch}", "-c", "-o", os.devnull, "--resource-usage",
-                             cu_path], capture_output=True, text=True)
-    return parse_ptxas(result.stderr + result.stdout)
-
-
-def parse_ptxas(text: str) -> dict:
-    import re
-    usage, current = {}, None
-    for line in text.splitlines():
-        m = re.search(r"Compiling entry function '(\w+)'|Function properties for (\w+)", line)
-        if m:
-            current = m.group(1) or m.group(2)
-            usage.setdefault(current, {})
-            continue
-        if current is None:
-            continue
-        spill = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
-        if spill:
-            usage[current]["spill_stores"] = int(spill.group(1))
-            usage[current]["spill_loads"] = int(spill.group(2))
-        regs = re.search(r"Used (\d+) registers", line)
-        if regs:
-            usage[current]["registers"] = int(regs.group(1))
-            smem = re.search(r"(\d+) bytes smem", line)
-            usage[current]["shared_bytes"] = int(smem.group(1)) if smem else 0
-    return usage

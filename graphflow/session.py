@@ -157,6 +157,8 @@ class Session:
                  optimize: bool = True) -> None:
         self.graph = graph or get_default_graph()
         self.device = resolve_device(device)
+        from .passes import selected_passes
+        selected_passes(optimize)  # an unknown pass name fails here, where it was given
         self.optimize = optimize
         self._values: dict[Operation, np.ndarray] = {}
         self._streams: dict[Operation, int] = {}
@@ -213,8 +215,11 @@ class Session:
                                 f"{op.outputs[0].dtype.name}")
         plan = Plan(list(leaves), feeds, order)
         if self.device != "reference":
-            from graphflow.codegen.program import Program
-            plan.program = Program(order, feeds, list(leaves), self.device, _driver(self.device))
+            from .codegen.program import Program
+            from .passes import lower, run_passes, selected_passes
+            names, fuse = selected_passes(self.optimize)
+            lowered = run_passes(lower(order, list(leaves), feeds), names)
+            plan.program = Program(lowered, list(leaves), self.device, _driver(self.device), fuse)
         return plan
 
     def _execute(self, plan: Plan, feeds: dict) -> list:
@@ -339,7 +344,8 @@ class Compiled:
         return {"kernels": last.get("kernels", 0), "launches": last.get("launches", 0),
                 "ops": last.get("ops", len(self._plan.order)),
                 "bytes_moved": last.get("bytes_moved", 0), "flops": last.get("flops", 0),
-                "peak_memory_bytes": last.get("peak_memory_bytes", 0)}
+                "peak_memory_bytes": last.get("peak_memory_bytes", 0),
+                "peak_memory_bound": last.get("peak_memory_bound", 0)}
 
 
 _sessions = threading.local()

@@ -124,7 +124,7 @@ def test_runtime_broadcast_of_a_none_dim_is_refused_not_wrong():
 def test_kernels_are_readable_and_dumped(tmp_path):
     x = gf.placeholder(gf.float32, [None, 8], name="inputs")
     y = gf.nn.relu(x + 1.0, name="act")
-    with gf.Session(device="cpu") as s:
+    with gf.Session(device="cpu", optimize=False) as s:  # one kernel per op
         f = s.make_callable(y, [x])
         f(np.ones((2, 8), np.float32))
         assert "computes act (Relu) defined at" in f.source and __file__ in f.source
@@ -146,7 +146,9 @@ def test_dump_dir_environment_variable(tmp_path, monkeypatch):
     x = gf.placeholder(gf.float32, [2])
     with gf.Session(device="cpu") as s:
         s.run(gf.exp(x), {x: np.zeros(2)})
-    assert (tmp_path / "dump" / "graph.cu").exists()
+        s.run(gf.exp(x) + 1.0, {x: np.zeros(2)})
+    folders = sorted(os.listdir(tmp_path / "dump"))  # one folder per compile, never mixed
+    assert len(folders) == 2 and all((tmp_path / "dump" / d / "graph.cu").exists() for d in folders)
 
 
 def test_compile_error_carries_compiler_message(monkeypatch):

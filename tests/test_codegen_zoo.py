@@ -240,7 +240,7 @@ def test_nvcc_compiles_every_kernel_variant_and_dumped_training_step(tmp_path):
     outputs = [p.communicate()[0] for p in procs]
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-5000:]
-    from graphflow.codegen.program import parse_ptxas
+    from graphflow.codegen.dump import parse_ptxas
     usage = parse_ptxas("\n".join(outputs))
     heavy = [k for k in usage if k.startswith(("gemm", "reduce", "softmax", "layer_norm"))]
     assert heavy, sorted(usage)

@@ -1,0 +1,289 @@
+"""Fusion: decide kernel boundaries for the whole lowered graph.
+
+Elementwise ops fuse vertically (producer into consumer: one kernel, the intermediate stays
+in a register) when they share an iteration space, and independent elementwise groups fuse
+horizontally (one launch, one segment each: all of an optimizer's updates become one kernel).
+Every other op keeps its own template kernel(s). The rules, each checked here:
+
+- a group is convex: no path leaves it and comes back (else the merged graph has a cycle);
+- members of a segment have the segment's shape, or are one element (computed once per
+  thread before the loop: Adam's bias-corrected learning rate, `1 - beta1`);
+- a variable read before its update (start-of-run semantics) is read in an earlier kernel, or
+  at the same index in the updating segment; never hoisted where the same kernel writes it;
+- a kernel's parameter block stays within CUDA's limit.
+
+$GRAPHFLOW_DEBUG=fusion prints every decision with its reason.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import networkx as nx
+
+from graphflow.graph import _default_name
+from graphflow.ops.state import ASSIGN_OPS
+from graphflow.passes import LGraph, LOp, LTensor
+
+from .emit.elementwise import SCALAR
+
+ALIAS_OPS = ("Identity", "StopGradient", "Reshape", "ReshapeLike", "ExpandDims", "Squeeze")
+HOST_OPS = ("Const", "Placeholder", "Variable", "NoOp")
+ELEMENTWISE = set(SCALAR) | {"Cast", "FillLike", "AddN", "ReducedSize"}
+MAX_PARAMS = 200  # CUDA allows 4 KiB of parameters (32 KiB on Volta+); pointers are 8 bytes
+
+
+def is_one_element(t: LTensor) -> bool:
+    return None not in t.shape and all(d == 1 for d in t.shape)
+
+
+@dataclass(eq=False)
+class Group:
+    """One kernel's worth of ops: a template op, or fused elementwise segments."""
+
+    ops: list[LOp]
+    fused: bool
+    segments: list[list[LOp]] = field(default_factory=list)
+
+    @property
+    def first(self) -> int:
+        return min(op.id for op in self.ops)
+
+    def shape(self) -> tuple | None:
+        """The iteration shape of a single-segment elementwise group (None: one element)."""
+        big = [op.outputs[0].shape for op in self.ops if not is_one_element(op.outputs[0])]
+        return tuple(big[0]) if big else None
+
+    def title(self) -> str:
+        return "+".join(op.name for op in self.ops[:3]) + ("..." if len(self.ops) > 3 else "")
+
+
+class Debug:
+    def __init__(self) -> None:
+        self.on = "fusion" in os.environ.get("GRAPHFLOW_DEBUG", "").split(",")
+        self.lines: list[str] = []
+
+    def __call__(self, text: str) -> None:
+        self.lines.append(text)
+        if self.on:
+            print(f"[fusion] {text}")
+
+
+def variable_root(t: LTensor) -> LTensor:
+    while t.op.type in ALIAS_OPS:
+        t = t.op.inputs[0]
+    return t
+
+
+def inlinable(op: LOp) -> bool:
+    """A one-element elementwise op without effects: recomputed where used (cheap), never a
+    kernel of its own unless its value leaves the fused code."""
+    return op.type in ELEMENTWISE and op.type not in ASSIGN_OPS and bool(op.outputs) \
+        and is_one_element(op.outputs[0])
+
+
+def expand(t: LTensor, inline: set) -> list[LTensor]:
+    """The tensors a use of t loads: t itself, or the leaves of its inlined chain."""
+    out, stack, seen = [], [t], set()
+    while stack:
+        x = stack.pop()
+        if x in seen:
+            continue
+        seen.add(x)
+        if x.op in inline:
+            stack.extend(_loaded_inputs(x.op))
+        else:
+            out.append(x)
+    return out
+
+
+def _loaded_inputs(op: LOp) -> list[LTensor]:
+    """Inputs an elementwise op reads values from (shape references and assign targets are not)."""
+    if op.type in ("BroadcastLike", "FillLike", "ReducedSize"):
+        return list(op.inputs[:1]) if op.type == "BroadcastLike" else []
+    if op.type == "Assign":
+        return [op.inputs[1]]
+    return list(op.inputs)
+
+
+def external_reads(ops: list[LOp], inline: set) -> list[tuple[LTensor, bool]]:
+    """(tensor, through an inlined chain) for every value the ops read from outside them."""
+    inside = {op.outputs[0] for op in ops if op.outputs}
+    reads = []
+    for op in ops:
+        for t in (_loaded_inputs(op) if op.type in ELEMENTWISE else op.inputs):
+            if t in inside:
+                continue
+            leaves = expand(t, inline)
+            reads += [(x, x is not t) for x in leaves if x not in inside]
+    return reads
+
+
+def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
+    """(groups of ops in launch order, the one-element ops inlined where used).
+    Host and alias ops make no kernel."""
+    debug = Debug()
+    users = graph.consumers()
+    fetched = graph.live_outputs()
+    inline = set()
+    if fuse:
+        for op in graph.ops:
+            if inlinable(op) and all(x.op in inline or x.op.type in HOST_OPS for x in op.inputs
+                                     if x in _loaded_inputs(op)):
+                inline.add(op)
+    ops = [op for op in graph.ops if op.type not in HOST_OPS and op.type not in ALIAS_OPS]
+    group_of: dict[LOp, Group] = {}
+    groups: list[Group] = []
+    for op in ops:
+        if op in inline and op.outputs[0] not in fetched and all(
+                u.type in ELEMENTWISE for u in users.get(op.outputs[0], [])):
+            debug(f"inline {op.name} ({op.type}): one element, recomputed where it is used")
+            continue
+        g = Group([op], op.type in ELEMENTWISE and fuse, [[op]])
+        group_of[op] = g
+        groups.append(g)
+    dag = _group_dag(graph, group_of, groups, inline)
+    if fuse:
+        _fuse_vertically(graph, group_of, groups, dag, inline, debug)
+        _fuse_horizontally(groups, dag, inline, debug)
+    order = list(nx.lexicographical_topological_sort(dag, key=lambda g: g.first))
+    for g in order:
+        for seg in g.segments:
+            seg.sort(key=lambda op: op.id)
+        g.ops = [op for seg in g.segments for op in seg]
+    return order, inline
+
+
+def _group_dag(graph: LGraph, group_of: dict, groups: list, inline: set) -> nx.DiGraph:
+    """Data edges between groups, plus read-before-update edges for variables."""
+    dag = nx.DiGraph()
+    dag.add_nodes_from(groups)
+    readers: dict[LOp, set] = {}
+    for g in groups:
+        for t, _ in external_reads(g.ops, inline):
+            root = variable_root(t)
+            if root.op in group_of and group_of[root.op] is not g:
+                dag.add_edge(group_of[root.op], g)
+            if root.op.type == "Variable":
+                readers.setdefault(root.op, set()).add(g)
+    for g in groups:
+        for op in g.ops:
+            if op.type in ASSIGN_OPS:
+                for r in readers.get(variable_root(op.inputs[0]).op, ()):
+                    if r is not g:
+                        dag.add_edge(r, g)
+    return dag
+
+
+def _merge_creates_cycle(dag: nx.DiGraph, a: Group, b: Group) -> bool:
+    """Would contracting a and b make a cycle? Only via a path a -> x -> b (or b -> x -> a)."""
+    for src, dst in ((a, b), (b, a)):
+        for s in dag.successors(src):
+            if s is not dst and nx.has_path(dag, s, dst):
+                return True
+    return False
+
+
+def _contract(dag: nx.DiGraph, keep: Group, gone: Group, group_of: dict, groups: list) -> None:
+    for p in list(dag.predecessors(gone)):
+        if p is not keep:
+            dag.add_edge(p, keep)
+    for s in list(dag.successors(gone)):
+        if s is not keep:
+            dag.add_edge(keep, s)
+    dag.remove_node(gone)
+    groups.remove(gone)
+    for op in gone.ops:
+        group_of[op] = keep
+
+
+def _hazard(ops: list[LOp], shape, inline: set) -> str | None:
+    """Why one segment of `ops` cannot update a variable it also reads, or None. Safe only
+    when each element is read and written by the same thread (or one thread does all)."""
+    if shape is None:
+        return None
+    written = {variable_root(op.inputs[0]).op: op for op in ops if op.type in ASSIGN_OPS}
+    for t, inlined in external_reads(ops, inline):
+        root = variable_root(t)
+        if root.op in written and (inlined or t is not root or tuple(root.shape) != shape
+                                   or is_one_element(root)):
+            return f"{root.op.name} is read (not element by element) where " \
+                   f"{written[root.op].name} updates it"
+    return None
+
+
+def _params(ops: list[LOp], inline: set) -> int:
+    return len({t for t, _ in external_reads(ops, inline)}) + len(ops)
+
+
+def _fuse_vertically(graph, group_of, groups, dag, inline, debug) -> None:
+    for op in [op for op in graph.ops if op in group_of and group_of[op].fused]:
+        for t in op.inputs:
+            producer = group_of.get(t.op)
+            mine = group_of[op]
+            if producer is None or producer is mine or not producer.fused:
+                continue
+            reason = _why_not_vertical(producer, mine, dag, inline)
+            if reason:
+                debug(f"keep {producer.title()} | {mine.title()} apart: {reason}")
+                continue
+            debug(f"fuse {producer.title()} -> {mine.title()}: elementwise, same iteration space")
+            mine.ops = producer.ops + mine.ops
+            mine.segments = [mine.ops]
+            _contract(dag, mine, producer, group_of, groups)
+
+
+def _why_not_vertical(a: Group, b: Group, dag, inline) -> str | None:
+    sa, sb = a.shape(), b.shape()
+    if sa != sb:
+        shown = [list(s) if s is not None else "one element" for s in (sa, sb)]
+        return f"iteration spaces differ ({shown[0]} vs {shown[1]})"
+    if _merge_creates_cycle(dag, a, b):
+        return "a path between them leaves the group (fusing would make a cycle)"
+    hazard = _hazard(a.ops + b.ops, sa, inline)
+    if hazard:
+        return hazard
+    if _params(a.ops + b.ops, inline) > MAX_PARAMS:
+        return "the parameter block would exceed CUDA's limit"
+    return None
+
+
+def _fuse_horizontally(groups, dag, inline, debug) -> None:
+    """Merge independent elementwise groups of the same kind (updates with updates, others by
+    depth), so each merge joins work that is ready at the same time."""
+    depth: dict = {}
+    for g in nx.topological_sort(dag):
+        depth[g] = 1 + max((depth[p] for p in dag.predecessors(g)), default=0)
+    updates = lambda g: any(op.type in ASSIGN_OPS for op in g.ops)  # noqa: E731
+    fused = sorted((g for g in groups if g.fused), key=lambda g: (not updates(g), depth[g], g.first))
+    buckets: list[Group] = []
+    for g in fused:
+        for bucket in buckets:
+            if updates(bucket) != updates(g) or (not updates(g) and depth[bucket] != depth[g]):
+                continue
+            if dag.has_edge(bucket, g) or dag.has_edge(g, bucket) or _merge_creates_cycle(dag, bucket, g):
+                continue
+            if _params(bucket.ops + g.ops, inline) > MAX_PARAMS:
+                continue
+            debug(f"fuse {g.title()} beside {bucket.title()}: independent elementwise groups "
+                  "(one launch, one segment each)")
+            bucket.ops = bucket.ops + g.ops
+            bucket.segments = bucket.segments + g.segments
+            _contract(dag, bucket, g, {}, groups)
+            break
+        else:
+            buckets.append(g)
+
+
+def kernel_base_name(group: Group) -> str:
+    """What the kernel computes: the op types fused into it, or the optimizer it updates."""
+    types = []
+    for op in group.ops:
+        name = _default_name(op.type)
+        if name not in types:
+            types.append(name)
+    if any(op.type in ASSIGN_OPS for op in group.ops):
+        scopes = {op.origins[0].name.split("/")[0] for op in group.ops if op.type in ASSIGN_OPS}
+        scope = scopes.pop().lower() if len(scopes) == 1 else "assign"
+        return f"{scope}_update_all" if len(group.segments) > 1 else f"{scope}_update"
+    return "fused_" + "_".join(types[:4]) if len(group.ops) > 1 else types[0]

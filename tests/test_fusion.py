@@ -1,0 +1,141 @@
+"""Fusion and memory planning on the cpu device, against the numpy reference: that fusion
+happened (kernel counts), that it is right, and what it must never do."""
+import numpy as np
+import pytest
+
+import graphflow as gf
+
+
+def compiled(fetches, feeds, optimize=True):
+    s = gf.Session(device="cpu", optimize=optimize)
+    s.run(gf.global_variables_initializer())
+    return s, s.make_callable(fetches, feeds)
+
+
+def reference(fetches, feed):
+    with gf.Session(device="reference") as s:
+        s.run(gf.global_variables_initializer())
+        return s.run(fetches, feed)
+
+
+def test_elementwise_chain_with_fan_out_is_one_kernel():
+    x = gf.placeholder(gf.float32, [None, 16])
+    b = gf.constant(np.linspace(-1, 1, 16, dtype=np.float32))
+    h = gf.tanh(x * 2.0 + b)
+    outs = [gf.nn.relu(h), gf.exp(h) - h, gf.sigmoid(x) * h]
+    xv = np.random.default_rng(0).standard_normal((5, 16)).astype(np.float32)
+    s, f = compiled(outs, [x])
+    got = f(xv)
+    assert [k.name for k in f.kernels] == ["fused_mul_add_tanh_relu_0"]
+    assert f.stats["launches"] == 1
+    for a, b_ in zip(got, reference(outs, {x: xv})):
+        np.testing.assert_allclose(a, b_, rtol=1e-6, atol=1e-6)
+    s.close()
+
+
+def test_fused_kernel_comment_names_every_user_op():
+    x = gf.placeholder(gf.float32, [4], name="x")
+    y = gf.nn.relu(x * 3.0 + 1.0, name="act")
+    s, f = compiled(y, [x])
+    f(np.ones(4, np.float32))
+    for name in ("mul", "add", "act"):
+        assert f"computes {name} (" in f.source
+    assert __file__ in f.source
+    s.close()
+
+
+def test_optimizer_updates_fuse_horizontally_and_update_in_place():
+    x = gf.placeholder(gf.float32, [None, 6])
+    y = gf.placeholder(gf.int32, [None])
+    w1 = gf.Variable(gf.initializers.glorot_uniform(seed=1)((6, 8)))
+    b1 = gf.Variable(np.zeros(8, np.float32))
+    w2 = gf.Variable(gf.initializers.glorot_uniform(seed=2)((8, 3)))
+    logits = gf.nn.relu(x @ w1 + b1) @ w2
+    loss = gf.reduce_mean(gf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+    train = gf.train.AdamOptimizer(0.05).minimize(loss)
+    rng = np.random.default_rng(1)
+    xv, yv = rng.standard_normal((10, 6)).astype(np.float32), rng.integers(0, 3, 10).astype(np.int32)
+    with gf.Session(device="reference") as ref:
+        ref.run(gf.global_variables_initializer())
+        want = [ref.run([loss, train], {x: xv, y: yv})[0] for _ in range(4)] + [ref.run(w1)]
+    s, f = compiled([loss, train], [x, y])
+    buffers = {v.op: s._values[v.op] for v in gf.global_variables()}
+    got = [f(xv, yv)[0] for _ in range(4)] + [s.run(w1)]
+    np.testing.assert_allclose(got[:4], want[:4], rtol=1e-5)
+    np.testing.assert_allclose(got[4], want[4], rtol=1e-5, atol=1e-6)
+    updates = [k.name for k in f.kernels if "update" in k.name]
+    assert updates == ["adam_update_all_0", "adam_update_all_1"]  # all slots; the beta powers
+    assert all(s._values[op] is buf for op, buf in buffers.items())  # updated in place
+    s.close()
+
+
+def test_fetching_a_variable_and_its_update_in_one_run_keeps_start_of_run_value():
+    v = gf.Variable(np.arange(3, dtype=np.float32))
+    upd = v.assign(v * 2.0 + 1.0)
+    s, f = compiled([v, upd], [])
+    old, new = f()
+    np.testing.assert_array_equal(old, [0, 1, 2])
+    np.testing.assert_array_equal(new, [1, 3, 5])
+    np.testing.assert_array_equal(s.run(v), [1, 3, 5])
+    s.close()
+
+
+def test_one_element_chains_are_computed_once_not_per_variable():
+    x = gf.placeholder(gf.float32, [None, 4])
+    ws = [gf.Variable(np.full((4, 4), i + 1.0, np.float32)) for i in range(3)]
+    loss = gf.add_n([gf.reduce_sum(x @ w) for w in ws])
+    train = gf.train.AdamOptimizer(0.01).minimize(loss)
+    s, f = compiled([train], [x])
+    f(np.ones((2, 4), np.float32))
+    # lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t): CSE makes it one chain, inlined once per kernel
+    update = next(k for k in f._plan.program.kernels if k.name == "adam_update_all_0")
+    assert update.body.count("sqrtf(") == 1 + 3  # the lr_t chain once, then sqrt(v) per variable
+    s.close()
+
+
+def test_memory_plan_reuses_buffers_and_reports_the_bound():
+    x = gf.placeholder(gf.float32, [64, 64])
+    h = x
+    for _ in range(6):
+        h = gf.tanh(gf.matmul(h, h) * 0.01 + 1.0)
+    s_on, f_on = compiled(h, [x])
+    s_off, f_off = compiled(h, [x], optimize=False)
+    xv = np.eye(64, dtype=np.float32)
+    np.testing.assert_allclose(f_on(xv), f_off(xv), rtol=1e-6)
+    on, off = f_on.stats, f_off.stats
+    assert on["launches"] < off["launches"] and on["bytes_moved"] < off["bytes_moved"]
+    assert on["peak_memory_bound"] <= on["peak_memory_bytes"] <= 1.2 * on["peak_memory_bound"]
+    assert on["peak_memory_bytes"] < 6 * 64 * 64 * 4  # six layers' outputs share two buffers
+    s_on.close()
+    s_off.close()
+
+
+def test_fusion_never_crosses_a_broadcast_of_a_runtime_size_one_dim():
+    a = gf.placeholder(gf.float32, [None])
+    b = gf.placeholder(gf.float32, [None])
+    y = gf.exp(a) + b
+    s, f = compiled(y, [a, b])
+    with pytest.raises(gf.errors.ShapeError):
+        f(np.ones(1, np.float32), np.ones(4, np.float32))
+    np.testing.assert_allclose(f(np.zeros(3, np.float32), np.ones(3, np.float32)), 2.0)
+    s.close()
+
+
+def test_debug_fusion_explains_decisions(monkeypatch, capsys):
+    monkeypatch.setenv("GRAPHFLOW_DEBUG", "fusion")
+    x = gf.placeholder(gf.float32, [3, 4])
+    y = gf.reduce_sum(gf.exp(x) * 2.0, axis=1) + gf.constant(np.ones(3, np.float32))
+    s, f = compiled(y, [x])
+    f(np.ones((3, 4), np.float32))
+    out = capsys.readouterr().out
+    assert "[fusion] fuse exp -> mul: elementwise, same iteration space" in out
+    s.close()
+
+
+def test_no_fusion_is_one_kernel_per_op():
+    x = gf.placeholder(gf.float32, [8])
+    y = gf.exp(x * 2.0) + 1.0
+    s, f = compiled(y, [x], optimize=False)
+    f(np.ones(8, np.float32))
+    assert [k.name for k in f.kernels] == ["mul_0", "exp_0", "add_0"]
+    s.close()
