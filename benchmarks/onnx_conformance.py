@@ -10,6 +10,7 @@ NaN; integers and booleans exactly).
     python benchmarks/onnx_conformance.py                       # reference and cpu, all cases
     python benchmarks/onnx_conformance.py --devices reference -k conv --verbose
     python benchmarks/onnx_conformance.py --write-manifest tests/onnx_manifest.json
+    python benchmarks/onnx_conformance.py --light --devices reference   # onnx's light models
 """
 from __future__ import annotations
 
@@ -118,6 +119,44 @@ def run_case(case, device: str, model=None) -> tuple[str, str]:
         return "crashed", f"{type(e).__name__}: {e}"
 
 
+LIGHT = {"bvlc_alexnet": 1e-3, "densenet121": 2e-3, "inception_v1": 1e-3, "inception_v2": 1e-3,
+         "resnet50": 1e-3, "shufflenet": 1e-3, "squeezenet": 1e-3, "vgg19": 1e-3,
+         "zfnet512": 1e-3}
+
+
+def run_light(name: str, device: str) -> tuple[str, str]:
+    """One of the light models shipped with onnx's test data, run as onnx's backend runner does:
+    input arange(n)/n, expected output from light_<name>_output_0.pb, rtol as onnx sets it."""
+    import os
+
+    import onnx
+    from onnx import numpy_helper
+    base = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light",
+                        f"light_{name}")
+    try:
+        m = gf.onnx.import_model(base + ".onnx")
+        feeds = {}
+        for key, t in m.inputs.items():
+            shape = [1 if d is None else d for d in t.shape]
+            feeds[key] = (np.arange(np.prod(shape)).reshape(shape) / np.prod(shape)).astype(np.float32)
+        t = onnx.TensorProto()
+        with open(base + "_output_0.pb", "rb") as f:
+            t.ParseFromString(f.read())
+        expected = numpy_helper.to_array(t)
+        got = next(iter(m.run(feeds, device=device).values()))
+        if got.shape != expected.shape:
+            return "wrong", f"shape {got.shape} != {expected.shape}"
+        if not np.allclose(got, expected, rtol=LIGHT[name], atol=1e-7):
+            return "wrong", f"max abs error {np.abs(got - expected).max():.3g}"
+        return "passed", ""
+    except UnsupportedOpError as e:
+        return "unsupported", str(e)
+    except GraphflowError as e:
+        return "refused", f"{type(e).__name__}: {e}"
+    except Exception as e:  # noqa: BLE001
+        return "crashed", f"{type(e).__name__}: {e}"
+
+
 def missing_op(detail: str) -> str:
     m = re.search(r"ONNX op (\w+)", detail)
     reason = "dtype" if "ONNX dtype" in detail else "op" if "no converter" in detail else "attr"
@@ -133,11 +172,23 @@ def main(argv=None) -> int:
     p.add_argument("--devices", default="reference,cpu")
     p.add_argument("-k", dest="keyword", default=None, help="only cases whose name contains this")
     p.add_argument("--verbose", action="store_true", help="print every case that does not pass")
+    p.add_argument("--light", action="store_true",
+                   help="run the light models shipped with onnx's test data instead")
     p.add_argument("--write-manifest", default=None,
                    help="write the cases that pass on every device (with their ops) to this file")
     args = p.parse_args(argv)
     devices = args.devices.split(",")
     gf.reset_default_graph()
+    if args.light:
+        bad = 0
+        for name in LIGHT:
+            for device in devices:
+                started = time.time()
+                outcome, detail = run_light(name, device)
+                bad += outcome != "passed"
+                print(f"  light_{name:13s} {device:9s} {outcome:8s} {time.time() - started:6.1f} s "
+                      f"{detail[:200]}", flush=True)
+        return 1 if bad else 0
     cases = load_cases(keyword=args.keyword)
     results = {d: collections.Counter() for d in devices}
     missing = collections.Counter()
