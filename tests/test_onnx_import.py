@@ -234,3 +234,26 @@ def test_conv_pool_batchnorm_against_numpy():
                     for i in range(npd.shape[2] - 1)] for ch in range(6)] for b in range(2)])
     for device in ("reference", "cpu"):
         np.testing.assert_allclose(m.run({"x": x}, device=device)["y"], y, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_bidirectional_recurrent_layers_match_onnxruntime(kind):
+    ort = pytest.importorskip("onnxruntime")
+    gates = {"LSTM": 4, "GRU": 3}[kind]
+    seq, batch, size, hidden = 5, 2, 3, 4
+    w = RNG.standard_normal((2, gates * hidden, size)).astype(np.float32) * 0.5
+    r = RNG.standard_normal((2, gates * hidden, hidden)).astype(np.float32) * 0.5
+    b = RNG.standard_normal((2, 2 * gates * hidden)).astype(np.float32) * 0.5
+    attrs = {"linear_before_reset": 1} if kind == "GRU" else {}
+    model = _model([helper.make_node(kind, ["x", "w", "r", "b"], ["y", "y_h"], hidden_size=hidden,
+                                     direction="bidirectional", **attrs)],
+                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [seq, batch, size])],
+                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                    helper.make_tensor_value_info("y_h", TensorProto.FLOAT, None)],
+                   [numpy_helper.from_array(a, n) for a, n in ((w, "w"), (r, "r"), (b, "b"))])
+    x = RNG.standard_normal((seq, batch, size)).astype(np.float32)
+    expected = ort.InferenceSession(model.SerializeToString(),
+                                    providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    got = gf.onnx.import_model(model).run({"x": x}, device="reference")
+    np.testing.assert_allclose(got["y"], expected[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got["y_h"], expected[1], rtol=1e-4, atol=1e-5)

@@ -8,6 +8,7 @@ from .convert_misc import MISC
 from .convert_nn import NN
 from .convert_reduce import REDUCE
 from .convert_resize import RESIZE
+from .convert_rnn import RNN
 from .convert_shape import SHAPE
 
-CONVERTERS = {**ELEMENTWISE, **SHAPE, **REDUCE, **NN, **LOSS, **ATTENTION, **RESIZE, **MISC}
+CONVERTERS = {**ELEMENTWISE, **SHAPE, **REDUCE, **NN, **LOSS, **ATTENTION, **RESIZE, **MISC, **RNN}
