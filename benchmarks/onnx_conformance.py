@@ -40,7 +40,8 @@ def load_cases(names=None, keyword: str | None = None) -> list:
         wanted = set(names)
         cases = [c for c in cases if c.name in wanted]
     if keyword:
-        cases = [c for c in cases if keyword in c.name]
+        words = keyword.split(",")
+        cases = [c for c in cases if any(w in c.name for w in words)]
     return cases
 
 
@@ -170,7 +171,7 @@ def case_ops(case) -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--devices", default="reference,cpu")
-    p.add_argument("-k", dest="keyword", default=None, help="only cases whose name contains this")
+    p.add_argument("-k", dest="keyword", default=None, help="only cases whose name contains this (or any of a,b,c)")
     p.add_argument("--verbose", action="store_true", help="print every case that does not pass")
     p.add_argument("--light", action="store_true",
                    help="run the light models shipped with onnx's test data instead")
