@@ -171,7 +171,8 @@ def case_ops(case) -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--devices", default="reference,cpu")
-    p.add_argument("-k", dest="keyword", default=None, help="only cases whose name contains this (or any of a,b,c)")
+    p.add_argument("-k", dest="keyword", default=None,
+                   help="only cases whose name contains this (or any of a,b,c)")
     p.add_argument("--verbose", action="store_true", help="print every case that does not pass")
     p.add_argument("--light", action="store_true",
                    help="run the light models shipped with onnx's test data instead")
