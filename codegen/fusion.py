@@ -44,6 +44,8 @@ class Group:
     ops: list[LOp]
     fused: bool
     segments: list[list[LOp]] = field(default_factory=list)
+    epilogue: list[LOp] = field(default_factory=list)  # elementwise ops applied to a template's output
+    prologue: list[LOp] = field(default_factory=list)  # elementwise ops computing a template's input
 
     @property
     def first(self) -> int:
@@ -145,13 +147,71 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
     dag = _group_dag(graph, group_of, groups, inline)
     if fuse:
         _fuse_vertically(graph, group_of, groups, dag, inline, debug)
+        _fuse_epilogues(graph, group_of, groups, dag, debug)
+        _fuse_prologues(group_of, groups, dag, debug)
         _fuse_horizontally(groups, dag, inline, debug)
     order = list(nx.lexicographical_topological_sort(dag, key=lambda g: g.first))
     for g in order:
         for seg in g.segments:
             seg.sort(key=lambda op: op.id)
-        g.ops = [op for seg in g.segments for op in seg]
+        g.epilogue.sort(key=lambda op: op.id)
+        g.prologue.sort(key=lambda op: op.id)
+        g.ops = g.prologue + [op for seg in g.segments for op in seg] + g.epilogue
     return order, inline
+
+
+EPILOGUE_TEMPLATES = ("MatMul",)
+PROLOGUE_TEMPLATES = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "SumToLike")
+
+
+def _fuse_prologues(group_of, groups, dag, debug) -> None:
+    """A reduction computes the elementwise group that produces its input while it loads it
+    (each element is visited once, so values other kernels need are stored on the way)."""
+    for g in list(groups):
+        if g.fused or g.ops[0].type not in PROLOGUE_TEMPLATES or g not in dag:
+            continue
+        x = g.ops[0].inputs[0]
+        p = group_of.get(x.op)
+        if p is None or not p.fused or len(p.segments) != 1 or p not in dag:
+            continue
+        if p.shape() != tuple(x.shape) or any(op.type in ASSIGN_OPS for op in p.ops):
+            continue
+        if _merge_creates_cycle(dag, p, g):
+            debug(f"keep {p.title()} | {g.title()} apart: a path between them leaves the group")
+            continue
+        debug(f"fuse {p.title()} into the loads of {g.title()}: computed as the reduction reads it")
+        g.prologue = list(p.ops)
+        g.ops = p.ops + g.ops
+        _contract(dag, g, p, group_of, groups)
+
+
+def _fuse_epilogues(graph, group_of, groups, dag, debug) -> None:
+    """A template kernel applies the elementwise group that consumes its output, in
+    registers, before storing (a GEMM's bias, activation, residual, activation derivative)."""
+    users = graph.consumers()
+    for g in list(groups):
+        if g.fused or g.ops[0].type not in EPILOGUE_TEMPLATES or g not in dag:
+            continue
+        out = g.ops[0].outputs[0]
+        takers = {group_of[u] for u in users.get(out, []) if u in group_of}
+        candidates = [c for c in takers if c.fused and len(c.segments) == 1]
+        if len(candidates) != 1:
+            continue
+        e = candidates[0]
+        if e.shape() != tuple(out.shape):
+            debug(f"keep {g.title()} | {e.title()} apart: the elementwise group does not iterate "
+                  "over the GEMM's output")
+            continue
+        if any(op.type in ASSIGN_OPS for op in e.ops):
+            continue
+        if _merge_creates_cycle(dag, g, e):
+            debug(f"keep {g.title()} | {e.title()} apart: a path between them leaves the group")
+            continue
+        debug(f"fuse {e.title()} into the epilogue of {g.title()}: elementwise on each output "
+              "element before it is stored")
+        g.epilogue = list(e.ops)
+        g.ops = g.ops + e.ops
+        _contract(dag, g, e, group_of, groups)
 
 
 def _group_dag(graph: LGraph, group_of: dict, groups: list, inline: set) -> nx.DiGraph:

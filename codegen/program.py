@@ -29,6 +29,7 @@ from .emit import load_all
 from .emit.fused import emit_fused
 from .fusion import ALIAS_OPS, HOST_OPS, plan_groups, variable_root
 from .kernel import EmitContext, Kernel, numel
+from .launch import HostStep, LaunchTable
 from .memory import plan_memory
 
 SCRATCH_DTYPES = {"float": np.float32, "double": np.float64, "int": np.int32,
@@ -85,6 +86,9 @@ def assemble(kernels: list[Kernel]) -> str:
     parts = [f"// graphflow translation unit: {len(kernels)} kernels\n", prelude("cuda")]
     seen = set()
     for k in kernels:
+        if k.host is not None:  # runs on the host between kernels; named here for the reader
+            parts.append(f"// host step {k.name}: {k.comment}\n")
+            continue
         for snippet in k.helpers:
             if snippet.strip() and snippet not in seen:
                 seen.add(snippet)
@@ -93,14 +97,59 @@ def assemble(kernels: list[Kernel]) -> str:
     return "\n".join(parts)
 
 
+def emit_kernels(graph: LGraph, device: str, fuse: bool = True) -> tuple[list, set, list[Kernel]]:
+    """Fusion groups, the inlined one-element ops, and the kernels for `device` ('cpu' picks
+    the cpu schedules; any other name the GPU's). Nothing is compiled."""
+    groups, inline = plan_groups(graph, fuse)
+    emitters = load_all()
+    ctx = EmitContext(device=device)
+    fetched = graph.live_outputs()
+    users = graph.consumers()
+    for group in groups:
+        for op in group.ops:
+            for t in list(op.inputs) + op.outputs:
+                if t.dtype.name == "float16":
+                    raise CompileError(f"{op.describe()}: float16 kernels are not supported yet")
+        if group.fused:
+            emit_fused(ctx, group, inline, stored_outputs(group, fetched, users))
+            continue
+        op = group.segments[0][0]  # the template op (prologue and epilogue ops around it)
+        emit = emitters.get(op.type)
+        if emit is None:
+            raise CompileError(f"no CUDA emitter for {op.describe()}")
+        stored = stored_outputs(group, fetched, users)
+        if group.epilogue:
+            emit(ctx, op, epilogue=(group.epilogue, inline, stored))
+        elif group.prologue:
+            emit(ctx, op, prologue=(group.prologue, inline, stored))
+        else:
+            emit(ctx, op)
+    return groups, inline, ctx.kernels
+
+
+def stored_outputs(group, fetched: set, users: dict) -> set:
+    """Outputs of a group's ops that must reach memory: effects, fetches, and values any op
+    outside the group reads."""
+    members = set(group.ops)
+    return {op.outputs[0] for op in group.ops
+            if op.type in ASSIGN_OPS or op.outputs[0] in fetched
+            or any(u not in members for u in users.get(op.outputs[0], []))}
+
+
 @dataclass
 class Table:
     """Everything about one shape signature that does not change from run to run."""
     shapes: dict
     buffers: dict        # tensor -> allocation (pooled intermediates and feeds)
-    launches: list       # (function, params, static args, launch) per kernel
+    sequence: object     # the driver's prepared launch sequence
+    variable_args: list  # (launch, argument, Variable LOp): bound when its buffer changes
+    scalar_args: list    # (launch, argument, Param): computed each run (random streams)
     infos: list
     stats: dict
+    bound: dict = None   # (launch, argument) -> allocation bound now
+
+
+SMALL_WORK = 1 << 20  # flops + bytes under which a launch runs on one OS thread
 
 
 class Program:
@@ -110,32 +159,21 @@ class Program:
                  fuse: bool = True) -> None:
         self.device, self.driver, self.graph = device, driver, graph
         self._user_fetches = user_fetches
-        self.groups, inline = plan_groups(graph, fuse)
+        self.groups, inline, self.kernels = emit_kernels(graph, device, fuse)
         self._alias = {op.outputs[0]: op.inputs[0] for op in graph.ops if op.type in ALIAS_OPS}
-        emitters = load_all()
-        ctx = EmitContext()
-        fetched = graph.live_outputs()
-        users = graph.consumers()
-        for group in self.groups:
-            for op in group.ops:
-                for t in list(op.inputs) + op.outputs:
-                    if t.dtype.name == "float16":
-                        raise CompileError(f"{op.describe()}: float16 kernels are not supported yet")
-            if group.fused:
-                members = set(group.ops)
-                stored = {op.outputs[0] for op in group.ops
-                          if op.type in ASSIGN_OPS or op.outputs[0] in fetched
-                          or any(u not in members for u in users.get(op.outputs[0], []))}
-                emit_fused(ctx, group, inline, stored)
-                continue
-            op = group.ops[0]
-            emit = emitters.get(op.type)
-            if emit is None:
-                raise CompileError(f"no CUDA emitter for {op.describe()}")
-            emit(ctx, op)
-        self.kernels = ctx.kernels
         self.source = assemble(self.kernels)
         self._in_place = self._plan_in_place()
+        self._assigns = [op for op in graph.ops if op.type in ASSIGN_OPS]
+        self._variables = [op for op in graph.ops if op.type == "Variable"]
+        self._readers = {}  # Variable LOp -> the first op reading its start-of-run value
+        for op in graph.ops:
+            if op.type not in ALIAS_OPS:
+                for j, t in enumerate(op.inputs):
+                    if self.root(t).op.type == "Variable" and not (op.type == "Assign" and j == 0):
+                        self._readers.setdefault(self.root(t).op, op)
+        for t in graph.live_outputs():
+            if self.root(t).op.type == "Variable":
+                self._readers.setdefault(self.root(t).op, self.root(t).op)
         self._consts: dict = {}
         self._tables: dict[tuple, Table] = {}
         self._scratch: dict = {}
@@ -145,7 +183,7 @@ class Program:
             self.module = driver.SourceModule(self.source, no_extern_c=True)
         except CompileFailed as e:
             raise CompileError(f"{e}\n(full source: {e.source_path})") from None
-        self._functions = [self.module.get_function(k.name) for k in self.kernels]
+        self._functions = [None if k.host else self.module.get_function(k.name) for k in self.kernels]
         dump_dir = os.environ.get("GRAPHFLOW_DUMP_DIR")
         if dump_dir:
             self.dump(os.path.join(dump_dir, self.dump_name()))
@@ -229,36 +267,53 @@ class Program:
         buffers = {t: slots[s] for t, s in memory.slot_of.items()}
         for user_t, t in self.graph.feeds.items():
             buffers[t] = self.driver.mem_alloc(max(1, feeds[user_t].nbytes))
-        launches, infos = [], []
+        entries, infos, variable_args, scalar_args = [], [], [], []
         totals = {"flops": 0, "bytes_moved": 0, "launches": 0}
         scratch_bytes = 0
+        threads = self.driver.thread_count()
         for kernel, fn in zip(self.kernels, self._functions):
             launch = kernel.launch(shapes, self.device)
             out_sizes = [numel(shapes[p.tensor]) for p in kernel.params if p.kind == "out"]
+            read, written = kernel.bytes_moved(shapes)
+            flops = int(kernel.flops(shapes))
+            infos.append(KernelInfo(kernel.name, [o.name for op in kernel.nodes for o in op.origins],
+                                    tuple(launch.grid), tuple(launch.block), launch.shared,
+                                    read, written, flops))
+            totals["flops"] += flops
+            totals["bytes_moved"] += read + written
+            if not ((not out_sizes or max(out_sizes) > 0) and kernel.active(shapes)):
+                continue
             args = []
-            for p in kernel.params:
+            for j, p in enumerate(kernel.params):
                 if p.kind == "dim":
                     args.append(np.int64(shapes[p.tensor][p.axis]))
                 elif p.kind == "scratch":
                     buf = self._scratch_buffer(p, shapes, key)
                     scratch_bytes += buf.nbytes
                     args.append(buf)
+                elif p.kind == "scalar":
+                    scalar_args.append((len(entries), j, p))
+                    args.append(None)
                 else:
-                    args.append(None)  # bound per run: buffers, variables, scalars
-            runs = not out_sizes or max(out_sizes) > 0
-            read, written = kernel.bytes_moved(shapes)
-            flops = int(kernel.flops(shapes))
-            if runs:
-                launches.append((fn, kernel.params, args, launch))
-                totals["launches"] += 1
-            infos.append(KernelInfo(kernel.name, [o.name for op in kernel.nodes for o in op.origins],
-                                    tuple(launch.grid), tuple(launch.block), launch.shared,
-                                    read, written, flops))
-            totals["flops"] += flops
-            totals["bytes_moved"] += read + written
+                    t = self.root(p.tensor)
+                    if t in self._in_place or t.op.type == "Variable":
+                        variable_args.append((len(entries), j, self._in_place.get(t, t.op)))
+                        args.append(None)
+                    elif t.op.type == "Const":
+                        args.append(self._const(t))
+                    else:
+                        args.append(buffers[t])
+            if kernel.host is not None:
+                entries.append(("host", HostStep(kernel.host, args, shapes)))
+                continue
+            small = flops + read + written < SMALL_WORK
+            entries.append(("kernel", (fn, args, launch.grid, launch.block, launch.shared,
+                                       1 if small else threads)))
+            totals["launches"] += 1
         stats = {"kernels": len(self.kernels), "peak_memory_bytes": memory.peak + scratch_bytes,
                  "peak_memory_bound": memory.bound, **totals}
-        return Table(shapes, buffers, launches, infos, stats)
+        return Table(shapes, buffers, LaunchTable(entries, self.driver.prepare), variable_args,
+                     scalar_args, infos, stats, {})
 
     def _scratch_buffer(self, p, shapes: dict, key) -> DeviceArray:
         slot = (key, p.name, p.value)
@@ -278,33 +333,39 @@ class Program:
     def run(self, feeds: dict, session) -> tuple[dict, dict]:
         """Launch every kernel; return (fetched numpy values, variable updates)."""
         table = self._table(feeds)
-        shapes = table.shapes
         state = self._variable_buffers(session)
         for user_t, t in self.graph.feeds.items():
             value = feeds[user_t]
             if value.nbytes:
                 self.driver.memcpy_htod(table.buffers[t], value)
-
-        def buffer(t: LTensor):
-            t = self.root(t)
-            if t in self._in_place:
-                return state[self._in_place[t]].alloc
-            if t in table.buffers:
-                return table.buffers[t]
-            if t.op.type == "Const":
-                return self._const(t)
-            if t.op.type == "Variable":
-                return state[t.op].alloc
-            raise GraphflowError(f"internal error: no buffer for {t.name}")
-
-        env = RunEnv(shapes, session)
-        for fn, params, static, launch in table.launches:
-            args = [a if a is not None else (
-                buffer(p.tensor) if p.kind in ("in", "out") else _np_scalar(p.ctype, p.value(env)))
-                for p, a in zip(params, static)]
-            fn(*args, grid=launch.grid, block=launch.block, shared=launch.shared)
+        sequence = table.sequence
+        for k, j, var in table.variable_args:
+            alloc = state[var].alloc
+            if table.bound.get((k, j)) is not alloc:
+                sequence.set_arg(k, j, alloc)
+                table.bound[(k, j)] = alloc
+        if table.scalar_args:
+            env = RunEnv(table.shapes, session)
+            for k, j, p in table.scalar_args:
+                sequence.set_arg(k, j, _np_scalar(p.ctype, p.value(env)))
+        sequence.run()
         self.infos = table.infos
         self.last_stats = table.stats
+        return self._fetch(feeds, table, state), self._updates(table, state)
+
+    def _buffer(self, t: LTensor, table: Table, state: dict):
+        t = self.root(t)
+        if t in self._in_place:
+            return state[self._in_place[t]].alloc
+        if t in table.buffers:
+            return table.buffers[t]
+        if t.op.type == "Const":
+            return self._const(t)
+        if t.op.type == "Variable":
+            return state[t.op].alloc
+        raise GraphflowError(f"internal error: no buffer for {t.name}")
+
+    def _fetch(self, feeds: dict, table: Table, state: dict) -> dict:
         values = {}
         for user_t, t in zip(self._user_fetches, self.graph.fetches):
             if t is None:
@@ -314,39 +375,31 @@ class Program:
             elif t.op.type == "Const":
                 values[user_t] = np.array(t.op.attrs["value"])
             else:
-                values[user_t] = read_buffer(self.driver, buffer(t), shapes[t], t.dtype.np)
+                values[user_t] = read_buffer(self.driver, self._buffer(t, table, state),
+                                             table.shapes[t], t.dtype.np)
+        return values
+
+    def _updates(self, table: Table, state: dict) -> dict:
+        """Variable op -> its buffer after the run. An assign not done in place is copied into
+        the variable's buffer now that every read of the old value is done."""
         updates = {}
-        for op in self.graph.ops:
-            if op.type in ASSIGN_OPS:
-                var = variable_root(op.inputs[0]).op
-                out = op.outputs[0]
-                if out in self._in_place:
-                    updates[var.state] = state[var]
-                else:
-                    fresh = DeviceArray(self.driver, shapes[out], out.dtype.np)
-                    if fresh.nbytes:
-                        self.driver.memcpy_dtod(fresh.alloc, buffer(out), fresh.nbytes)
-                    updates[var.state] = fresh
-        return values, updates
+        for op in self._assigns:
+            var, out = variable_root(op.inputs[0]).op, op.outputs[0]
+            target = state[var]
+            if out not in self._in_place and target.nbytes:
+                self.driver.memcpy_dtod(target.alloc, self._buffer(out, table, state), target.nbytes)
+            updates[var.state] = target
+        return updates
 
     def _variable_buffers(self, session) -> dict:
         """Variable LOp -> its DeviceArray; an uninitialized one only as a plain Assign's target
         (then it gets a new buffer, kept when the run succeeds)."""
         state = {}
-        readers = {}
-        for op in self.graph.ops:
-            if op.type not in ALIAS_OPS:
-                for j, t in enumerate(op.inputs):
-                    if self.root(t).op.type == "Variable" and not (op.type == "Assign" and j == 0):
-                        readers.setdefault(self.root(t).op, op)
-        for op in self.graph.ops:
-            if op.type != "Variable":
-                continue
+        for op in self._variables:
             value = session._values.get(op.state)
             if value is None:
-                if op in readers or op.outputs[0] in self.graph.live_outputs():
-                    reader = readers.get(op)
-                    raise uninitialized_error(op.state, reader=reader.origins[0] if reader else None)
+                if op in self._readers:
+                    raise uninitialized_error(op.state, reader=self._readers[op].origins[0])
                 value = DeviceArray(self.driver, op.attrs["shape"], op.attrs["dtype"].np)
             state[op] = value
         return state

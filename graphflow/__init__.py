@@ -6,7 +6,11 @@
     with gf.Session() as sess:
         sess.run(train_op, {x: batch})
 """
+<<<<<<< HEAD
 from . import errors, initializers, nn, onnx, train
+=======
+from . import data, errors, initializers, io, nn, train
+>>>>>>> main
 from .autodiff import add_n, gradients
 from .clip import clip_by_global_norm, global_norm
 from .dtypes import DType, as_dtype, bool_, float16, float32, float64, int32, int64
@@ -98,6 +102,13 @@ from .ops.reduction import (
                     reduce_sum,
 )
 from .session import Compiled, Session, get_default_session
+from .variable_scope import (
+                    AUTO_REUSE,
+                    VariableScope,
+                    get_variable,
+                    get_variable_scope,
+                    variable_scope,
+)
 from .variables import (
                     Variable,
                     assign,
@@ -112,7 +123,11 @@ from .variables import (
 __version__ = "0.1.0"
 
 __all__ = [
+<<<<<<< HEAD
     "errors", "initializers", "nn", "onnx", "train", "add_n", "gradients", "clip_by_global_norm",
+=======
+    "data", "errors", "initializers", "io", "nn", "train", "add_n", "gradients", "clip_by_global_norm",
+>>>>>>> main
     "global_norm", "DType", "as_dtype", "bool_", "float16", "float32", "float64", "int32", "int64",
     "Graph", "Operation", "Tensor", "TensorShape", "control_dependencies", "get_default_graph",
     "name_scope", "reset_default_graph", "broadcast_to", "concat", "cumsum", "expand_dims",
@@ -126,6 +141,7 @@ __all__ = [
     "reduce_mean", "reduce_min", "reduce_sum", "Compiled", "Session", "get_default_session",
     "Variable", "assign", "assign_add", "assign_sub", "global_variables",
     "global_variables_initializer", "trainable_variables", "variables_initializer",
+    "AUTO_REUSE", "VariableScope", "get_variable", "get_variable_scope", "variable_scope",
     "clip_by_value", "ceil", "floor", "log1p", "round", "pad", "slice", "split", "tile", "unstack",
     "reduce_logsumexp", "reduce_prod",
 ]

@@ -15,18 +15,22 @@ class DType:
 
     @property
     def is_floating(self) -> bool:
+        """True for float16, float32, float64."""
         return self.np.kind == "f"
 
     @property
     def is_integer(self) -> bool:
+        """True for int32, int64."""
         return self.np.kind in "iu"
 
     @property
     def is_bool(self) -> bool:
+        """True for bool."""
         return self.np.kind == "b"
 
     @property
     def size(self) -> int:
+        """Bytes per element."""
         return self.np.itemsize
 
     def __repr__(self) -> str:

@@ -25,5 +25,18 @@ class DeviceError(GraphflowError):
     """A device is missing, unusable, or cannot do what was asked."""
 
 
+class GraphFileError(GraphflowError, ValueError):
+    """A saved graph (gf.io) or checkpoint file that cannot be read: truncated, corrupt,
+    from a newer graphflow, or missing."""
+
+
+class NotSupportedError(GraphflowError, NotImplementedError):
+    """A TF1 argument or feature graphflow accepts by name but does not support (yet)."""
+
+
+class VariableReuseError(GraphflowError, ValueError):
+    """get_variable broke a reuse rule: a name made twice, or shared before it exists."""
+
+
 class UnsupportedOpError(GraphflowError):
     """An ONNX op, attribute value or dtype that graphflow cannot run (raised at import)."""

@@ -38,18 +38,22 @@ class TensorShape(tuple):
     """A static shape: a tuple whose dims are ints or None (unknown)."""
 
     def as_list(self) -> list:
+        """The dims as a list (None for unknown dims)."""
         return list(self)
 
     @property
     def ndims(self) -> int:
+        """The rank."""
         return len(self)
 
     rank = ndims
 
     def is_fully_defined(self) -> bool:
+        """True when no dim is None."""
         return all(d is not None for d in self)
 
     def num_elements(self) -> int | None:
+        """The product of the dims, or None when a dim is unknown."""
         if not self.is_fully_defined():
             return None
         n = 1
@@ -74,20 +78,25 @@ class Tensor:
 
     @property
     def shape(self) -> TensorShape:
+        """The static shape (dims may be None)."""
         return self._shape
 
     def get_shape(self) -> TensorShape:
+        """The static shape (TF1's spelling of .shape)."""
         return self._shape
 
     @property
     def name(self) -> str:
+        """'op_name:index', unique in the graph."""
         return f"{self.op.name}:{self.value_index}"
 
     @property
     def graph(self) -> Graph:
+        """The graph this tensor belongs to."""
         return self.op.graph
 
     def spec(self) -> Spec:
+        """(shape, dtype) as the shape rules see it."""
         return Spec(tuple(self._shape), self.dtype)
 
     def __repr__(self) -> str:
@@ -107,6 +116,7 @@ class Tensor:
     __hash__ = object.__hash__
 
     def eval(self, feed_dict=None, session=None):
+        """This tensor's value, run in `session` (else the default session)."""
         from .session import get_default_session
         return (session or get_default_session()).run(self, feed_dict)
 
@@ -129,15 +139,18 @@ class Operation:
 
     @property
     def op_def(self) -> registry.OpDef:
+        """The registry entry of this op's type."""
         return registry.get(self.type)
 
     def describe(self) -> str:
+        """"op 'name' (Type, defined at file:line)", for error messages."""
         return f"op '{self.name}' ({self.type}, defined at {self.site})"
 
     def __repr__(self) -> str:
         return f"<gf.Operation '{self.name}' type={self.type}>"
 
     def run(self, feed_dict=None, session=None) -> None:
+        """Run this op in `session` (else the default session)."""
         from .session import get_default_session
         (session or get_default_session()).run(self, feed_dict)
 
@@ -157,6 +170,7 @@ class Graph:
 
     # ---- naming -------------------------------------------------------
     def unique_name(self, base: str, scoped: bool = True) -> str:
+        """`base` under the current name scope, with a _N suffix if taken."""
         if scoped and self._scope_stack:
             base = self._scope_stack[-1] + base
         count = self._names.get(base, 0)
@@ -172,6 +186,7 @@ class Graph:
 
     @contextlib.contextmanager
     def name_scope(self, name: str | None) -> Iterator[str]:
+        """Prefix the names of ops made inside the block with `name/`."""
         if name is None or name == "":
             self._scope_stack.append("")
             try:
@@ -189,6 +204,7 @@ class Graph:
     # ---- control dependencies ------------------------------------------
     @contextlib.contextmanager
     def control_dependencies(self, ops: Iterable | None) -> Iterator[None]:
+        """Ops made inside the block run after `ops` (None clears outer dependencies)."""
         if ops is None:  # TF1: None clears the enclosing dependencies
             saved, self._control_stack = self._control_stack, []
             try:
@@ -252,15 +268,18 @@ class Graph:
 
     # ---- queries -------------------------------------------------------
     def get_operations(self) -> list[Operation]:
+        """Every op, in creation order."""
         return list(self._ops)
 
     def get_operation_by_name(self, name: str) -> Operation:
+        """The op named `name`; KeyError if none."""
         for op in self._ops:
             if op.name == name:
                 return op
         raise KeyError(f"no op named {name!r} in this graph")
 
     def get_tensor_by_name(self, name: str) -> Tensor:
+        """The tensor named like 'op_name:0'; KeyError if none."""
         op_name, _, index = name.rpartition(":")
         if not op_name or not index.isdigit():
             raise KeyError(f"{name!r} is not a tensor name like 'x:0'")
@@ -271,13 +290,16 @@ class Graph:
 
     @property
     def version(self) -> int:
+        """The number of ops so far (grows as ops are added)."""
         return len(self._ops)
 
     def finalize(self) -> None:
+        """Make the graph read-only: adding an op then raises."""
         self._finalized = True
 
     @property
     def finalized(self) -> bool:
+        """True after finalize()."""
         return self._finalized
 
     def as_networkx(self) -> nx.DiGraph:
@@ -316,6 +338,7 @@ class Graph:
 
     @contextlib.contextmanager
     def as_default(self) -> Iterator[Graph]:
+        """Make this the default graph inside the block."""
         _stack().append(self)
         try:
             yield self
@@ -346,11 +369,13 @@ def _stack() -> list[Graph]:
 
 
 def get_default_graph() -> Graph:
+    """The graph new ops go into: the innermost `as_default()` one, else the global default."""
     stack = _stack()
     return stack[-1] if stack else _default_graph
 
 
 def reset_default_graph() -> None:
+    """Replace the global default graph by an empty one."""
     global _default_graph
     if _stack():
         raise GraphflowError("reset_default_graph() called inside a `with graph.as_default()` block")

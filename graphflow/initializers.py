@@ -25,29 +25,35 @@ def _fans(shape: tuple) -> tuple[int, int]:
 
 
 def zeros() -> Initializer:
+    """init(shape, dtype) -> zeros."""
     return lambda shape, dtype=float32: core.zeros(normalize_shape(shape), as_dtype(dtype))
 
 
 def ones() -> Initializer:
+    """init(shape, dtype) -> ones."""
     return lambda shape, dtype=float32: core.ones(normalize_shape(shape), as_dtype(dtype))
 
 
 def constant(value=0.0) -> Initializer:
+    """init(shape, dtype) -> `value` broadcast to shape."""
     return lambda shape, dtype=float32: core.constant(value, as_dtype(dtype),
                                                       shape=normalize_shape(shape))
 
 
 def random_normal(mean: float = 0.0, stddev: float = 1.0, seed: int | None = None) -> Initializer:
+    """init(shape, dtype) -> Normal(mean, stddev) draws (Philox, the same on every device)."""
     return lambda shape, dtype=float32: random.random_normal(shape, mean, stddev, dtype, seed)
 
 
 def truncated_normal(mean: float = 0.0, stddev: float = 1.0,
                      seed: int | None = None) -> Initializer:
+    """init(shape, dtype) -> Normal(mean, stddev) draws, redrawn beyond two stddevs."""
     return lambda shape, dtype=float32: random.truncated_normal(shape, mean, stddev, dtype, seed)
 
 
 def random_uniform(minval: float = 0.0, maxval: float = 1.0,
                    seed: int | None = None) -> Initializer:
+    """init(shape, dtype) -> uniform draws in [minval, maxval)."""
     return lambda shape, dtype=float32: random.random_uniform(shape, minval, maxval, dtype, seed)
 
 
@@ -82,6 +88,7 @@ def glorot_uniform(seed: int | None = None) -> Initializer:
 
 
 def glorot_normal(seed: int | None = None) -> Initializer:
+    """Truncated normal with stddev sqrt(2 / (fan_in + fan_out)) (TF's glorot_normal)."""
     return variance_scaling(1.0, "fan_avg", "truncated_normal", seed)
 
 
@@ -91,4 +98,5 @@ def he_normal(seed: int | None = None) -> Initializer:
 
 
 def he_uniform(seed: int | None = None) -> Initializer:
+    """Uniform in +-sqrt(6 / fan_in) (TF's he_uniform)."""
     return variance_scaling(2.0, "fan_in", "uniform", seed)

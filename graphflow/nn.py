@@ -5,13 +5,14 @@ from .graph import Tensor
 from .ops.array import gather
 from .ops.composite import (
     batch_normalization,
+    elu,
     l2_loss,
     leaky_relu,
     moments,
     sigmoid_cross_entropy_with_logits,
 )
 from .ops.core import as_tensor, zeros_like
-from .ops.elementwise import elu, gelu, relu, sigmoid, silu, softplus, tanh, where
+from .ops.elementwise import gelu, relu, sigmoid, silu, softplus, tanh, where
 from .ops.nn import (
     avg_pool2d,
     conv2d,

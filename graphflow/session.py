@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import reference
-from .errors import DeviceError, FeedError, GraphflowError
+from .errors import DeviceError, FeedError, GraphflowError, NotSupportedError
 from .graph import Graph, Operation, Tensor, get_default_graph
 from .variables import uninitialized_error
 
@@ -77,6 +77,13 @@ def _rebuild(template, values: list) -> Any:
     return kind(built)
 
 
+def _fetched(value):
+    """A fetched value as the user sees it: a 0-d result is a numpy scalar (np.float32), as in TF1."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value[()]
+    return value
+
+
 def _resolve_fetch(item, graph: Graph) -> Tensor | Operation:
     if isinstance(item, str):
         try:
@@ -91,6 +98,17 @@ def _resolve_fetch(item, graph: Graph) -> Tensor | Operation:
         return item
     raise TypeError(f"cannot fetch {item!r}: fetches are Tensors, Operations, their names, "
                     "or lists/tuples/dicts of them")
+
+
+def _check_run_arguments(options, run_metadata) -> None:
+    """TF1's run(options=, run_metadata=): refused rather than silently ignored."""
+    if options is not None:
+        raise NotSupportedError(f"Session.run(options={options!r}): graphflow has no run options "
+                                "(TF1's RunOptions); pass options=None")
+    if run_metadata is not None:
+        raise NotSupportedError("Session.run(run_metadata=...): graphflow does not collect run "
+                                "metadata yet; pass run_metadata=None (per-kernel counts are in "
+                                "sess.make_callable(...).stats)")
 
 
 # ---- feeds ------------------------------------------------------------------------
@@ -171,8 +189,10 @@ class Session:
 
     # ---- running ----------------------------------------------------------------
     def run(self, fetches, feed_dict: dict | None = None, options=None, run_metadata=None):
-        """Evaluate fetches (nested lists/tuples/dicts of Tensors/Operations) and apply updates."""
+        """Evaluate fetches (nested lists/tuples/dicts of Tensors/Operations) and apply updates.
+        `options` and `run_metadata` (TF1's) must be None: graphflow supports neither yet."""
         self._check_open()
+        _check_run_arguments(options, run_metadata)
         self._watch_growth()
         leaves: list = []
         template = _flatten(fetches, self.graph, leaves)
@@ -191,26 +211,26 @@ class Session:
         feed_list = [_resolve_feed_key(k, self.graph) for k in (feed_list or [])]
         if len(set(feed_list)) != len(feed_list):
             raise FeedError("feed_list names the same tensor twice")
-        plan = self._plan(leaves, tuple(sorted(feed_list, key=lambda t: t.op.id)))
+        plan = self._plan(leaves, tuple(sorted(feed_list, key=lambda t: t.op.id)), "feed_list")
         return Compiled(self, plan, template, feed_list)
 
-    def _plan(self, leaves: list, feeds: tuple) -> Plan:
+    def _plan(self, leaves: list, feeds: tuple, feed_arg: str = "feed_dict") -> Plan:
         key = (tuple(id(x) for x in leaves), tuple(id(t) for t in feeds))
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._build_plan(leaves, feeds)
+            plan = self._build_plan(leaves, feeds, feed_arg)
             self._plans[key] = plan
             self.compile_count += 1
         return plan
 
-    def _build_plan(self, leaves: list, feeds: tuple) -> Plan:
+    def _build_plan(self, leaves: list, feeds: tuple, feed_arg: str = "feed_dict") -> Plan:
         targets = [x.op if isinstance(x, Tensor) else x for x in leaves]
         order = self.graph.subgraph_order(targets, set(feeds))
         for op in order:
             if op.type == "Placeholder" and op.outputs[0] not in feeds:
                 users = [x.name for x in leaves]
                 raise FeedError(f"placeholder '{op.name}' (defined at {op.site}) must be fed: "
-                                f"fetching {', '.join(users)} needs it; add it to feed_dict "
+                                f"fetching {', '.join(users)} needs it; add it to {feed_arg} "
                                 f"with shape {list(op.outputs[0].shape)} and dtype "
                                 f"{op.outputs[0].dtype.name}")
         plan = Plan(list(leaves), feeds, order)
@@ -230,7 +250,7 @@ class Session:
             fetch_ops = {x.op if isinstance(x, Tensor) else x for x in plan.fetches}
             values, updates, plan.stats = reference.execute(self, plan.order, feeds, fetch_ops)
         self._values.update(updates)
-        return [values[x] if isinstance(x, Tensor) else None for x in plan.fetches]
+        return [_fetched(values[x]) if isinstance(x, Tensor) else None for x in plan.fetches]
 
     def _watch_growth(self) -> None:
         version = self.graph.version
@@ -261,10 +281,12 @@ class Session:
         return count
 
     def variable_value(self, var: Tensor) -> np.ndarray:
+        """A copy of `var`'s current value in this Session (numpy)."""
         value = self._read_variable_op(var.op)
         return value.get() if hasattr(value, "get") else value.copy()
 
     def set_variable(self, var: Tensor, value) -> None:
+        """Set `var`'s value in this Session directly (no graph op)."""
         self.set_variables({var: value})
 
     def set_variables(self, assignments: dict) -> None:
@@ -282,12 +304,14 @@ class Session:
             raise GraphflowError("this Session is closed")
 
     def close(self) -> None:
+        """Free this Session's values and compiled plans; it cannot run afterwards."""
         self._closed = True
         self._values.clear()
         self._plans.clear()
 
     @contextlib.contextmanager
     def as_default(self):
+        """Make this the default session inside the block (for Tensor.eval)."""
         _session_stack().append(self)
         try:
             yield self
@@ -358,6 +382,7 @@ def _session_stack() -> list:
 
 
 def get_default_session() -> Session:
+    """The innermost Session entered with `with`; GraphflowError if none."""
     stack = _session_stack()
     if not stack:
         raise GraphflowError("no default session: use `with gf.Session() as sess:` or pass "

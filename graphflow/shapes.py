@@ -25,24 +25,33 @@ def broadcast_shapes(*shapes: tuple) -> tuple:
     return tuple(out)
 
 
+def axis_error(message: str) -> ShapeError:
+    """A ShapeError for a bad axis argument, ending with the user's file:line."""
+    from .graph import definition_site  # graph does not import this module back
+    return ShapeError(f"{message} (at {definition_site()})")
+
+
 def normalize_axis(axis, rank: int, what: str = "axis", allow_end: bool = False) -> int:
-    """A single axis in [0, rank) (or [0, rank] for insertion points)."""
+    """A single axis in [0, rank) (or [0, rank] for insertion points). `what` names the op's
+    argument (e.g. 'argmax axis'); errors add the user's file:line."""
     if not isinstance(axis, numbers.Integral) or isinstance(axis, bool):
-        raise ShapeError(f"{what} must be an int, got {axis!r}")
+        raise axis_error(f"{what} must be an int, got {axis!r}")
     limit = rank + 1 if allow_end else rank
     if not -limit <= axis < limit:
-        raise ShapeError(f"{what} {axis} is out of range for a tensor of rank {rank}")
+        valid = f"[{-limit}, {limit})" if limit else "none: the tensor is a scalar"
+        raise axis_error(f"{what} {axis} is out of range for a tensor of rank {rank} "
+                         f"(valid: {valid})")
     return int(axis) % limit if limit else 0
 
 
-def normalize_axes(axis, rank: int) -> tuple:
+def normalize_axes(axis, rank: int, what: str = "axis") -> tuple:
     """Reduction axes: None means all; an int or a list/tuple; sorted, unique."""
     if axis is None:
         return tuple(range(rank))
     items = list(axis) if isinstance(axis, list | tuple) else [axis]
-    axes = sorted({normalize_axis(a, rank) for a in items})
+    axes = sorted({normalize_axis(a, rank, what) for a in items})
     if len(axes) != len(items):
-        raise ShapeError(f"axis {axis!r} repeats an axis")
+        raise axis_error(f"{what} {axis!r} repeats an axis")
     return tuple(axes)
 
 

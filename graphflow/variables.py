@@ -53,15 +53,19 @@ class Variable(Tensor):
         return self._assign("Assign", value, name)
 
     def assign_add(self, delta, name: str | None = None) -> Tensor:
+        """An op adding delta to the variable; its output is the new value."""
         return self._assign("AssignAdd", delta, name)
 
     def assign_sub(self, delta, name: str | None = None) -> Tensor:
+        """An op subtracting delta from the variable; its output is the new value."""
         return self._assign("AssignSub", delta, name)
 
     def read_value(self) -> Tensor:
+        """The variable itself (a Tensor), as TF1's read_value."""
         return self
 
     def value(self) -> Tensor:
+        """The variable itself (a Tensor), as TF1's value."""
         return self
 
     def load(self, value, session=None) -> None:
@@ -79,20 +83,24 @@ def uninitialized_error(var_op: Operation, reader: Operation | None = None) -> G
 
 
 def assign(ref: Variable, value, name: str | None = None) -> Tensor:
+    """An op setting `ref` to `value`; its output is the new value."""
     if not isinstance(ref, Variable):
         raise TypeError(f"assign needs a gf.Variable, got {ref!r}")
     return ref.assign(value, name)
 
 
 def assign_add(ref: Variable, value, name: str | None = None) -> Tensor:
+    """An op adding `value` to `ref`; its output is the new value."""
     return ref.assign_add(value, name)
 
 
 def assign_sub(ref: Variable, value, name: str | None = None) -> Tensor:
+    """An op subtracting `value` from `ref`; its output is the new value."""
     return ref.assign_sub(value, name)
 
 
 def global_variables(graph=None) -> list[Variable]:
+    """Every Variable of `graph` (default: the default graph), in creation order."""
     return list((graph or get_default_graph()).collections.get(GLOBAL_VARIABLES, []))
 
 
@@ -102,6 +110,7 @@ def trainable_variables(graph=None) -> list[Variable]:
 
 
 def variables_initializer(var_list, name: str = "init") -> Operation:
+    """One op that runs the initializers of the variables in `var_list`."""
     return group([v.initializer for v in var_list], name=name)
 
 

@@ -31,7 +31,7 @@ def assert_close(cpu, ref, rtol=2e-6, atol=1e-6):
 
 UNARY_FLOAT = [gf.negative, gf.abs, gf.square, gf.exp, gf.sin, gf.cos, gf.tanh, gf.sigmoid,
                gf.erf, gf.nn.relu, gf.nn.gelu, lambda v: gf.nn.gelu(v, approximate=True),
-               gf.nn.silu, gf.nn.softplus, gf.sign]
+               gf.nn.silu, gf.nn.softplus, gf.sign, gf.floor, gf.ceil, gf.round, gf.nn.elu]
 BINARY = [gf.add, gf.subtract, gf.multiply, gf.divide, gf.maximum, gf.minimum, gf.equal,
           gf.not_equal, gf.less, gf.less_equal, gf.greater, gf.greater_equal]
 
@@ -42,7 +42,8 @@ def test_every_float_elementwise_op_matches_reference(dtype):
     y = gf.placeholder(dtype, [1, 17], name="y")
     pos = gf.abs(x) + 0.5
     fetches = [f(x) for f in UNARY_FLOAT] + [f(x, y) for f in BINARY]
-    fetches += [gf.sqrt(pos), gf.rsqrt(pos), gf.log(pos), pos ** y, gf.where(x > y, x, y),
+    fetches += [gf.sqrt(pos), gf.rsqrt(pos), gf.log(pos), gf.log1p(pos - 1.2), pos ** y,
+                gf.where(x > y, x, y),
                 gf.cast(x * 10.0, gf.int32), gf.cast(x, gf.bool_), gf.add_n([x, x * 2.0, x]),
                 gf.zeros_like(x) + 3.0, gf.broadcast_to(y, [4, 17])]
     feeds = {x: rng.standard_normal((5, 17)) * 3, y: rng.standard_normal((1, 17))}

@@ -129,6 +129,30 @@ MOVEMENT_CASES = {
                   [normal(10, 4)]),
 }
 
+BREADTH_CASES = {
+    "tile": (lambda x: gf.tile(x, [2, 1, 3]), [(normal(3, 1, 5), True)]),
+    "pad": (lambda x: gf.pad(x, [[1, 2], [0, 3]], constant_values=0.5), [(normal(3, 5), True)]),
+    "pad_reflect": (lambda x: gf.pad(x, [[2, 1], [1, 3]], "REFLECT"), [normal(4, 5)]),
+    "split_unstack": (lambda x: gf.split(x, [2, -1], 1)[1] * gf.unstack(x, axis=1)[0][:, None],
+                      [(normal(3, 7), True)]),
+    "slice_clip": (lambda x: gf.clip_by_value(gf.slice(x, [1, 0], [-1, 3]), -0.5, 0.5),
+                   [(normal(4, 5), True)]),
+    "logsumexp": (lambda x: gf.reduce_logsumexp(x, -1), [(normal(3, 17), True)]),
+    "reduce_prod": (lambda x: gf.reduce_prod(x, 0), [positive(5, 3)]),
+    "rounding": (lambda x: gf.floor(x) * x + gf.ceil(x) + gf.round(x) * x, [normal(3, 5) * 3]),
+    "log1p_elu_leaky": (lambda x: gf.log1p(gf.abs(x)) + gf.nn.elu(x) + gf.nn.leaky_relu(x),
+                        [normal(3, 17)]),
+    "sigmoid_xent": (lambda x: gf.nn.sigmoid_cross_entropy_with_logits(
+        labels=gf.sigmoid(gf.constant(normal(4, 5))), logits=x), [(normal(4, 5), True)]),
+    "moments_bn_l2": (lambda x: gf.nn.batch_normalization(x, *gf.nn.moments(x, [0]), 0.5, 2.0,
+                                                          1e-3) + gf.nn.l2_loss(x),
+                      [(normal(6, 5), True)]),
+    "selective_scan": (lambda u, dt, b, c: gf.nn.selective_scan(
+        u, dt, gf.constant(-positive(3, 4)), b, c, D=gf.constant(normal(3)),
+        delta_bias=gf.constant(normal(3))), [(normal(2, 37, 3), True), (normal(2, 37, 3), True),
+                                              (normal(2, 37, 4), True), (normal(2, 37, 4), True)]),
+}
+
 
 def run_group(name: str, cases: dict, dtype=gf.float64, rtol=1e-10, atol=1e-10) -> None:
     graph = gf.Graph()
@@ -165,7 +189,8 @@ def run_group(name: str, cases: dict, dtype=gf.float64, rtol=1e-10, atol=1e-10) 
 
 @pytest.mark.parametrize("name,cases", [("elementwise", UNARY_CASES | BINARY_CASES),
                                         ("reduce", REDUCE_CASES), ("matmul", MATMUL_CASES),
-                                        ("movement", MOVEMENT_CASES)])
+                                        ("movement", MOVEMENT_CASES),
+                                        ("breadth", BREADTH_CASES)])
 def test_group_float64(name, cases):
     run_group(name, cases)
 

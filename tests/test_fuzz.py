@@ -22,6 +22,15 @@ def _value(kind, rng):
 
 
 
+def _broadcastable(a, b) -> bool:
+    """The run-time shapes (None is the batch B) broadcast."""
+    try:
+        np.broadcast_shapes(*[[B if d is None else d for d in t.shape] for t in (a, b)])
+    except ValueError:
+        return False
+    return True
+
+
 @st.composite
 def programs(draw):
     kinds = draw(st.lists(st.sampled_from(list(SHAPES)), min_size=2, max_size=3))
@@ -37,7 +46,7 @@ def build(kinds, steps, w):
         a, b = pool[i % len(pool)], pool[j % len(pool)]
         if kind <= 2:
             t = UNARY[(i + j) % len(UNARY)](a)
-        elif kind <= 5:
+        elif kind <= 5 and _broadcastable(a, b):
             t = BINARY[(i * 7 + j) % len(BINARY)](a, b)
         elif kind == 6 and len(a.shape) == 2 and a.shape[1] == N:
             t = gf.matmul(a, w, transpose_b=bool(j % 2))

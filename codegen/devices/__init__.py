@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CallSequence",
     "CompileFailed",
     "DeviceUnavailable",
     "LaunchFailed",
@@ -48,6 +49,24 @@ class CompileFailed(RuntimeError):  # noqa: N818
 
 class LaunchFailed(RuntimeError):  # noqa: N818
     """A kernel launch was invalid or failed while running (emulator)."""
+
+
+class CallSequence:
+    """A launch table for drivers without a native one: one driver call per launch, in order.
+
+    entries: (function, args, grid, block, shared bytes, OS threads); arguments may be None
+    until ``set_arg`` binds them."""
+
+    def __init__(self, entries) -> None:
+        self._entries = [[fn, list(args), grid, block, shared]
+                         for fn, args, grid, block, shared, _ in entries]
+
+    def set_arg(self, k: int, i: int, value: Any) -> None:
+        self._entries[k][1][i] = value
+
+    def run(self) -> None:
+        for fn, args, grid, block, shared in self._entries:
+            fn(*args, grid=grid, block=block, shared=shared)
 
 
 def get_driver(name: str) -> Any:

@@ -29,7 +29,7 @@
  */
 #ifndef GRAPHFLOW_CUDA_SHIM_H
 #define GRAPHFLOW_CUDA_SHIM_H
-#define GRAPHFLOW_SHIM_VERSION 1
+#define GRAPHFLOW_SHIM_VERSION 2
 
 #ifdef __CUDACC__
 /* >>> graphflow cuda prelude */
@@ -857,6 +857,13 @@ extern "C" GF_EXPORT int gf_emu_launch(const gf_launch* p) {
   int rc = gf_err_flag ? -1 : 0;
   pthread_mutex_unlock(&gf_launch_mu);
   return rc;
+}
+/* A launch table run in one native call (a whole graph step): launches in order, stopping
+   at the first that fails. Returns 0, or 1 + the index of the failed launch. */
+extern "C" GF_EXPORT int gf_emu_launch_seq(const gf_launch* p, int n) {
+  for (int i = 0; i < n; i++)
+    if (gf_emu_launch(p + i) != 0) return i + 1;
+  return 0;
 }
 extern "C" GF_EXPORT const char* gf_emu_error(void) { return gf_err_msg; }
 

@@ -19,6 +19,7 @@ Environment, read when a module is compiled (SANITIZE) or a kernel launched (the
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import re
@@ -42,8 +43,11 @@ __all__ = [
 
 SHIM = Path(__file__).with_name("cuda_shim.h")
 # Never -ffast-math: with -shared it turns on flush-to-zero for the whole Python process.
+# -march=native: the cache key holds this machine's CPU (see _machine), so a cache folder shared
+# between machines never hands one a library built for another.
 FLAGS = (
-    "-O2 -std=c++17 -fPIC -shared -pthread -fvisibility=hidden -fno-strict-aliasing -fno-math-errno"
+    "-O3 -march=native -std=c++17 -fPIC -shared -pthread -fvisibility=hidden -fno-strict-aliasing "
+    "-fno-math-errno"
 ).split()
 SANITIZE_FLAGS = [*FLAGS[1:], "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"]
 MAX_BLOCK, MAX_BLOCK_DIM, MAX_GRID_DIM = 1024, (1024, 1024, 64), (2**31 - 1, 65535, 65535)
@@ -153,8 +157,20 @@ def _asan_loaded() -> bool:
     return hasattr(ctypes.CDLL(None), "__asan_init")
 
 
+@functools.lru_cache(maxsize=1)
+def _machine() -> str:
+    """What -march=native means here: the CPU's model and feature flags."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        import platform
+        return platform.processor() or platform.machine()
+    keep = [line for line in text.splitlines() if line.startswith(("model name", "flags", "Features"))]
+    return "\n".join(sorted(set(keep)))
+
+
 def _shim_hash() -> str:
-    return hashlib.sha256(SHIM.read_bytes()).hexdigest()
+    return hashlib.sha256(SHIM.read_bytes() + _machine().encode()).hexdigest()
 
 
 def _load_runtime() -> ctypes.CDLL:
@@ -169,6 +185,8 @@ def _load_runtime() -> ctypes.CDLL:
             lib = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
             lib.gf_emu_launch.argtypes = [ctypes.POINTER(_Launch)]
             lib.gf_emu_launch.restype = ctypes.c_int
+            lib.gf_emu_launch_seq.argtypes = [ctypes.POINTER(_Launch), ctypes.c_int]
+            lib.gf_emu_launch_seq.restype = ctypes.c_int
             lib.gf_emu_error.restype = ctypes.c_char_p
             _runtime = lib
     return _runtime
@@ -237,6 +255,7 @@ class Function:
 
     def __init__(self, lib: ctypes.CDLL, name: str, fibers: bool) -> None:
         self.name = name
+        self._cname = name.encode()
         self.fibers = fibers
         self._body = ctypes.cast(getattr(lib, f"gf_body_{name}"), ctypes.c_void_p).value
         sizes = (ctypes.c_uint * 256)()
@@ -251,23 +270,51 @@ class Function:
             total += (size + 15) // 16 * 16
         store = ctypes.create_string_buffer(max(total, 1))
         base = ctypes.addressof(store)
-        for i, (arg, size, off) in enumerate(zip(args, self._sizes, offsets)):
-            if isinstance(arg, DeviceAllocation):
-                raw = int(arg).to_bytes(8, "little")
-            elif isinstance(arg, np.generic):
-                raw = arg.tobytes()
-            else:
-                raise TypeError(
-                    f"kernel {self.name} argument {i}: pass a device allocation or a numpy scalar "
-                    f"(e.g. np.int32(n)), not {type(arg).__name__}"
-                )
-            if len(raw) != size:
-                raise TypeError(
-                    f"kernel {self.name} argument {i}: {len(raw)} bytes given, the parameter has {size}"
-                )
-            ctypes.memmove(base + off, raw, size)
+        for i, (arg, off) in enumerate(zip(args, offsets)):
+            self._write_arg(base + off, i, arg)
         pointers = (ctypes.c_void_p * max(len(offsets), 1))(*[base + off for off in offsets])
         return store, pointers
+
+    def _write_arg(self, address: int, i: int, arg: object) -> None:
+        size = self._sizes[i]
+        if isinstance(arg, DeviceAllocation):
+            raw = int(arg).to_bytes(8, "little")
+        elif isinstance(arg, np.generic):
+            raw = arg.tobytes()
+        else:
+            raise TypeError(
+                f"kernel {self.name} argument {i}: pass a device allocation or a numpy scalar "
+                f"(e.g. np.int32(n)), not {type(arg).__name__}"
+            )
+        if len(raw) != size:
+            raise TypeError(f"kernel {self.name} argument {i}: {len(raw)} bytes given, "
+                            f"the parameter has {size}")
+        ctypes.memmove(address, raw, size)
+
+    def _launch_struct(self, pointers, grid3, block3, shared: int, nthreads: int) -> _Launch:
+        n = block3[0] * block3[1] * block3[2]
+        if not 1 <= n <= MAX_BLOCK or any(not 1 <= b <= m for b, m in zip(block3, MAX_BLOCK_DIM)):
+            limits = f"at most {MAX_BLOCK} threads, dims up to {MAX_BLOCK_DIM}"
+            raise LaunchFailed(f"kernel {self.name}: invalid block {block3} ({limits})")
+        if any(not 1 <= g <= m for g, m in zip(grid3, MAX_GRID_DIM)):
+            raise LaunchFailed(f"kernel {self.name}: invalid grid {grid3} (dims 1..{MAX_GRID_DIM})")
+        if not 0 <= shared <= MAX_DYNAMIC_SHARED:
+            raise LaunchFailed(
+                f"kernel {self.name}: {shared} bytes of dynamic shared memory (at most {MAX_DYNAMIC_SHARED})"
+            )
+        seed = _env_int("GRAPHFLOW_EMU_SHUFFLE")
+        return _Launch(
+            name=self._cname,
+            body=self._body,
+            args=ctypes.addressof(pointers),
+            grid=(ctypes.c_uint * 3)(*grid3),
+            block=(ctypes.c_uint * 3)(*block3),
+            shared_bytes=shared,
+            fibers=int(self.fibers),
+            nthreads=nthreads,
+            shuffle=int(seed is not None),
+            seed=(seed or 0) & (2**64 - 1),
+        )
 
     def __call__(
         self,
@@ -280,30 +327,8 @@ class Function:
     ) -> float | None:
         block3 = (tuple(int(b) for b in block) + (1, 1))[:3]
         grid3 = (tuple(int(g) for g in grid) + (1, 1))[:3]
-        n = block3[0] * block3[1] * block3[2]
-        if not 1 <= n <= MAX_BLOCK or any(not 1 <= b <= m for b, m in zip(block3, MAX_BLOCK_DIM)):
-            limits = f"at most {MAX_BLOCK} threads, dims up to {MAX_BLOCK_DIM}"
-            raise LaunchFailed(f"kernel {self.name}: invalid block {block3} ({limits})")
-        if any(not 1 <= g <= m for g, m in zip(grid3, MAX_GRID_DIM)):
-            raise LaunchFailed(f"kernel {self.name}: invalid grid {grid3} (dims 1..{MAX_GRID_DIM})")
-        if not 0 <= shared <= MAX_DYNAMIC_SHARED:
-            raise LaunchFailed(
-                f"kernel {self.name}: {shared} bytes of dynamic shared memory (at most {MAX_DYNAMIC_SHARED})"
-            )
         store, pointers = self._pack(args)  # both must outlive the launch
-        seed = _env_int("GRAPHFLOW_EMU_SHUFFLE")
-        launch = _Launch(
-            name=self.name.encode(),
-            body=self._body,
-            args=ctypes.addressof(pointers),
-            grid=(ctypes.c_uint * 3)(*grid3),
-            block=(ctypes.c_uint * 3)(*block3),
-            shared_bytes=shared,
-            fibers=int(self.fibers),
-            nthreads=_thread_count(),
-            shuffle=int(seed is not None),
-            seed=(seed or 0) & (2**64 - 1),
-        )
+        launch = self._launch_struct(pointers, grid3, block3, shared, _thread_count())
         runtime = _load_runtime()
         start = time.perf_counter()
         with _lock:
@@ -311,6 +336,48 @@ class Function:
                 raise LaunchFailed(runtime.gf_emu_error().decode(errors="replace"))
         del store, pointers
         return time.perf_counter() - start if time_kernel else None
+
+
+class LaunchSequence:
+    """Launches prepared once (arguments packed, launch structs built) and run in order by one
+    native call: the cpu device's launch table for a whole graph step.
+
+    entries: (Function, args, grid, block, shared bytes, OS threads); an argument may be None
+    and set later with ``set_arg``. Environment variables are read here, not per run.
+    """
+
+    def __init__(self, entries: Sequence[tuple]) -> None:
+        runtime = _load_runtime()
+        self._runtime = runtime
+        self._keep: list = []
+        self._slots: list[list[int]] = []
+        self._functions = []
+        launches = []
+        for fn, args, grid, block, shared, nthreads in entries:
+            packed = [a if a is not None else _zero_like(fn, i) for i, a in enumerate(args)]
+            store, pointers = fn._pack(packed)
+            self._keep.append((store, pointers))
+            self._slots.append([pointers[i] for i in range(len(args))])
+            self._functions.append(fn)
+            grid3 = (tuple(int(g) for g in grid) + (1, 1))[:3]
+            block3 = (tuple(int(b) for b in block) + (1, 1))[:3]
+            launches.append(fn._launch_struct(pointers, grid3, block3, shared, nthreads))
+        self._count = len(launches)
+        self._array = (_Launch * max(1, self._count))(*launches)
+
+    def set_arg(self, k: int, i: int, value: object) -> None:
+        """Argument i of launch k (a device allocation or a numpy scalar of the parameter's size)."""
+        self._functions[k]._write_arg(self._slots[k][i], i, value)
+
+    def run(self) -> None:
+        with _lock:
+            failed = self._runtime.gf_emu_launch_seq(self._array, self._count)
+            if failed:
+                raise LaunchFailed(self._runtime.gf_emu_error().decode(errors="replace"))
+
+
+def _zero_like(fn: Function, i: int) -> np.generic:
+    return np.zeros(1, dtype=f"V{fn._sizes[i]}")[0]
 
 
 def _env_int(name: str) -> int | None:
@@ -369,6 +436,16 @@ class EmulatorDriver:
     name = "cpu"
     SourceModule = SourceModule
     DeviceAllocation = DeviceAllocation
+
+    @staticmethod
+    def prepare(entries: Sequence[tuple]) -> LaunchSequence:
+        """A launch table run by one native call (see LaunchSequence)."""
+        return LaunchSequence(entries)
+
+    @staticmethod
+    def thread_count() -> int:
+        """OS threads a launch may use ($GRAPHFLOW_EMU_THREADS, default: the usable cores)."""
+        return _thread_count()
 
     @staticmethod
     def mem_alloc(nbytes: int) -> DeviceAllocation:

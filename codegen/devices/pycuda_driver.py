@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import DeviceUnavailable, cache
+from . import CallSequence, DeviceUnavailable, cache
 
 __all__ = ["CudaDriver", "compile_cubin"]
 
@@ -74,3 +74,12 @@ class CudaDriver:
 
     def synchronize(self) -> None:
         self._drv.Context.synchronize()
+
+    @staticmethod
+    def prepare(entries) -> CallSequence:
+        """The step's launch table (one PyCUDA call per launch; a CUDA graph would replay it)."""
+        return CallSequence(entries)
+
+    @staticmethod
+    def thread_count() -> int:
+        return 1

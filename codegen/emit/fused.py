@@ -1,10 +1,11 @@
-"""The fused elementwise kernel: one or more segments, each a chain of scalar expressions
-over one iteration space, composed from elementwise.SCALAR.
+"""Fused elementwise code: chains of scalar expressions composed from elementwise.SCALAR.
 
-Values stay in registers; only what leaves the kernel is stored (fetches, values other
-kernels read, variable updates). One-element values (inlined chains such as Adam's
-bias-corrected learning rate, scalar operands) are computed once per thread before the
-loops. Segments are independent, so all blocks walk each segment in turn, no barrier.
+`FusedCode` writes the code of elementwise segments for any kernel: the standalone fused
+kernel below (one or more independent segments, each over its own iteration space), and the
+epilogues of template kernels (a GEMM's store). Values stay in registers; only what leaves
+the kernel is stored (fetches, values other kernels read, variable updates). One-element
+values (inlined chains such as Adam's bias-corrected learning rate, scalar operands) are
+computed once per thread before any loop.
 """
 from __future__ import annotations
 
@@ -33,19 +34,57 @@ def scalar_expr(kb: KernelBuilder, op, args: list[str]) -> str:
     return SCALAR[op.type](args, dialect)
 
 
-def emit_fused(ctx: EmitContext, group: Group, inline: set, stored: set) -> None:
-    """One kernel for `group`; `stored` are the member outputs that must reach memory."""
-    written = {variable_root(op.inputs[0]).op for op in group.ops if op.type in ASSIGN_OPS}
-    used_inline = _inline_closure(group, inline)
-    kb = ctx.builder(kernel_base_name(group), list(group.ops) + used_inline)
-    names: dict = {}
-    counter = [0]
+class FusedCode:
+    """Writes fused elementwise code for one kernel (see module docstring)."""
 
-    def fresh(prefix: str) -> str:
-        counter[0] += 1
-        return f"{prefix}{counter[0]}"
+    def __init__(self, kb: KernelBuilder, ops: list, inline: set, stored: set) -> None:
+        self.kb, self.inline, self.checks = kb, inline, []
+        self.written = {variable_root(op.inputs[0]).op for op in ops if op.type in ASSIGN_OPS}
+        self.used_inline = _inline_closure(ops, inline)
+        self.prologue: list[str] = []
+        self.names: dict = {}
+        self._count = 0
+        for op in self.used_inline:  # one-element chains: once per thread, unless they read
+            if not self._reads_written(op):  # a variable this kernel updates
+                self.names[op.outputs[0]] = self._define(op, self.names, self.prologue)
+        self.outs = {t: kb.output(t, f"out{k}")
+                     for k, t in enumerate(sorted(stored, key=lambda t: t.op.id))}
 
-    def reads_written(op) -> bool:
+    def fresh(self, prefix: str) -> str:
+        self._count += 1
+        return f"{prefix}{self._count}"
+
+    def segment(self, ops: list, over, bound: dict | None = None) -> list[str]:
+        """Statements computing `ops` at flat index `i` of `over`; `bound` maps tensors the
+        enclosing template already holds (a GEMM's accumulator) to their C names."""
+        local = {**self.names, **(bound or {})}
+        lines: list[str] = []
+        for op in self.used_inline:
+            if op.outputs[0] not in local and _needed_by(op, ops, self.inline):
+                local[op.outputs[0]] = self._define(op, local, lines)
+        for t, name in (bound or {}).items():
+            if t in self.outs:
+                lines.append(f"{self.outs[t]}[i] = {name};")
+        for op in ops:
+            args = []
+            for t in _loaded_inputs(op):
+                if t not in local:
+                    local[t] = self._load(t, over, lines)
+                args.append(local[t])
+            name = self.fresh("v")
+            c = ctype(op.outputs[0].dtype)
+            lines.append(f"const {c} {name} = ({c})({scalar_expr(self.kb, op, args)});")
+            local[op.outputs[0]] = name
+            if op.outputs[0] in self.outs:
+                lines.append(f"{self.outs[op.outputs[0]]}[i] = {name};")
+        self._last = local
+        return lines
+
+    def value_of(self, t) -> str:
+        """The C name holding t in the statements the last segment() call wrote."""
+        return self._last[t]
+
+    def _reads_written(self, op) -> bool:
         stack, seen = [op], set()
         while stack:
             o = stack.pop()
@@ -53,59 +92,67 @@ def emit_fused(ctx: EmitContext, group: Group, inline: set, stored: set) -> None
                 continue
             seen.add(o)
             for t in _loaded_inputs(o):
-                if variable_root(t).op in written:
+                if variable_root(t).op in self.written:
                     return True
-                if t.op in inline:
+                if t.op in self.inline:
                     stack.append(t.op)
         return False
 
-    checks: list = []
-    prologue: list[str] = []
-    for op in used_inline:  # one-element chains: once per thread, unless they read what we write
-        if not reads_written(op):
-            names[op.outputs[0]] = _define(kb, op, names, prologue, fresh, hoist=True)
-    outs = {t: kb.output(t, f"out{k}") for k, t in enumerate(sorted(stored, key=lambda t: t.op.id))}
+    def _define(self, op, names: dict, lines: list) -> str:
+        """Compute an inlined one-element op (its operands loaded at index 0)."""
+        args = []
+        for t in _loaded_inputs(op):
+            if t not in names:
+                name = self.fresh("s")
+                lines.append(f"const {ctype(t.dtype)} {name} = {self.kb.input(t)}[0];")
+                names[t] = name
+            args.append(names[t])
+        name = self.fresh("s")
+        c = ctype(op.outputs[0].dtype)
+        lines.append(f"const {c} {name} = ({c})({scalar_expr(self.kb, op, args)});")
+        return name
+
+    def _load(self, t, over, lines: list) -> str:
+        """Bind external tensor t at this element (once per kernel when it is one element)."""
+        name = self.fresh("x")
+        offset = operand_offset(self.kb, t, over, "i", self.checks)
+        if offset == "0" and variable_root(t).op not in self.written and not is_one_element(over):
+            self.prologue.append(f"const {ctype(t.dtype)} {name} = {self.kb.input(t)}[0];")
+            self.names[t] = name
+            return name
+        lines.append(f"const {ctype(t.dtype)} {name} = {self.kb.input(t)}[{offset}];")
+        return name
+
+
+def emit_fused(ctx: EmitContext, group: Group, inline: set, stored: set) -> None:
+    """One kernel for an elementwise `group`: each segment a tile loop over its own space."""
+    kb = ctx.builder(kernel_base_name(group), list(group.ops))
+    code = FusedCode(kb, group.ops, inline, stored)
+    kb.nodes = list(group.ops) + code.used_inline
     iters, bodies = [], []
     for segment in group.segments:
-        over = _iteration_tensor(segment)
+        over = iteration_tensor(segment)
         iters.append(over)
-        local = dict(names)
-        lines: list[str] = []
-        for op in used_inline:
-            if op.outputs[0] not in local and _needed_by(op, segment, inline):
-                local[op.outputs[0]] = _define(kb, op, local, lines, fresh, hoist=True)
-        for op in segment:
-            args = []
-            for t in _loaded_inputs(op):
-                if t not in local:
-                    local[t] = _load(kb, t, over, local, lines, prologue, fresh, checks, written)
-                args.append(local[t])
-            name = fresh("v")
-            lines.append(f"const {ctype(op.outputs[0].dtype)} {name} = "
-                         f"({ctype(op.outputs[0].dtype)})({scalar_expr(kb, op, args)});")
-            local[op.outputs[0]] = name
-            if op.outputs[0] in outs:
-                lines.append(f"{outs[op.outputs[0]]}[i] = {name};")
-        bodies.append((over, lines))
+        bodies.append((over, code.segment(segment, over)))
     itype = index_type_for(*iters, *[p.tensor for p in kb.params if p.tensor is not None])
-    body = "".join(f"  {line}\n" for line in prologue)
+    body = "".join(f"  {line}\n" for line in code.prologue)
     for over, lines in bodies:
         body += "  {  // " + f"{over.op.name}: {list(over.shape)}\n" + tile_loop(
             kb.numel(over), itype, "\n".join(lines)) + "  }\n"
     count = lambda shapes: max(numel(shapes[t]) for t in iters)  # noqa: E731
     flops = lambda shapes: sum(numel(shapes[t]) * len(seg) for t, seg in zip(iters, group.segments))  # noqa: E731
     what = ", ".join(sorted({op.type for op in group.ops}))
-    ctx.add(kb.build(body, tiled_launch(count), flops=flops, checks=checks, helpers=(HELPERS,),
+    ctx.add(kb.build(body, tiled_launch(count), flops=flops, checks=code.checks, helpers=(HELPERS,),
                      comment=f"{len(group.segments)} segment(s) of {what}, tiles of {TILE}"))
 
 
-def _iteration_tensor(segment: list):
+def iteration_tensor(segment: list):
     big = [op.outputs[0] for op in segment if not is_one_element(op.outputs[0])]
     return big[0] if big else segment[0].outputs[0]
 
 
-def _inline_closure(group: Group, inline: set) -> list:
-    found, stack = set(), [t.op for op in group.ops for t in _loaded_inputs(op) if t.op in inline]
+def _inline_closure(ops: list, inline: set) -> list:
+    found, stack = set(), [t.op for op in ops for t in _loaded_inputs(op) if t.op in inline]
     while stack:
         op = stack.pop()
         if op not in found:
@@ -126,30 +173,3 @@ def _needed_by(op, segment: list, inline: set) -> bool:
         seen.add(o)
         stack.extend(t.op for t in _loaded_inputs(o))
     return False
-
-
-def _define(kb, op, names: dict, lines: list, fresh, hoist: bool) -> str:
-    """Compute an inlined one-element op (its operands loaded at index 0)."""
-    args = []
-    for t in _loaded_inputs(op):
-        if t not in names:
-            name = fresh("s")
-            lines.append(f"const {ctype(t.dtype)} {name} = {kb.input(t)}[0];")
-            names[t] = name
-        args.append(names[t])
-    name = fresh("s")
-    c = ctype(op.outputs[0].dtype)
-    lines.append(f"const {c} {name} = ({c})({scalar_expr(kb, op, args)});")
-    return name
-
-
-def _load(kb, t, over, local: dict, lines: list, prologue: list, fresh, checks, written) -> str:
-    """Bind the value of external tensor t at this element (once per kernel if one element)."""
-    name = fresh("x")
-    offset = operand_offset(kb, t, over, "i", checks)
-    if offset == "0" and variable_root(t).op not in written and not is_one_element(over):
-        prologue.append(f"const {ctype(t.dtype)} {name} = {kb.input(t)}[0];")
-        local[t] = name
-        return name
-    lines.append(f"const {ctype(t.dtype)} {name} = {kb.input(t)}[{offset}];")
-    return name

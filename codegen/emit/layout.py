@@ -14,7 +14,7 @@ from graphflow.graph import Operation
 from ..kernel import EmitContext, add_map_kernel, ctype, index_type_for, numel
 from . import emitter
 from .elementwise import Dialect
-from .movement import _mul, _strides, _sum, _unravel
+from .movement import _mul, _split_at, _strides, _sum, _unravel
 
 
 @emitter("Tile")
@@ -99,3 +99,70 @@ def emit_pad(ctx: EmitContext, op: Operation) -> None:
     add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
                    f"Pad {list(x.shape)} by {[list(p) for p in paddings]} with "
                    f"{op.attrs['constant_values']!r}")
+
+
+def _offset(o: str, size: str, pos: str, inner: str, n: str) -> str:
+    """C offset of [o, pos, n] in a [outer, size, inner] tensor."""
+    row = _sum([_mul(o, size), pos])
+    return _sum([_mul(f"({row})", inner), n])
+
+
+def _mirror_geometry(kb, t, axis: int, op: Operation):
+    outer, inner = _split_at(kb, t, axis)
+    a = op.attrs
+    return outer, inner, a["before"], a["after"], a["symmetric"]
+
+
+@emitter("MirrorPad")
+def emit_mirror_pad(ctx: EmitContext, op: Operation) -> None:
+    """out[o, c, n] = x[o, q, n], q = c - before mirrored back inside [0, d)."""
+    x, out = op.inputs[0], op.outputs[0]
+    axis = op.attrs["axis"]
+    kb = ctx.builder("mirror_pad", [op])
+    dst, src = kb.output(out), kb.input(x)
+    outer, inner, before, after, symmetric = _mirror_geometry(kb, x, axis, op)
+    d, length = kb.dim(x, axis), kb.dim(out, axis)
+    itype = index_type_for(out, x)
+    lines = _unravel("i", [outer, length, inner], ["outer", "along", "within"], itype)
+    o = "outer" if outer != "1" else "0"
+    c = "along" if length != "1" else "0"
+    n = "within" if inner != "1" else "0"
+    low, high = ("-q - 1", f"2 * {d} - 1 - q") if symmetric else ("-q", f"2 * {d} - 2 - q")
+    lines += [f"{itype} q = {c} - {before};",
+              f"q = q < 0 ? {low} : (q >= {d} ? {high} : q);",
+              f"{dst}[i] = {src}[{_offset(o, d, 'q', inner, n)}];"]
+    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
+                   f"MirrorPad ({'SYMMETRIC' if symmetric else 'REFLECT'}) axis {axis} of "
+                   f"{list(x.shape)} by ({before}, {after})")
+
+
+@emitter("MirrorPadGrad")
+def emit_mirror_pad_grad(ctx: EmitContext, op: Operation) -> None:
+    """Each input element sums g at its own place and at its (at most two) mirror images."""
+    g, ref = op.inputs
+    out, axis = op.outputs[0], op.attrs["axis"]
+    kb = ctx.builder("mirror_pad_grad", [op])
+    dst, src = kb.output(out), kb.input(g)
+    outer, inner, before, after, symmetric = _mirror_geometry(kb, out, axis, op)
+    d, length = kb.dim(out, axis), kb.dim(g, axis)
+    itype = index_type_for(out, g)
+    lines = _unravel("i", [outer, d, inner], ["outer", "along", "within"], itype)
+    o = "outer" if outer != "1" else "0"
+    c = "along" if d != "1" else "0"
+    n = "within" if inner != "1" else "0"
+
+    def read(pos: str) -> str:
+        return f"{src}[{_offset(o, length, pos, inner, n)}]"
+
+    skip = 0 if symmetric else 1  # REFLECT leaves out the edge element
+    lines += [f"{ctype(out.dtype)} acc = {read(f'{before} + {c}')};"]
+    if before:
+        lines.append(f"if ({c} >= {skip} && {c} < {skip + before}) "
+                     f"acc += {read(f'{before - 1 + skip} - {c}')};")
+    if after:
+        lines.append(f"if ({c} >= {d} - {skip + after} && {c} < {d} - {skip}) "
+                     f"acc += {read(f'{before} + 2 * {d} - {1 + skip} - {c}')};")
+    lines.append(f"{dst}[i] = acc;")
+    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
+                   f"MirrorPadGrad axis {axis}: {list(g.shape)} -> {list(out.shape)}, own place "
+                   "plus mirror images")

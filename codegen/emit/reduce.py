@@ -407,14 +407,38 @@ def reduction_launch(sizes: Callable, chunked: bool) -> Callable:
 
 
 def emit_reduction(ctx: EmitContext, kb: KernelBuilder, op: Operation, x: Tensor, geo: Geometry,
-                   comb: Combiner) -> None:
+                   comb: Combiner, prologue: tuple | None = None) -> None:
     """Pass 1 (and, for long reductions, pass 2) of a reduction of x into op.outputs[0].
 
-    kb already holds x (as an input) and the dims `geo` names."""
+    kb already holds the dims `geo` names. `prologue` = (elementwise ops, inlined ops, tensors
+    to store): x is computed by fused elementwise code as it is loaded, never read."""
     out = op.outputs[0]
-    x_ptr = kb.input(x, "x")
     out_ptr = kb.output(out)
-    itype = index_type_for(x, out)
+    helpers: tuple = (HELPERS,)
+    if prologue is None:
+        x_ptr = kb.input(x, "x")
+        itype = index_type_for(x, out)
+
+        def top() -> str:
+            return ""
+
+        def value_at(at: str) -> tuple:
+            return [], f"{x_ptr}[{at}]"
+    else:
+        from .elementwise import HELPERS as SCALAR_HELPERS
+        from .fused import FusedCode
+        ops, inline, stored = prologue
+        code = FusedCode(kb, ops, inline, stored)
+        kb.nodes = [*ops, op, *code.used_inline]
+        helpers = (HELPERS, SCALAR_HELPERS)
+        itype = index_type_for(x, out, *[p.tensor for p in kb.params if p.tensor is not None])
+
+        def top() -> str:  # after the body is written: loads it hoisted are known then
+            return "".join(f"  {line}\n" for line in code.prologue)
+
+        def value_at(at: str) -> tuple:
+            lines = [f"const {itype} i = {at};", *code.segment(ops, x)]
+            return lines, code.value_of(x)
     base_lines, base = unravel("o", geo.keep, "base", itype)
     if base != "0" and not base_lines:
         base_lines, base = [f"const {itype} base = {base};"], "base"
@@ -422,7 +446,8 @@ def emit_reduction(ctx: EmitContext, kb: KernelBuilder, op: Operation, x: Tensor
     def elem(r: str, b: str) -> tuple:
         lines, off = unravel(r, geo.red, "off", itype)
         at = off if b == "0" else (b if off == "0" else f"{b} + {off}")
-        return lines, f"{x_ptr}[{at}]"
+        more, value = value_at(at)
+        return lines + more, value
 
     def store_final(a: str, o: str) -> list:
         return [f"{out_ptr}[{o}] = {comb.final(a)};"]
@@ -438,11 +463,13 @@ def emit_reduction(ctx: EmitContext, kb: KernelBuilder, op: Operation, x: Tensor
     comment = (f"{op.type} of {list(x.shape)} -> {list(out.shape)}: output o combines "
                "x[keep_offset(o) + reduce_offset(r)]; threadIdx.y splits r; warp shuffles + smem tree")
     sizes = geo.sizes
+    checks = [] if prologue is None else code.checks
     if not two_pass:
-        body = reduce_body(itype, comb, geo.n_out, geo.length, base_lines, base, elem, store_final,
-                           count="len" if comb.uses_count else None)
+        body = reduce_body(itype, comb, geo.n_out, geo.length, base_lines, base, elem,
+                           store_final, count="len" if comb.uses_count else None)
+        body = top() + body
         ctx.add(kb.build(body, reduction_launch(sizes, False), flops=flops, comment=comment,
-                         helpers=(HELPERS,)))
+                         helpers=helpers, checks=checks))
         return
 
     def chunk_count(env) -> int:
@@ -467,11 +494,12 @@ def emit_reduction(ctx: EmitContext, kb: KernelBuilder, op: Operation, x: Tensor
         return ["if (chunks == 1) {", *["  " + line for line in store_final(a, o)], "} else {",
                 "  " + comb.store_partial(a, f"({itype})blockIdx.y * n_out + {o}", parts), "}"]
 
-    body = reduce_body(itype, comb, geo.n_out, geo.length, base_lines, base, elem, store_first, True,
-                       count="len" if comb.uses_count else None)
+    body = reduce_body(itype, comb, geo.n_out, geo.length, base_lines, base, elem,
+                       store_first, True, count="len" if comb.uses_count else None)
+    body = top() + body
     ctx.add(kb.build(body, reduction_launch(sizes, True), flops=flops,
                      comment=comment + "; pass 1 of 2 (with chunks > 1: partials to scratch)",
-                     helpers=(HELPERS,)))
+                     helpers=helpers, checks=checks))
 
     # pass 2: out[o] = combine over c < chunks of partial[c * n_out + o] (a column reduction)
     kb2 = ctx.builder(kb.name.rsplit("_", 1)[0] + "_finish", [op])
@@ -495,7 +523,7 @@ def emit_reduction(ctx: EmitContext, kb: KernelBuilder, op: Operation, x: Tensor
 
     ctx.add(kb2.build(body2, launch2, flops=lambda s: numel(s[out]) * chunks_for(*sizes(s)[:2]),
                       comment=f"{op.type} pass 2 of 2: combine the per-chunk partials of each output",
-                      helpers=(HELPERS,)))
+                      helpers=(HELPERS,), active=lambda s: chunks_for(*sizes(s)[:2]) > 1))
 
 
 def rebind_dims(expr: str, src: KernelBuilder, dst: KernelBuilder) -> str:
@@ -532,15 +560,28 @@ def combiner_for(op_type: str, dtype) -> Combiner:
     raise KeyError(op_type)
 
 
+def _fused_name(base: str, prologue: tuple | None) -> str:
+    """The kernel name: what it reduces, after the op types computed in its loads."""
+    if prologue is None:
+        return base
+    from graphflow.graph import _default_name
+    names = []
+    for e in prologue[0]:
+        if _default_name(e.type) not in names:
+            names.append(_default_name(e.type))
+    return "_".join(["fused", *names[:3], base])
+
+
 @emitter("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd")
-def emit_reduce(ctx: EmitContext, op: Operation) -> None:
+def emit_reduce(ctx: EmitContext, op: Operation, prologue: tuple | None = None) -> None:
     x = op.inputs[0]
     axes = set(op.attrs["axis"])
-    kb = ctx.builder(op.type.replace("Reduce", "reduce_").lower(), [op])
-    kb.input(x, "x")
+    kb = ctx.builder(_fused_name(op.type.replace("Reduce", "reduce_").lower(), prologue), [op])
+    if prologue is None:
+        kb.input(x, "x")
     kinds = ["red" if i in axes else "keep" for i in range(len(x.shape))]
     geo = geometry(kb, x, kinds, lambda shapes: [i in axes for i in range(len(x.shape))])
-    emit_reduction(ctx, kb, op, x, geo, combiner_for(op.type, x.dtype))
+    emit_reduction(ctx, kb, op, x, geo, combiner_for(op.type, x.dtype), prologue)
 
 
 @emitter("ArgMax", "ArgMin")
@@ -558,13 +599,14 @@ def emit_arg(ctx: EmitContext, op: Operation) -> None:
 
 
 @emitter("SumToLike")
-def emit_sum_to_like(ctx: EmitContext, op: Operation) -> None:
+def emit_sum_to_like(ctx: EmitContext, op: Operation, prologue: tuple | None = None) -> None:
     """Sum x down to ref's shape: over x's leading extra axes and where ref has size 1.
 
     A None dim of ref decides at run time: size 1 reduces that axis of x, else it is kept."""
     x, ref = op.inputs
-    kb = ctx.builder("sum_to_like", [op])
-    kb.input(x, "x")
+    kb = ctx.builder(_fused_name("sum_to_like", prologue), [op])
+    if prologue is None:
+        kb.input(x, "x")
     lead = len(x.shape) - len(ref.shape)
     kinds: list = []
     for i in range(len(x.shape)):
@@ -585,4 +627,4 @@ def emit_sum_to_like(ctx: EmitContext, op: Operation) -> None:
         return [i < lead or (rs[i - lead] == 1 and xs[i] != 1) for i in range(len(xs))]
 
     geo = geometry(kb, x, kinds, reduced)
-    emit_reduction(ctx, kb, op, x, geo, combiner_for("SumToLike", x.dtype))
+    emit_reduction(ctx, kb, op, x, geo, combiner_for("SumToLike", x.dtype), prologue)

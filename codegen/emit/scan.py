@@ -17,6 +17,11 @@ then the adjoint lam[t] = a[t+1] * lam[t+1] + dy[t] * C[t, n] as the same parall
 taken from the end. du and ddelta accumulate in the owning thread; dB and dC (sums over
 channels) and dA (a sum over batch and positions, first combined across the block) are
 atomicAdds into the packed, zeroed output (see graphflow/ops/scan.py for its layout).
+
+When the launch gives a row a single thread (blockDim.y == 1: short sequences on the GPU,
+many rows on the emulator, where fiber switches at barriers cost more than they save),
+both kernels take their serial schedule instead: one loop over the sequence with all n
+states (and adjoints) in registers, no barriers.
 """
 
 from __future__ import annotations
@@ -189,6 +194,13 @@ class _Scan:
             "}",
         ]
 
+    def split(self, serial: list, parallel: list) -> list:
+        """The row's two schedules: blockDim.y == 1 walks it in one thread, else the scan."""
+        return ["if (blockDim.y == 1) {  // one thread per row: a plain loop over the sequence",
+                "  if (active) {", *["    " + line for line in serial], "  }",
+                "} else {  // the sequence split over threadIdx.y: parallel scans",
+                *["  " + line for line in parallel], "}"]
+
     def forward_load(self) -> list:
         p = self.ptr
         return [f"const {self.c} dt = {p['delta']}[{self.at('t')}];",
@@ -201,16 +213,29 @@ def emit_selective_scan(ctx: EmitContext, op: Operation) -> None:
     kb = ctx.builder("selective_scan", [op])
     s = _Scan(kb, op)
     out = kb.output(op.outputs[0])
-    c, n = s.c, s.n
-    use = [f"const {c} y = h * {s.ptr['C']}[{s.bc('t')}];",
+    c, n, p = s.c, s.n, s.ptr
+    use = [f"const {c} y = h * {p['C']}[{s.bc('t')}];",
            f"{out}[{s.at('t')}] = k == 0 ? y : {out}[{s.at('t')}] + y;"]
-    body = s.prologue() + [
-        f"  for (int k = 0; k < {n}; ++k) {{  // state index: y sums over it",
-        f"    const {c} a_k = {s.ptr['A']}[chan * {n} + k];",
-        *["    " + line for line in s.scan_pass(s.forward_load(), use, False, "carry")],
+    serial = [  # one thread walks the row, every state in registers
+        f"{c} a[{n}], x[{n}];",
+        f"for (int k = 0; k < {n}; ++k) {{ a[k] = {p['A']}[chan * {n} + k]; x[k] = ({c})0; }}",
+        f"for ({s.itype} t = 0; t < len; ++t) {{",
+        f"  const {c} dt = {p['delta']}[{s.at('t')}], ut = {p['u']}[{s.at('t')}];",
+        f"  {c} y = ({c})0;",
+        f"  for (int k = 0; k < {n}; ++k) {{",
+        f"    x[k] = {s.exp}(dt * a[k]) * x[k] + dt * {p['B']}[{s.bc('t')}] * ut;",
+        f"    y += x[k] * {p['C']}[{s.bc('t')}];",
         "  }",
+        f"  {out}[{s.at('t')}] = y;",
         "}",
     ]
+    parallel = [
+        f"for (int k = 0; k < {n}; ++k) {{  // state index: y sums over it",
+        f"  const {c} a_k = {p['A']}[chan * {n} + k];",
+        *["  " + line for line in s.scan_pass(s.forward_load(), use, False, "carry")],
+        "}",
+    ]
+    body = s.prologue() + ["  " + line for line in s.split(serial, parallel)] + ["}"]
     u = op.inputs[0]
     ctx.add(kb.build(
         indent(body, 2), _launch(s.rows), flops=lambda sh: 8 * numel(sh[u]) * n,
@@ -232,7 +257,12 @@ def emit_selective_scan_grad(ctx: EmitContext, op: Operation) -> None:
     s = _Scan(kb, op)
     dy = kb.input(op.inputs[5], "dy")
     out = kb.output(packed)
-    states = kb.scratch("states", s.c, lambda shapes: numel(shapes[u]))
+    # the states of one state index (parallel schedule) or of all n (serial schedule)
+    states = kb.scratch("states", s.c, lambda shapes: numel(shapes[u]) * s.n)
+
+    def all_states(t: str) -> str:
+        return f"({s.at(t)}) * {s.n} + k"
+
     c, n, p = s.c, s.n, s.ptr
     d_in = s.rows.inner
     width = f"(2 * {paren(d_in)} + {2 * n})"
@@ -254,21 +284,57 @@ def emit_selective_scan_grad(ctx: EmitContext, op: Operation) -> None:
         "  // dC",
         "d_a += q * dt;",
     ]
-    body = s.prologue((f"__shared__ {c} red[256];  // the block's dA combine",)) + [
-        f"  for (int k = 0; k < {n}; ++k) {{  // state index",
-        f"    const {c} a_k = {p['A']}[chan * {n} + k];",
-        "    // the forward states of this row, into scratch",
-        *["    " + line for line in s.scan_pass(s.forward_load(), store, False, "carry")],
-        "    __syncthreads();  // every state of the row is written",
-        "    // the adjoint lam[t] = a[t+1] * lam[t+1] + dy[t] * C[t, k], scanned from the end",
-        f"    {c} d_a = ({c})0;",
-        *["    " + line for line in s.scan_pass(adjoint_load, adjoint_use, True, "lam_carry")],
-        f"    d_a = gf_red_block<gf_red_sum<{c}> >(d_a, red);",
-        f"    if (active && threadIdx.y == 0) atomicAdd(&{out}[chan * {n} + k], d_a);  // dA",
-        "    __syncthreads();  // the next state index rewrites the scratch states",
+    serial = [  # one thread per row: all n states and adjoints in registers
+        f"{c} a[{n}], x[{n}], lam[{n}], a_next[{n}], d_a[{n}];",
+        f"for (int k = 0; k < {n}; ++k) {{",
+        f"  a[k] = {p['A']}[chan * {n} + k];",
+        f"  x[k] = lam[k] = a_next[k] = d_a[k] = ({c})0;",
+        "}",
+        f"for ({s.itype} t = 0; t < len; ++t) {{  // the states, into scratch",
+        f"  const {c} dt = {p['delta']}[{s.at('t')}], ut = {p['u']}[{s.at('t')}];",
+        f"  for (int k = 0; k < {n}; ++k) {{",
+        f"    x[k] = {s.exp}(dt * a[k]) * x[k] + dt * {p['B']}[{s.bc('t')}] * ut;",
+        f"    {states}[{all_states('t')}] = x[k];",
         "  }",
         "}",
+        f"for ({s.itype} t = len - 1; t >= 0; --t) {{  // the adjoints, from the end",
+        f"  const {c} dt = {p['delta']}[{s.at('t')}], ut = {p['u']}[{s.at('t')}];",
+        f"  const {c} g = {dy}[{s.at('t')}];",
+        f"  {c} lam_b = ({c})0, q_a = ({c})0;",
+        f"  {c}* row = {out} + {d_in} * {n} + ((o / {paren(d_in)}) * len + t) * {width};",
+        f"  for (int k = 0; k < {n}; ++k) {{",
+        f"    lam[k] = a_next[k] * lam[k] + g * {p['C']}[{s.bc('t')}];",
+        f"    const {c} a_t = {s.exp}(dt * a[k]);",
+        f"    const {c} h_prev = t > 0 ? {states}[{all_states('t - 1')}] : ({c})0;",
+        f"    const {c} q = lam[k] * h_prev * a_t;",
+        f"    lam_b += lam[k] * {p['B']}[{s.bc('t')}];",
+        "    q_a += q * a[k];",
+        "    d_a[k] += q * dt;",
+        "    a_next[k] = a_t;",
+        f"    atomicAdd(&row[2 * {paren(d_in)} + k], lam[k] * dt * ut);  // dB",
+        f"    atomicAdd(&row[2 * {paren(d_in)} + {n} + k], g * {states}[{all_states('t')}]);  // dC",
+        "  }",
+        "  row[chan] = dt * lam_b;  // du",
+        f"  row[{d_in} + chan] = ut * lam_b + q_a;  // ddelta",
+        "}",
+        f"for (int k = 0; k < {n}; ++k) atomicAdd(&{out}[chan * {n} + k], d_a[k]);  // dA",
     ]
+    parallel = [
+        f"for (int k = 0; k < {n}; ++k) {{  // state index",
+        f"  const {c} a_k = {p['A']}[chan * {n} + k];",
+        "  // the forward states of this row, into scratch",
+        *["  " + line for line in s.scan_pass(s.forward_load(), store, False, "carry")],
+        "  __syncthreads();  // every state of the row is written",
+        "  // the adjoint lam[t] = a[t+1] * lam[t+1] + dy[t] * C[t, k], scanned from the end",
+        f"  {c} d_a = ({c})0;",
+        *["  " + line for line in s.scan_pass(adjoint_load, adjoint_use, True, "lam_carry")],
+        f"  d_a = gf_red_block<gf_red_sum<{c}> >(d_a, red);",
+        f"  if (active && threadIdx.y == 0) atomicAdd(&{out}[chan * {n} + k], d_a);  // dA",
+        "  __syncthreads();  // the next state index rewrites the scratch states",
+        "}",
+    ]
+    body = (s.prologue((f"__shared__ {c} red[256];  // the block's dA combine",))
+            + ["  " + line for line in s.split(serial, parallel)] + ["}"])
     ctx.add(kb.build(
         indent(body, 2), _launch(s.rows), flops=lambda sh: 24 * numel(sh[u]) * n,
         comment=f"SelectiveScanGrad pass 2 of 2 for {list(u.shape)} with {n} states: per state, the "

@@ -87,6 +87,7 @@ register("ExpandDims", infer=_expand_infer, compute=lambda x, axis: np.expand_di
 
 
 def expand_dims(x, axis: int, name: str | None = None) -> Tensor:
+    """Insert a dim of size 1 at `axis` (negative counts from the end, -1 appends)."""
     x = as_tensor(x)
     axis = normalize_axis(axis, len(x.shape), "expand_dims axis", allow_end=True)
     return make("ExpandDims", [x], {"axis": axis}, name)
@@ -130,7 +131,7 @@ def transpose(x, perm=None, name: str | None = None) -> Tensor:
     x = as_tensor(x)
     rank = len(x.shape)
     perm = tuple(reversed(range(rank))) if perm is None else tuple(perm)
-    if sorted(normalize_axis(p, rank, "perm entry") for p in perm) != list(range(rank)):
+    if sorted(normalize_axis(p, rank, "transpose perm entry") for p in perm) != list(range(rank)):
         raise ShapeError(f"transpose: perm {list(perm)} is not a permutation of {rank} dims "
                          f"(at {_site()})")
     perm = tuple(normalize_axis(p, rank) for p in perm)
@@ -154,6 +155,7 @@ register("BroadcastTo", infer=_broadcast_to_infer,
 
 
 def broadcast_to(x, shape, name: str | None = None) -> Tensor:
+    """x broadcast (numpy rules) to the fully known `shape`."""
     x = as_tensor(x)
     shape = normalize_shape(shape, "broadcast_to shape")
     if None in shape:

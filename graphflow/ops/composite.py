@@ -1,7 +1,7 @@
 """TF1 functions built exactly from other ops (which fuse with their neighbours):
 clip_by_value, leaky_relu, sigmoid_cross_entropy_with_logits, l2_loss, moments,
-batch_normalization. Each follows TF1's own formula, so values and gradients
-(including ties and kinks) match TF1.
+batch_normalization (and elu: TF1's argument names over the Elu op). Each follows
+TF1's own formula, so values and gradients (including ties and kinks) match TF1.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from ..graph import Tensor
 from ..shapes import normalize_axes, same_dim
 from .array import squeeze
 from .core import as_tensor, match_dtypes, stop_gradient, zeros_like
+from .elementwise import elu as _elu
 from .elementwise import exp, greater_equal, log1p, maximum, minimum, rsqrt, square, where
 from .reduction import reduce_mean, reduce_sum
 
@@ -36,6 +37,11 @@ def leaky_relu(features, alpha: float = 0.2, name: str | None = None) -> Tensor:
         if alpha <= 1:
             return maximum(x * float(alpha), x)
         return where(x > 0, x, x * float(alpha))
+
+
+def elu(features, name: str | None = None) -> Tensor:
+    """Exponential linear unit: x if x > 0 else exp(x) - 1 (one elementwise op, Elu)."""
+    return _elu(features, name)
 
 
 def sigmoid_cross_entropy_with_logits(_sentinel=None, labels=None, logits=None,

@@ -149,6 +149,7 @@ register("StopGradient", infer=lambda specs: specs[0], compute=lambda x: x, grad
 
 
 def identity(x, name: str | None = None) -> Tensor:
+    """x unchanged, as a new op (useful to name a value or hang control dependencies on)."""
     return make("Identity", [as_tensor(x)], name=name)
 
 
@@ -189,18 +190,22 @@ def fill_like(ref: Tensor, value, dtype=None, name: str | None = None) -> Tensor
 
 
 def zeros_like(x, dtype=None, name: str | None = None) -> Tensor:
+    """Zeros shaped like x at run time (its dtype unless `dtype`)."""
     return fill_like(as_tensor(x), 0, dtype, name or "zeros_like")
 
 
 def ones_like(x, dtype=None, name: str | None = None) -> Tensor:
+    """Ones shaped like x at run time (its dtype unless `dtype`)."""
     return fill_like(as_tensor(x), 1, dtype, name or "ones_like")
 
 
 def zeros(shape, dtype=dtypes.float32, name: str | None = None) -> Tensor:
+    """A constant of zeros with a fully known shape."""
     return constant(0, as_dtype(dtype), name or "zeros", shape=shape)
 
 
 def ones(shape, dtype=dtypes.float32, name: str | None = None) -> Tensor:
+    """A constant of ones with a fully known shape."""
     return constant(1, as_dtype(dtype), name or "ones", shape=shape)
 
 
@@ -209,6 +214,7 @@ register("NoOp", infer=lambda specs: None, compute=lambda: None, grad=NO_GRADIEN
 
 
 def no_op(name: str | None = None) -> Operation:
+    """An op that does nothing (a target for control dependencies)."""
     return make("NoOp", [], name=name or "NoOp")
 
 

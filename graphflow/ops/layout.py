@@ -1,9 +1,9 @@
 """TF1's tiling, padding and splitting: tile, pad, split, unstack, slice.
 
-Tile and constant Pad are ops of their own (one kernel each); Tile's gradient is
-TileGrad (the sum over the copies), Pad's gradient is a slice. Reflect/symmetric
-padding, split, unstack and slice are built from strided slices and concat, which
-already have kernels and gradients.
+Tile, constant Pad and MirrorPad (reflect/symmetric, one axis per op) are ops of their
+own (one kernel each); Tile's gradient is TileGrad (the sum over the copies), Pad's is a
+slice, MirrorPad's is MirrorPadGrad (each element collects its mirror images). Split,
+unstack and slice are strided slices, which already have kernels and gradients.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ..errors import ShapeError
 from ..graph import Tensor
 from ..registry import Spec, register
 from ..shapes import normalize_axis
-from .array import concat, strided_slice
+from .array import strided_slice
 from .core import as_tensor, make
 
 
@@ -25,11 +25,22 @@ def _site() -> str:
     return definition_site()
 
 
-def _int_list(values, what: str, rank: int, fn: str) -> list[int]:
-    """A list of `rank` Python ints (TF also takes tensors here; graphflow needs constants)."""
+def _constant(values, what: str, fn: str):
+    """The value of a list, an array or a gf.constant; other tensors are refused (graphflow
+    needs these sizes when the graph is built; TF1 would also take computed tensors)."""
     if isinstance(values, Tensor):
-        raise ShapeError(f"{fn}: {what} must be a list of ints, not a tensor (at {_site()})")
+        if values.op.type != "Const":
+            raise ShapeError(f"{fn}: {what} must be a list of ints or a constant, not the "
+                             f"computed tensor {values.name} (at {_site()})")
+        return values.op.attrs["value"]
+    return values
+
+
+def _int_list(values, what: str, rank: int | None, fn: str) -> list[int]:
+    """A list of `rank` (None: any number of) Python ints."""
+    values = _constant(values, what, fn)
     items = list(np.asarray(values).reshape(-1)) if not isinstance(values, list | tuple) else values
+    rank = len(items) if rank is None else rank
     if len(items) != rank or not all(isinstance(v, numbers.Integral | np.integer) for v in items):
         raise ShapeError(f"{fn}: {what} must be {rank} ints (one per dim), got {values!r} "
                          f"(at {_site()})")
@@ -87,23 +98,41 @@ def _pad_grad(op, g):
 register("Pad", infer=_pad_infer, compute=_pad_compute, grad=_pad_grad)
 
 
-def _mirror(x: Tensor, axis: int, before: int, after: int, symmetric: bool) -> Tensor:
-    """x padded along one axis with its mirror image: concat of reversed slices."""
-    d, lead = x.shape[axis], (builtins.slice(None),) * axis
-    limit = d if symmetric else (None if d is None else d - 1)
+def _mirror_infer(specs, axis, before, after, symmetric):
+    x = specs[0]
+    d = x.shape[axis]
+    limit = None if d is None else (d if symmetric else d - 1)
     if limit is not None and max(before, after) > limit:
-        mode = "SYMMETRIC" if symmetric else "REFLECT"
-        raise ShapeError(f"pad: {mode} padding ({before}, {after}) of axis {axis} needs at most "
-                         f"{limit} per side for size {d} (at {_site()})")
-    parts = []
-    if before:  # REFLECT: x[before], ..., x[1]; SYMMETRIC: x[before-1], ..., x[0]
-        first = builtins.slice(before - 1, None, -1) if symmetric else builtins.slice(before, 0, -1)
-        parts.append(strided_slice(x, lead + (first,)))
-    parts.append(x)
-    if after:  # REFLECT: x[-2], ..., x[-1-after]; SYMMETRIC: x[-1], ..., x[-after]
-        start = -1 if symmetric else -2
-        parts.append(strided_slice(x, lead + (builtins.slice(start, start - after, -1),)))
-    return concat(parts, axis)
+        raise ShapeError(f"{'SYMMETRIC' if symmetric else 'REFLECT'} padding ({before}, {after}) "
+                         f"of axis {axis} needs at most {limit} per side for size {d}")
+    shape = list(x.shape)
+    shape[axis] = None if d is None else d + before + after
+    return Spec(tuple(shape), x.dtype)
+
+
+def _mirror_compute(x, axis, before, after, symmetric):
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (before, after)
+    return np.pad(x, widths, mode="symmetric" if symmetric else "reflect")
+
+
+def _mirror_grad_compute(g, ref, axis, before, after, symmetric):
+    """Each input element collects g at its own place and at its mirror images."""
+    d = ref.shape[axis]
+    g = np.moveaxis(g, axis, 0)
+    out = g[before:before + d].copy()
+    skip = 0 if symmetric else 1  # REFLECT leaves out the edge element
+    out[skip:skip + before] += g[:before][::-1]
+    if after:
+        out[d - skip - after:d - skip] += g[before + d:][::-1]
+    return np.moveaxis(out, 0, axis)
+
+
+register("MirrorPad", infer=_mirror_infer, compute=_mirror_compute,
+         grad=lambda op, g: [make("MirrorPadGrad", [g, op.inputs[0]], dict(op.attrs))])
+register("MirrorPadGrad", infer=lambda specs, **attrs: Spec(specs[1].shape, specs[0].dtype),
+         compute=_mirror_grad_compute,
+         grad=lambda op, g: [make("MirrorPad", [g], dict(op.attrs)), None])
 
 
 def pad(tensor, paddings, mode: str = "CONSTANT", name: str | None = None,
@@ -115,10 +144,7 @@ def pad(tensor, paddings, mode: str = "CONSTANT", name: str | None = None,
     """
     x = as_tensor(tensor)
     rank = len(x.shape)
-    if isinstance(paddings, Tensor):
-        raise ShapeError(f"pad: paddings must be a list of [before, after] ints, not a tensor "
-                         f"(at {_site()})")
-    rows = np.asarray(paddings)
+    rows = np.asarray(_constant(paddings, "paddings", "pad"))
     if rows.shape != (rank, 2) or rows.dtype.kind not in "iu" or (rows < 0).any():
         raise ShapeError(f"pad: paddings must be {rank} pairs [before, after] of ints >= 0 for a "
                          f"tensor of shape {list(x.shape)}, got {paddings!r} (at {_site()})")
@@ -134,9 +160,10 @@ def pad(tensor, paddings, mode: str = "CONSTANT", name: str | None = None,
                     name)
     if mode not in ("REFLECT", "SYMMETRIC"):
         raise ValueError(f"pad: mode must be 'CONSTANT', 'REFLECT' or 'SYMMETRIC', got {mode!r}")
-    for axis, (a, b) in enumerate(pairs):
+    for axis, (a, b) in enumerate(pairs):  # one axis at a time
         if a or b:
-            x = _mirror(x, axis, a, b, mode == "SYMMETRIC")
+            x = make("MirrorPad", [x], {"axis": axis, "before": a, "after": b,
+                                        "symmetric": mode == "SYMMETRIC"}, name)
     return x
 
 
@@ -148,10 +175,14 @@ def _axis_key(axis: int, item) -> tuple:
 def split(value, num_or_size_splits, axis: int = 0, num: int | None = None,
           name: str = "split") -> list[Tensor]:
     """Split `value` along `axis`: into num_or_size_splits equal pieces (an int), or into
-    pieces of the listed sizes (one size may be -1: the rest). Returns a list of tensors."""
+    pieces of the listed sizes (one size may be -1: the rest). Returns a list of tensors.
+    `num`, when given, must equal the number of pieces."""
     x = as_tensor(value)
     axis = normalize_axis(axis, len(x.shape), "split axis")
     d = x.shape[axis]
+    num_or_size_splits = _constant(num_or_size_splits, "num_or_size_splits", "split")
+    if isinstance(num_or_size_splits, np.ndarray) and num_or_size_splits.ndim == 0:
+        num_or_size_splits = int(num_or_size_splits)
     if isinstance(num_or_size_splits, numbers.Integral):
         n = int(num_or_size_splits)
         if n <= 0:
@@ -164,8 +195,7 @@ def split(value, num_or_size_splits, axis: int = 0, num: int | None = None,
                              f"pieces (at {_site()})")
         sizes = [d // n] * n
     else:
-        sizes = _int_list(num_or_size_splits, "size_splits", len(list(num_or_size_splits)),
-                          "split")
+        sizes = _int_list(num_or_size_splits, "size_splits", None, "split")
         if sum(s == -1 for s in sizes) > 1 or any(s < -1 for s in sizes):
             raise ShapeError(f"split: sizes {sizes} may hold at most one -1 and no other negative "
                              f"(at {_site()})")
@@ -181,6 +211,8 @@ def split(value, num_or_size_splits, axis: int = 0, num: int | None = None,
         elif -1 in sizes[:-1]:
             raise ShapeError(f"split: axis {axis} has an unknown size: only the last size may be "
                              f"-1 (at {_site()})")
+    if num is not None and num != len(sizes):
+        raise ShapeError(f"split: num={num} but {len(sizes)} pieces were asked for (at {_site()})")
     pieces, start = [], 0
     with x.graph.as_default(), x.graph.name_scope(name):
         for s in sizes:

@@ -58,6 +58,7 @@ def softmax(logits, axis: int = -1, name: str | None = None) -> Tensor:
 
 
 def log_softmax(logits, axis: int = -1, name: str | None = None) -> Tensor:
+    """log(softmax(logits)) along axis, computed stably."""
     x = as_tensor(logits)
     return make("LogSoftmax", [x], {"axis": normalize_axis(axis, len(x.shape),
                                                            "log_softmax axis")}, name)
@@ -394,6 +395,7 @@ def _pool(op_type, x, ksize, strides, padding, name):
 
 
 def max_pool2d(x, ksize, strides, padding: str, name: str | None = None) -> Tensor:
+    """Max over each window of an NHWC tensor; SAME pads with -inf."""
     return _pool("MaxPool", x, ksize, strides, padding, name)
 
 

@@ -147,6 +147,7 @@ def random_normal(shape, mean=0.0, stddev=1.0, dtype=float32, seed=None, truncat
 
 def truncated_normal(shape, mean=0.0, stddev=1.0, dtype=float32, seed=None,
                      name: str | None = None) -> Tensor:
+    """Normal(mean, stddev) with values beyond two stddevs redrawn."""
     return random_normal(shape, mean, stddev, dtype, seed, truncated=True, name=name)
 
 

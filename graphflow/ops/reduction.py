@@ -99,7 +99,7 @@ for _type, (_public, _fn, _grad) in REDUCTIONS.items():
 
 def _reduce(op_type: str, x, axis, keepdims: bool, name: str | None) -> Tensor:
     x = as_tensor(x)
-    axes = normalize_axes(axis, len(x.shape))
+    axes = normalize_axes(axis, len(x.shape), f"{REDUCTIONS[op_type][0]} axis")
     if not axes and not x.dtype.is_bool:
         return x
     return make(op_type, [x], {"axis": axes, "keepdims": bool(keepdims)}, name)
@@ -111,14 +111,17 @@ def reduce_sum(x, axis=None, keepdims: bool = False, name: str | None = None) ->
 
 
 def reduce_mean(x, axis=None, keepdims: bool = False, name: str | None = None) -> Tensor:
+    """Mean over `axis` (None: all axes); integer means truncate toward zero."""
     return _reduce("ReduceMean", x, axis, keepdims, name)
 
 
 def reduce_max(x, axis=None, keepdims: bool = False, name: str | None = None) -> Tensor:
+    """Maximum over `axis` (None: all axes); the gradient splits evenly between ties."""
     return _reduce("ReduceMax", x, axis, keepdims, name)
 
 
 def reduce_min(x, axis=None, keepdims: bool = False, name: str | None = None) -> Tensor:
+    """Minimum over `axis` (None: all axes); the gradient splits evenly between ties."""
     return _reduce("ReduceMin", x, axis, keepdims, name)
 
 
@@ -134,8 +137,9 @@ def reduce_logsumexp(x, axis=None, keepdims: bool = False, name: str | None = No
     from .elementwise import equal, exp, log, where
     x = as_tensor(x)
     if not x.dtype.is_floating:
+        from ..graph import definition_site
         raise DTypeError(f"reduce_logsumexp needs a floating tensor, got {x.name} of dtype "
-                         f"{x.dtype.name}")
+                         f"{x.dtype.name} (at {definition_site()})")
     axes = normalize_axes(axis, len(x.shape))
     with x.graph.as_default(), x.graph.name_scope(name or "reduce_logsumexp"):
         top = reduce_max(x, axes, keepdims=True)
@@ -172,6 +176,7 @@ def argmax(x, axis: int = 0, output_type=dtypes.int64, name: str | None = None) 
 
 
 def argmin(x, axis: int = 0, output_type=dtypes.int64, name: str | None = None) -> Tensor:
+    """Index of the smallest value along axis (the first one on ties), int64."""
     x = as_tensor(x)
     axis = normalize_axis(axis, len(x.shape), "argmin axis")
     return make("ArgMin", [x], {"axis": axis, "output_type": dtypes.as_dtype(output_type)}, name)
