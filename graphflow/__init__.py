@@ -119,7 +119,8 @@ from .variables import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "data", "distributed", "errors", "initializers", "io", "nn", "train", "add_n", "gradients", "clip_by_global_norm",
+    "data", "distributed", "errors", "initializers", "io", "nn", "train", "add_n", "gradients",
+    "clip_by_global_norm",
     "global_norm", "DType", "as_dtype", "bool_", "float16", "float32", "float64", "int32", "int64",
     "Graph", "Operation", "Tensor", "TensorShape", "control_dependencies", "get_default_graph",
     "name_scope", "reset_default_graph", "broadcast_to", "concat", "cumsum", "expand_dims",

@@ -36,3 +36,7 @@ class NotSupportedError(GraphflowError, NotImplementedError):
 
 class VariableReuseError(GraphflowError, ValueError):
     """get_variable broke a reuse rule: a name made twice, or shared before it exists."""
+
+
+class DistributedError(GraphflowError):
+    """Ranks disagree (graphs, shapes, buckets) or a collective did not complete in time."""

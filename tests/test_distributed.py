@@ -126,3 +126,67 @@ def test_weights_equal_one_process_on_the_concatenated_batch(tmp_path, device, o
             np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5,
                                        err_msg=f"rank {r}, variable {name}")
         assert got["calls"] == calls
+
+
+@needs_mpi
+def test_a_killed_rank_ends_the_job_with_a_clear_report(tmp_path):
+    proc, took = _mpirun(tmp_path, 2, {"device": "reference", "opt": "sgd", "steps": 5, "fault": "kill",
+                                       "out": str(tmp_path / "w")}, mpi_timeout=10)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert took < 35
+    # Open MPI tears the job down and names the dead rank, or graphflow's timeout names the wait
+    assert ("rank 1" in text and "signal 9" in text) or "did not complete within 10 s" in text, text
+
+
+@needs_mpi
+def test_a_stalled_rank_gives_the_others_a_timeout_error(tmp_path):
+    proc, took = _mpirun(tmp_path, 2, {"device": "reference", "opt": "sgd", "steps": 5, "fault": "stall",
+                                       "out": str(tmp_path / "w")}, mpi_timeout=3)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert took < 30
+    assert "graphflow.errors.DistributedError: op 'DistributedOptimizer/bucket_0/allreduce'" in text, text
+    assert "rank 0 of 2: all-reduce of bucket 0 of 1 (gradients of b2, W2, b1, W1)" in text, text
+    assert "did not complete within 3 s (GRAPHFLOW_MPI_TIMEOUT)" in text, text
+
+
+@needs_mpi
+def test_mismatched_graphs_are_refused_before_any_data_moves(tmp_path):
+    proc, took = _mpirun(tmp_path, 2, {"device": "reference", "opt": "sgd", "steps": 2, "fault": "mismatch",
+                                       "out": str(tmp_path / "w")}, mpi_timeout=10)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "ranks disagree before broadcast of W1 from rank 0" in text, text
+    assert ("rank 0 has 'Variable W1 [5, 8] float32' where rank 1 has 'Variable W1 [5, 9] float32'"
+            in text), text
+
+
+def test_buckets_fill_in_backward_order_up_to_the_size():
+    with gf.Graph().as_default():
+        grads = [gf.zeros([40]), gf.zeros([8]), gf.zeros([24]), gf.zeros([3]), gf.zeros([2], gf.float64)]
+        sizes = [160, 32, 96, 12, 16]  # bytes; the last is float64
+        assert [g.shape.num_elements() * g.dtype.size for g in grads] == sizes
+        assert make_buckets(grads, 128) == [[4], [3, 2], [1], [0]]  # a dtype change starts a bucket
+        assert make_buckets(grads, 0) == [[4], [3], [2], [1], [0]]
+        assert make_buckets(grads, 1 << 20) == [[4], [3, 2, 1, 0]]
+
+
+def test_the_all_reduce_is_a_host_step_in_the_compiled_program_and_packing_is_fused():
+    with gf.Graph().as_default():
+        x = gf.placeholder(gf.float32, [None, 5])
+        w = gf.Variable(np.ones((5, 4), np.float32), name="W")
+        b = gf.Variable(np.zeros(4, np.float32), name="b")
+        loss = gf.reduce_mean(gf.square(x @ w + b))
+        opt = gf.distributed.DistributedOptimizer(gf.train.GradientDescentOptimizer(0.1))
+        grads = opt.compute_gradients(loss)
+        reduces = [op for op in gf.get_default_graph().get_operations() if op.type == "AllReduce"]
+        assert len(reduces) == 1 and reduces[0].inputs[0].shape == (24,)
+        assert [list(g.shape) for g, _ in grads] == [[5, 4], [4]]
+        with gf.Session(device="cpu") as sess:
+            step = sess.make_callable(opt.apply_gradients(grads), [x])
+        assert "// host step allreduce_0: MPI all-reduce (mean over ranks) of all-reduce of bucket 0" \
+            in step.source
+        names = [k.name for k in step.kernels]
+        pack = [k for k in step.kernels if any("bucket_0/pack" in n for n in k.nodes)]
+        assert len(pack) == 1, names  # both gradients copied into the bucket by one kernel

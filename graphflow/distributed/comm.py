@@ -15,12 +15,7 @@ import time
 
 import numpy as np
 
-from ..errors import GraphflowError
-
-
-class DistributedError(GraphflowError):
-    """Ranks disagree, or a collective did not complete in time."""
-
+from ..errors import DistributedError
 
 STATS = {"allreduce_calls": 0, "allreduce_bytes": 0, "broadcast_calls": 0, "broadcast_bytes": 0}
 _state: dict = {"comm": None, "MPI": None, "verified": set()}
