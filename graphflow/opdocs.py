@@ -78,6 +78,8 @@ def _probe() -> _Probe:
     v = p("gf.Variable", np.ones(4, f32), name="v")
     p("gf.assign", v, c)
     p("gf.assign_add", v, c)
+    p("gf.distributed.allreduce", c)
+    p("gf.distributed.broadcast_variables", 0, [v])
     p("gf.assign_sub", v, c)
     p("gf.group", v.initializer)
     p("gf.no_op")

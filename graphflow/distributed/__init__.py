@@ -8,7 +8,9 @@
 Run with `mpirun -np 2 python train.py`; each rank feeds its own shard of the batch.
 """
 from .comm import STATS, DistributedError, init, rank, size
+from .ops import allreduce
 from .optimizer import DEFAULT_BUCKET_BYTES, DistributedOptimizer, allreduce_gradients, broadcast_variables
 
-__all__ = ["init", "rank", "size", "DistributedOptimizer", "broadcast_variables", "allreduce_gradients",
+__all__ = ["init", "rank", "size", "allreduce", "DistributedOptimizer", "broadcast_variables",
+           "allreduce_gradients",
            "DistributedError", "DEFAULT_BUCKET_BYTES", "STATS"]

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DTypeError
+from ..errors import DTypeError, ShapeError
+from ..graph import Tensor
+from ..ops.core import as_tensor, make
 from ..registry import NO_GRADIENT, Spec, register
 from . import comm
 
 
 def _float_infer(specs, label, fingerprint, **_):
     (x,) = specs
-    if not x.dtype.is_floating:
-        raise DTypeError(f"{label}: collectives average floating tensors, got {x.dtype.name}")
+    if x.dtype.name not in ("float32", "float64"):
+        raise DTypeError(f"{label}: all-reduce averages float32 or float64 tensors, got {x.dtype.name}")
     return Spec(x.shape, x.dtype)
 
 
@@ -39,3 +41,35 @@ def broadcast_compute(x: np.ndarray, root: int, label: str, fingerprint: tuple) 
 
 register("AllReduce", infer=_float_infer, compute=allreduce_compute, grad=NO_GRADIENT, stateful=True)
 register("Broadcast", infer=_same_infer, compute=broadcast_compute, grad=NO_GRADIENT, stateful=True)
+
+
+def describe(t: Tensor) -> str:
+    return f"{t.op.type} {t.op.name} {list(t.shape)} {t.dtype.name}"
+
+
+def graph_fingerprint(tensors: list[Tensor]) -> list[str]:
+    """One line per op that `tensors` depend on (type, name, shape, dtype; never values), in
+    creation order: what every rank must agree on."""
+    seen: set = set()
+    stack = [t.op for t in tensors]
+    while stack:
+        op = stack.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        stack.extend(t.op for t in op.inputs)
+        stack.extend(op.control_inputs)
+    graph = tensors[0].graph
+    return [describe(op.outputs[0]) if op.outputs else f"{op.type} {op.name}"
+            for op in graph.get_operations() if op in seen]
+
+
+def allreduce(tensor: Tensor, name: str | None = None) -> Tensor:
+    """The mean over every rank of `tensor` (its shape must be fully known)."""
+    tensor = as_tensor(tensor)
+    if not tensor.shape.is_fully_defined():
+        raise ShapeError(f"cannot all-reduce {tensor.name}: its shape {list(tensor.shape)} is not fully "
+                         "known, and every rank must send the same number of elements")
+    fingerprint = tuple(graph_fingerprint([tensor]) + [f"allreduce of {tensor.name}"])
+    return make("AllReduce", [tensor], {"label": f"all-reduce of {tensor.name}", "fingerprint": fingerprint},
+                name=name or "allreduce")

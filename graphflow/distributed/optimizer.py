@@ -13,30 +13,9 @@ from ..ops.array import concat, reshape
 from ..ops.core import as_tensor, group, make
 from ..train.optimizers import Optimizer, _tf1_order
 from ..variables import Variable, global_variables
-from . import ops as _ops  # noqa: F401 - registers AllReduce and Broadcast
+from .ops import describe, graph_fingerprint
 
 DEFAULT_BUCKET_BYTES = 16 << 20
-
-
-def _describe(t: Tensor) -> str:
-    return f"{t.op.type} {t.op.name} {list(t.shape)} {t.dtype.name}"
-
-
-def graph_fingerprint(tensors: list[Tensor]) -> list[str]:
-    """One line per op that `tensors` depend on (type, name, shape, dtype; never values), in
-    creation order: what every rank must agree on."""
-    seen: set = set()
-    stack = [t.op for t in tensors]
-    while stack:
-        op = stack.pop()
-        if op in seen:
-            continue
-        seen.add(op)
-        stack.extend(t.op for t in op.inputs)
-        stack.extend(op.control_inputs)
-    graph = tensors[0].graph
-    return [_describe(op.outputs[0]) if op.outputs else f"{op.type} {op.name}"
-            for op in graph.get_operations() if op in seen]
 
 
 def make_buckets(grads: list[Tensor], bucket_bytes: int) -> list[list[int]]:
@@ -138,7 +117,7 @@ def broadcast_variables(root: int = 0, variables=None, name: str = "broadcast_va
         raise GraphflowError("broadcast_variables: no variables to broadcast; create them first")
     if not isinstance(root, int) or root < 0:
         raise GraphflowError(f"broadcast_variables: root must be a rank (an int >= 0), got {root!r}")
-    fingerprint = tuple([f"broadcast from rank {root}"] + [_describe(v) for v in variables])
+    fingerprint = tuple([f"broadcast from rank {root}"] + [describe(v) for v in variables])
     graph = variables[0].graph
     assigns = []
     with graph.as_default(), graph.name_scope(name):
