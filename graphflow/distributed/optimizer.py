@@ -98,14 +98,17 @@ class DistributedOptimizer:
 
     def apply_gradients(self, grads_and_vars, global_step: Variable | None = None,
                         name: str | None = None) -> Operation:
+        """The wrapped optimizer's update (give it compute_gradients' averaged pairs)."""
         return self.optimizer.apply_gradients(grads_and_vars, global_step, name)
 
     def minimize(self, loss: Tensor, var_list=None, global_step: Variable | None = None,
                  name: str | None = None) -> Operation:
+        """compute_gradients (averaged over ranks) then apply_gradients: one training step."""
         var_list, global_step = _tf1_order(var_list, global_step)
         return self.apply_gradients(self.compute_gradients(loss, var_list), global_step, name)
 
     def get_slot(self, var: Variable, name: str) -> Variable | None:
+        """The wrapped optimizer's slot variable ('m', 'v', 'momentum') for var, or None."""
         return self.optimizer.get_slot(var, name)
 
 
