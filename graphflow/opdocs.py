@@ -79,6 +79,7 @@ def _probe() -> _Probe:
     p("gf.assign", v, c)
     p("gf.assign_add", v, c)
     p("gf.distributed.allreduce", c)
+    p("gf.distributed.allreduce_gradients", [(c, v)])
     p("gf.distributed.broadcast_variables", 0, [v])
     p("gf.assign_sub", v, c)
     p("gf.group", v.initializer)

@@ -146,7 +146,7 @@ def test_a_stalled_rank_gives_the_others_a_timeout_error(tmp_path):
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert took < 30
-    assert "graphflow.errors.DistributedError: op 'DistributedOptimizer/bucket_0/allreduce'" in text, text
+    assert "DistributedError: op 'DistributedOptimizer/bucket_0/allreduce_wait'" in text, text
     assert "rank 0 of 2: all-reduce of bucket 0 of 1 (gradients of b2, W2, b1, W1)" in text, text
     assert "did not complete within 3 s (GRAPHFLOW_MPI_TIMEOUT)" in text, text
 
@@ -172,21 +172,27 @@ def test_buckets_fill_in_backward_order_up_to_the_size():
         assert make_buckets(grads, 1 << 20) == [[4], [3, 2, 1, 0]]
 
 
-def test_the_all_reduce_is_a_host_step_in_the_compiled_program_and_packing_is_fused():
+def test_all_reduces_are_host_steps_that_start_while_backward_still_runs():
     with gf.Graph().as_default():
         x = gf.placeholder(gf.float32, [None, 5])
-        w = gf.Variable(np.ones((5, 4), np.float32), name="W")
-        b = gf.Variable(np.zeros(4, np.float32), name="b")
-        loss = gf.reduce_mean(gf.square(x @ w + b))
-        opt = gf.distributed.DistributedOptimizer(gf.train.GradientDescentOptimizer(0.1))
+        w1 = gf.Variable(np.ones((5, 4), np.float32), name="W1")
+        b1 = gf.Variable(np.zeros(4, np.float32), name="b1")
+        w2 = gf.Variable(np.ones((4, 2), np.float32), name="W2")
+        b2 = gf.Variable(np.zeros(2, np.float32), name="b2")
+        loss = gf.reduce_mean(gf.square(gf.tanh(x @ w1 + b1) @ w2 + b2))
+        opt = gf.distributed.DistributedOptimizer(gf.train.GradientDescentOptimizer(0.1), bucket_bytes=40)
         grads = opt.compute_gradients(loss)
-        reduces = [op for op in gf.get_default_graph().get_operations() if op.type == "AllReduce"]
-        assert len(reduces) == 1 and reduces[0].inputs[0].shape == (24,)
-        assert [list(g.shape) for g, _ in grads] == [[5, 4], [4]]
+        starts = [op for op in gf.get_default_graph().get_operations() if op.type == "AllReduceStart"]
+        # backward finishes b2 (8 bytes) and W2 (32) first: one packed bucket; then b1, W1
+        assert [op.inputs[0].shape for op in starts] == [(10,), (4,), (5, 4)]
+        assert [list(g.shape) for g, _ in grads] == [[5, 4], [4], [4, 2], [2]]
         with gf.Session(device="cpu") as sess:
             step = sess.make_callable(opt.apply_gradients(grads), [x])
-        assert "// host step allreduce_0: MPI all-reduce (mean over ranks) of all-reduce of bucket 0" \
-            in step.source
-        names = [k.name for k in step.kernels]
+        assert ("// host step allreduce_start_0: MPI all-reduce started (Iallreduce) for all-reduce of "
+                "bucket 0 of 3 (gradients of b2, W2)") in step.source
+        order = [k.name for k in step.kernels]
+        w1_grad = next(i for i, k in enumerate(step.kernels)
+                       if any(n.startswith("gradients/matmul_grad/matmul_1") for n in k.nodes))
+        assert order.index("allreduce_start_0") < w1_grad < order.index("allreduce_wait_0"), order
         pack = [k for k in step.kernels if any("bucket_0/pack" in n for n in k.nodes)]
-        assert len(pack) == 1, names  # both gradients copied into the bucket by one kernel
+        assert len(pack) == 1, order  # both gradients copied into the bucket by one kernel

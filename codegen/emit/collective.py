@@ -68,6 +68,20 @@ def emit_allreduce(ctx: EmitContext, op: Operation) -> None:
          lambda src, dst: comm.allreduce_average(src, dst, label, fingerprint))
 
 
+@emitter("AllReduceStart")
+def emit_allreduce_start(ctx: EmitContext, op: Operation) -> None:
+    attrs = op.attrs
+    _add(ctx, op, "allreduce_start", f"MPI all-reduce started (Iallreduce) for {attrs['label']}",
+         lambda src, dst: comm.start_allreduce(attrs["key"], src, dst, attrs["label"], attrs["fingerprint"]))
+
+
+@emitter("AllReduceWait")
+def emit_allreduce_wait(ctx: EmitContext, op: Operation) -> None:
+    attrs = op.attrs
+    _add(ctx, op, "allreduce_wait", f"MPI all-reduce finished (wait, mean over ranks) for {attrs['label']}",
+         lambda src, dst: comm.finish_allreduce(attrs["key"], dst))
+
+
 @emitter("Broadcast")
 def emit_broadcast(ctx: EmitContext, op: Operation) -> None:
     label, fingerprint, root = op.attrs["label"], op.attrs["fingerprint"], op.attrs["root"]

@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import DistributedError
 
 STATS = {"allreduce_calls": 0, "allreduce_bytes": 0, "broadcast_calls": 0, "broadcast_bytes": 0}
-_state: dict = {"comm": None, "MPI": None, "verified": set()}
+_state: dict = {"comm": None, "MPI": None, "verified": set(), "pending": {}}
 
 
 def init():
@@ -133,6 +133,31 @@ def allreduce_average(src: np.ndarray, dst: np.ndarray, what: str, fingerprint: 
         request = comm.Iallreduce(src, dst, op=MPI.SUM)
     wait(request, what)
     np.divide(dst, dst.dtype.type(comm.Get_size()), out=dst)
+
+
+def start_allreduce(key: str, src: np.ndarray, dst: np.ndarray, label: str, fingerprint: tuple) -> None:
+    """Start summing src over ranks into dst (src may be dst); finish_allreduce(key) completes it.
+    dst must stay untouched until then."""
+    check_agreement(fingerprint, label)
+    comm, MPI = init(), _state["MPI"]
+    if key in _state["pending"]:
+        raise DistributedError(f"{label}: started twice without finishing (internal error)")
+    STATS["allreduce_calls"] += 1
+    STATS["allreduce_bytes"] += dst.nbytes
+    if dst.ctypes.data != src.ctypes.data:
+        dst[...] = src
+    request = None
+    if comm.Get_size() > 1 and dst.size:
+        request = comm.Iallreduce(MPI.IN_PLACE, dst, op=MPI.SUM)
+    _state["pending"][key] = (request, dst, label)
+
+
+def finish_allreduce(key: str, out: np.ndarray) -> None:
+    """Wait for the all-reduce started under `key`; out = the sum / size."""
+    request, summed, label = _state["pending"].pop(key)
+    if request is not None:
+        wait(request, label)
+    np.divide(summed, summed.dtype.type(init().Get_size()), out=out)
 
 
 def broadcast(src: np.ndarray, dst: np.ndarray, root: int, what: str, fingerprint: tuple) -> None:

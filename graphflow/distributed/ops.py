@@ -1,6 +1,7 @@
-"""Collective ops: AllReduce (mean over ranks) and Broadcast (root's value everywhere).
+"""Collective ops: AllReduce (mean over ranks), Broadcast (root's value everywhere).
 
-Both are stateful (never folded, merged or fused) and carry `label` (what the error messages
+AllReduceStart/AllReduceWait split a bucket's all-reduce around the rest of backward. All are
+stateful (never folded, merged or fused) and carry `label` (what the error messages
 call them) and `fingerprint` (what every rank must agree on before the first call). Their
 numpy compute calls MPI; compiled devices run the same functions as host steps
 (codegen/emit/collective.py) on the device buffers.
@@ -39,7 +40,23 @@ def broadcast_compute(x: np.ndarray, root: int, label: str, fingerprint: tuple) 
     return out
 
 
+def start_compute(x: np.ndarray, key: str, label: str, fingerprint: tuple) -> np.ndarray:
+    out = np.array(x, copy=True)
+    comm.start_allreduce(key, out, out, label, fingerprint)
+    return out
+
+
+def wait_compute(x: np.ndarray, key: str, label: str, fingerprint: tuple) -> np.ndarray:
+    out = np.empty_like(x)
+    comm.finish_allreduce(key, out)
+    return out
+
+
 register("AllReduce", infer=_float_infer, compute=allreduce_compute, grad=NO_GRADIENT, stateful=True)
+# A bucket's all-reduce in two halves: started as soon as backward has its gradients, finished
+# (waited for, divided by the size) before the update, so the rest of backward runs in between.
+register("AllReduceStart", infer=_float_infer, compute=start_compute, grad=NO_GRADIENT, stateful=True)
+register("AllReduceWait", infer=_float_infer, compute=wait_compute, grad=NO_GRADIENT, stateful=True)
 register("Broadcast", infer=_same_infer, compute=broadcast_compute, grad=NO_GRADIENT, stateful=True)
 
 
