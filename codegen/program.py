@@ -97,6 +97,45 @@ def assemble(kernels: list[Kernel]) -> str:
     return "\n".join(parts)
 
 
+def emit_kernels(graph: LGraph, device: str, fuse: bool = True) -> tuple[list, set, list[Kernel]]:
+    """Fusion groups, the inlined one-element ops, and the kernels for `device` ('cpu' picks
+    the cpu schedules; any other name the GPU's). Nothing is compiled."""
+    groups, inline = plan_groups(graph, fuse)
+    emitters = load_all()
+    ctx = EmitContext(device=device)
+    fetched = graph.live_outputs()
+    users = graph.consumers()
+    for group in groups:
+        for op in group.ops:
+            for t in list(op.inputs) + op.outputs:
+                if t.dtype.name == "float16":
+                    raise CompileError(f"{op.describe()}: float16 kernels are not supported yet")
+        if group.fused:
+            emit_fused(ctx, group, inline, stored_outputs(group, fetched, users))
+            continue
+        op = group.segments[0][0]  # the template op (prologue and epilogue ops around it)
+        emit = emitters.get(op.type)
+        if emit is None:
+            raise CompileError(f"no CUDA emitter for {op.describe()}")
+        stored = stored_outputs(group, fetched, users)
+        if group.epilogue:
+            emit(ctx, op, epilogue=(group.epilogue, inline, stored))
+        elif group.prologue:
+            emit(ctx, op, prologue=(group.prologue, inline, stored))
+        else:
+            emit(ctx, op)
+    return groups, inline, ctx.kernels
+
+
+def stored_outputs(group, fetched: set, users: dict) -> set:
+    """Outputs of a group's ops that must reach memory: effects, fetches, and values any op
+    outside the group reads."""
+    members = set(group.ops)
+    return {op.outputs[0] for op in group.ops
+            if op.type in ASSIGN_OPS or op.outputs[0] in fetched
+            or any(u not in members for u in users.get(op.outputs[0], []))}
+
+
 @dataclass
 class Table:
     """Everything about one shape signature that does not change from run to run."""
@@ -120,32 +159,8 @@ class Program:
                  fuse: bool = True) -> None:
         self.device, self.driver, self.graph = device, driver, graph
         self._user_fetches = user_fetches
-        self.groups, inline = plan_groups(graph, fuse)
+        self.groups, inline, self.kernels = emit_kernels(graph, device, fuse)
         self._alias = {op.outputs[0]: op.inputs[0] for op in graph.ops if op.type in ALIAS_OPS}
-        emitters = load_all()
-        ctx = EmitContext()
-        fetched = graph.live_outputs()
-        users = graph.consumers()
-        for group in self.groups:
-            for op in group.ops:
-                for t in list(op.inputs) + op.outputs:
-                    if t.dtype.name == "float16":
-                        raise CompileError(f"{op.describe()}: float16 kernels are not supported yet")
-            if group.fused:
-                emit_fused(ctx, group, inline, self._stored(group, fetched, users))
-                continue
-            op = group.segments[0][0]  # the template op (prologue and epilogue ops around it)
-            emit = emitters.get(op.type)
-            if emit is None:
-                raise CompileError(f"no CUDA emitter for {op.describe()}")
-            stored = self._stored(group, fetched, users)
-            if group.epilogue:
-                emit(ctx, op, epilogue=(group.epilogue, inline, stored))
-            elif group.prologue:
-                emit(ctx, op, prologue=(group.prologue, inline, stored))
-            else:
-                emit(ctx, op)
-        self.kernels = ctx.kernels
         self.source = assemble(self.kernels)
         self._in_place = self._plan_in_place()
         self._assigns = [op for op in graph.ops if op.type in ASSIGN_OPS]
@@ -172,15 +187,6 @@ class Program:
         dump_dir = os.environ.get("GRAPHFLOW_DUMP_DIR")
         if dump_dir:
             self.dump(os.path.join(dump_dir, self.dump_name()))
-
-    @staticmethod
-    def _stored(group, fetched: set, users: dict) -> set:
-        """Outputs of a group's ops that must reach memory: effects, fetches, and values any op
-        outside the group reads."""
-        members = set(group.ops)
-        return {op.outputs[0] for op in group.ops
-                if op.type in ASSIGN_OPS or op.outputs[0] in fetched
-                or any(u not in members for u in users.get(op.outputs[0], []))}
 
     def root(self, t: LTensor) -> LTensor:
         while t in self._alias:
