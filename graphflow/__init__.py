@@ -6,7 +6,7 @@
     with gf.Session() as sess:
         sess.run(train_op, {x: batch})
 """
-from . import data, errors, initializers, io, nn, onnx, train
+from . import data, distributed, errors, initializers, io, nn, onnx, train
 from .autodiff import add_n, gradients
 from .clip import clip_by_global_norm, global_norm
 from .dtypes import DType, as_dtype, bool_, float16, float32, float64, int32, int64
@@ -119,7 +119,8 @@ from .variables import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "data", "errors", "initializers", "io", "nn", "onnx", "train", "add_n", "gradients",
+    "data", "distributed", "errors", "initializers", "io", "nn", "onnx", "train", "add_n",
+    "gradients",
     "clip_by_global_norm",
     "global_norm", "DType", "as_dtype", "bool_", "float16", "float32", "float64", "int32", "int64",
     "Graph", "Operation", "Tensor", "TensorShape", "control_dependencies", "get_default_graph",

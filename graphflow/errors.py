@@ -40,3 +40,7 @@ class VariableReuseError(GraphflowError, ValueError):
 
 class UnsupportedOpError(GraphflowError):
     """An ONNX op, attribute value or dtype that graphflow cannot run (raised at import)."""
+
+
+class DistributedError(GraphflowError):
+    """Ranks disagree (graphs, shapes, buckets) or a collective did not complete in time."""
