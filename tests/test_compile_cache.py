@@ -250,3 +250,27 @@ def test_a_hit_is_recently_used_and_compiles_prune(drv, tmp_path, monkeypatch):
     names = [p.name for p in folder.iterdir() if len(p.name.split(".")[0]) == 64]
     assert len(names) == 2 and all(n.endswith((".so", ".cu")) for n in names)
     np.testing.assert_array_equal(fill(drv, second), 21 + 2 * np.arange(4))
+
+
+MODEL = """
+import graphflow as gf
+g = gf.Graph()
+with g.as_default():
+    x = gf.placeholder(gf.float32, [None, 3], name="x")
+    y = gf.nn.relu(x * 2.0 + 1.0)
+"""
+
+
+def test_a_comment_line_in_the_user_script_does_not_recompile(drv):
+    def compile_model(prefix: str):
+        namespace = {}
+        exec(compile(prefix + MODEL, "user_script.py", "exec"), namespace)
+        with __import__("graphflow").Session(namespace["g"], device="cpu") as sess:
+            f = sess.make_callable(namespace["y"], feed_list=[namespace["x"]])
+            return f.source, f(np.ones((2, 3), np.float32))
+    source1, out1 = compile_model("")
+    compiles = cache.stats["compiles"]
+    source2, out2 = compile_model("# a comment line added at the top\n")
+    assert source1 != source2  # the kernel comments name the new line numbers...
+    assert cache.stats["compiles"] == compiles  # ...and nothing recompiles
+    np.testing.assert_array_equal(out2, np.full((2, 3), 3.0, np.float32))
