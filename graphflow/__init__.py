@@ -6,7 +6,7 @@
     with gf.Session() as sess:
         sess.run(train_op, {x: batch})
 """
-from . import data, errors, initializers, io, nn, train
+from . import data, errors, initializers, io, nn, train, viz
 from .autodiff import add_n, gradients
 from .clip import clip_by_global_norm, global_norm
 from .dtypes import DType, as_dtype, bool_, float16, float32, float64, int32, int64
@@ -135,5 +135,5 @@ __all__ = [
     "global_variables_initializer", "trainable_variables", "variables_initializer",
     "AUTO_REUSE", "VariableScope", "get_variable", "get_variable_scope", "variable_scope",
     "clip_by_value", "ceil", "floor", "log1p", "round", "pad", "slice", "split", "tile", "unstack",
-    "reduce_logsumexp", "reduce_prod",
+    "reduce_logsumexp", "reduce_prod", "viz",
 ]
