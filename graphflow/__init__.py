@@ -97,6 +97,7 @@ from .ops.reduction import (
                     reduce_prod,
                     reduce_sum,
 )
+from .profiling import RunMetadata, RunOptions
 from .session import Compiled, Session, get_default_session
 from .variable_scope import (
                     AUTO_REUSE,
@@ -135,5 +136,5 @@ __all__ = [
     "global_variables_initializer", "trainable_variables", "variables_initializer",
     "AUTO_REUSE", "VariableScope", "get_variable", "get_variable_scope", "variable_scope",
     "clip_by_value", "ceil", "floor", "log1p", "round", "pad", "slice", "split", "tile", "unstack",
-    "reduce_logsumexp", "reduce_prod", "viz",
+    "reduce_logsumexp", "reduce_prod", "viz", "RunMetadata", "RunOptions",
 ]
