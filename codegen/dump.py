@@ -36,6 +36,9 @@ def dump_program(program, directory: str) -> str:
         f.write(program.source)
     entries = []
     for kernel, info in zip(program.kernels, program.kernel_infos()):
+        if kernel.host is not None:
+            entries.append({**asdict(info), "host_step": kernel.comment})
+            continue
         path = os.path.join(directory, f"{kernel.name}.cu")
         with open(path, "w") as f:
             f.write(standalone_source(kernel))

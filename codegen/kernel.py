@@ -74,6 +74,7 @@ class Kernel:
     helpers: tuple = ()  # __device__ snippets this kernel needs, each emitted once per unit
     checks: list = field(default_factory=list)  # (shapes) -> error text or None, before launch
     active: Callable[[Shapes], bool] = lambda shapes: True  # False: nothing to do, not launched
+    host: Callable | None = None  # a host step instead of a CUDA kernel: host(args, shapes)
 
     @property
     def source(self) -> str:
@@ -264,6 +265,7 @@ class EmitContext:
 
     kernels: list[Kernel] = field(default_factory=list)
     counter: dict = field(default_factory=dict)
+    device: str = "cuda"  # the device the kernels are for: emitters may pick a schedule by it
 
     def builder(self, base: str, nodes: list[Operation]) -> KernelBuilder:
         n = self.counter.get(base, 0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,7 @@ from .emit import load_all
 from .emit.fused import emit_fused
 from .fusion import ALIAS_OPS, HOST_OPS, plan_groups, variable_root
 from .kernel import EmitContext, Kernel, numel
+from .launch import HostStep, LaunchTable
 from .memory import plan_memory
 
 SCRATCH_DTYPES = {"float": np.float32, "double": np.float64, "int": np.int32,
@@ -85,12 +87,54 @@ def assemble(kernels: list[Kernel]) -> str:
     parts = [f"// graphflow translation unit: {len(kernels)} kernels\n", prelude("cuda")]
     seen = set()
     for k in kernels:
+        if k.host is not None:  # runs on the host between kernels; named here for the reader
+            parts.append(f"// host step {k.name}: {k.comment}\n")
+            continue
         for snippet in k.helpers:
             if snippet.strip() and snippet not in seen:
                 seen.add(snippet)
                 parts.append(snippet.strip() + "\n")
         parts.append(Kernel(k.name, k.nodes, k.params, k.body, k.launch, k.flops, k.comment).source)
     return "\n".join(parts)
+
+
+def emit_kernels(graph: LGraph, device: str, fuse: bool = True) -> tuple[list, set, list[Kernel]]:
+    """Fusion groups, the inlined one-element ops, and the kernels for `device` ('cpu' picks
+    the cpu schedules; any other name the GPU's). Nothing is compiled."""
+    groups, inline = plan_groups(graph, fuse)
+    emitters = load_all()
+    ctx = EmitContext(device=device)
+    fetched = graph.live_outputs()
+    users = graph.consumers()
+    for group in groups:
+        for op in group.ops:
+            for t in list(op.inputs) + op.outputs:
+                if t.dtype.name == "float16":
+                    raise CompileError(f"{op.describe()}: float16 kernels are not supported yet")
+        if group.fused:
+            emit_fused(ctx, group, inline, stored_outputs(group, fetched, users))
+            continue
+        op = group.segments[0][0]  # the template op (prologue and epilogue ops around it)
+        emit = emitters.get(op.type)
+        if emit is None:
+            raise CompileError(f"no CUDA emitter for {op.describe()}")
+        stored = stored_outputs(group, fetched, users)
+        if group.epilogue:
+            emit(ctx, op, epilogue=(group.epilogue, inline, stored))
+        elif group.prologue:
+            emit(ctx, op, prologue=(group.prologue, inline, stored))
+        else:
+            emit(ctx, op)
+    return groups, inline, ctx.kernels
+
+
+def stored_outputs(group, fetched: set, users: dict) -> set:
+    """Outputs of a group's ops that must reach memory: effects, fetches, and values any op
+    outside the group reads."""
+    members = set(group.ops)
+    return {op.outputs[0] for op in group.ops
+            if op.type in ASSIGN_OPS or op.outputs[0] in fetched
+            or any(u not in members for u in users.get(op.outputs[0], []))}
 
 
 @dataclass
@@ -104,7 +148,8 @@ class Table:
     infos: list
     stats: dict
     bound: dict = None   # (launch, argument) -> allocation bound now
-    launches: list = None  # (kernel index, function, args, grid, block, shared): for run_timed
+    launches: list = None  # per entry: (kernel index, (function, args, grid, block, shared) or
+    #                        a HostStep), for run_timed
 
 
 SMALL_WORK = 1 << 20  # flops + bytes under which a launch runs on one OS thread
@@ -117,32 +162,8 @@ class Program:
                  fuse: bool = True) -> None:
         self.device, self.driver, self.graph = device, driver, graph
         self._user_fetches = user_fetches
-        self.groups, inline = plan_groups(graph, fuse)
+        self.groups, inline, self.kernels = emit_kernels(graph, device, fuse)
         self._alias = {op.outputs[0]: op.inputs[0] for op in graph.ops if op.type in ALIAS_OPS}
-        emitters = load_all()
-        ctx = EmitContext()
-        fetched = graph.live_outputs()
-        users = graph.consumers()
-        for group in self.groups:
-            for op in group.ops:
-                for t in list(op.inputs) + op.outputs:
-                    if t.dtype.name == "float16":
-                        raise CompileError(f"{op.describe()}: float16 kernels are not supported yet")
-            if group.fused:
-                emit_fused(ctx, group, inline, self._stored(group, fetched, users))
-                continue
-            op = group.segments[0][0]  # the template op (prologue and epilogue ops around it)
-            emit = emitters.get(op.type)
-            if emit is None:
-                raise CompileError(f"no CUDA emitter for {op.describe()}")
-            stored = self._stored(group, fetched, users)
-            if group.epilogue:
-                emit(ctx, op, epilogue=(group.epilogue, inline, stored))
-            elif group.prologue:
-                emit(ctx, op, prologue=(group.prologue, inline, stored))
-            else:
-                emit(ctx, op)
-        self.kernels = ctx.kernels
         self.source = assemble(self.kernels)
         self._in_place = self._plan_in_place()
         self._assigns = [op for op in graph.ops if op.type in ASSIGN_OPS]
@@ -165,19 +186,10 @@ class Program:
             self.module = driver.SourceModule(self.source, no_extern_c=True)
         except CompileFailed as e:
             raise CompileError(f"{e}\n(full source: {e.source_path})") from None
-        self._functions = [self.module.get_function(k.name) for k in self.kernels]
+        self._functions = [None if k.host else self.module.get_function(k.name) for k in self.kernels]
         dump_dir = os.environ.get("GRAPHFLOW_DUMP_DIR")
         if dump_dir:
             self.dump(os.path.join(dump_dir, self.dump_name()))
-
-    @staticmethod
-    def _stored(group, fetched: set, users: dict) -> set:
-        """Outputs of a group's ops that must reach memory: effects, fetches, and values any op
-        outside the group reads."""
-        members = set(group.ops)
-        return {op.outputs[0] for op in group.ops
-                if op.type in ASSIGN_OPS or op.outputs[0] in fetched
-                or any(u not in members for u in users.get(op.outputs[0], []))}
 
     def root(self, t: LTensor) -> LTensor:
         while t in self._alias:
@@ -294,14 +306,19 @@ class Program:
                         args.append(self._const(t))
                     else:
                         args.append(buffers[t])
+            if kernel.host is not None:
+                entries.append(("host", HostStep(kernel.host, args, shapes)))
+                launches.append((len(infos) - 1, entries[-1][1]))
+                continue
             small = flops + read + written < SMALL_WORK
-            entries.append((fn, args, launch.grid, launch.block, launch.shared, 1 if small else threads))
-            launches.append((len(infos) - 1, fn, args, launch.grid, launch.block, launch.shared))
+            entries.append(("kernel", (fn, args, launch.grid, launch.block, launch.shared,
+                                       1 if small else threads)))
+            launches.append((len(infos) - 1, (fn, args, launch.grid, launch.block, launch.shared)))
             totals["launches"] += 1
         stats = {"kernels": len(self.kernels), "peak_memory_bytes": memory.peak + scratch_bytes,
                  "peak_memory_bound": memory.bound, **totals}
-        return Table(shapes, buffers, self.driver.prepare(entries), variable_args, scalar_args,
-                     infos, stats, {}, launches)
+        return Table(shapes, buffers, LaunchTable(entries, self.driver.prepare), variable_args,
+                     scalar_args, infos, stats, {}, launches)
 
     def _scratch_buffer(self, p, shapes: dict, key) -> DeviceArray:
         slot = (key, p.name, p.value)
@@ -356,9 +373,17 @@ class Program:
             for k, j, p in table.scalar_args:
                 bound[(k, j)] = _np_scalar(p.ctype, p.value(env))
         times = []
-        for k, (index, fn, args, grid, block, shared) in enumerate(table.launches):
-            args = [bound[(k, j)] if a is None else a for j, a in enumerate(args)]
-            seconds = fn(*args, grid=grid, block=block, shared=shared, time_kernel=True)
+        for k, (index, launch) in enumerate(table.launches):
+            if isinstance(launch, HostStep):  # a copy: the prepared table keeps its own bindings
+                step = HostStep(launch.fn, [bound.get((k, j), a) for j, a in enumerate(launch.args)],
+                                launch.shapes)
+                start = time.perf_counter()
+                step.run()
+                seconds = time.perf_counter() - start
+            else:
+                fn, args, grid, block, shared = launch
+                args = [bound.get((k, j), a) for j, a in enumerate(args)]
+                seconds = fn(*args, grid=grid, block=block, shared=shared, time_kernel=True)
             info = table.infos[index]
             times.append((index, float(seconds), info.bytes_read + info.bytes_written, info.flops))
         self.infos = table.infos

@@ -128,7 +128,19 @@ def _probe() -> _Probe:
     conv = p("gf.nn.conv2d", img, p("gf.ones", [3, 3, 2, 2]), 1, "SAME")
     pooled = p("gf.nn.max_pool2d", conv, 2, 2, "VALID")
     avg = p("gf.nn.avg_pool2d", conv, 2, 2, "VALID")
+    for name in ("log1p", "floor", "ceil", "round"):
+        p(f"gf.{name}", x)
+    p("gf.nn.elu", x)
+    p("gf.reduce_prod", x, 1)
+    tiled = p("gf.tile", x, [2, 1])
+    padded = p("gf.pad", x, [[0, 0], [1, 1]])
+    mirrored = p("gf.pad", x, [[0, 0], [1, 1]], mode="REFLECT")
+    seq = p("gf.placeholder", "float32", [None, 5, 4], name="seq")
+    states = p("gf.placeholder", "float32", [None, 5, 3], name="states")
+    scan = p("gf.nn.selective_scan", seq, seq, p("gf.ones", [4, 3]), states, states)
     # backward ops: the gradients of everything above, and of those gradients
+    p("gf.gradients", p("gf.add_n", [p("gf.reduce_sum", t) for t in (
+        tiled, padded, mirrored, p("gf.reduce_prod", x, 1), scan)]), [x, seq, states])
     scalars = [p("gf.reduce_sum", t) for t in (logits, pooled, avg,
                                                 p("gf.nn.layer_norm", x, c, c),
                                                 p("gf.nn.softmax", x),

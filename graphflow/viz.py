@@ -98,19 +98,9 @@ def _forward(ops: list[Operation]) -> list[Operation]:
     return [op for op in ops if op not in tainted]
 
 
-class _EmitOnly:
-    """A driver that compiles nothing: Program emits its kernels (names, nodes) and stops."""
-    name = "cpu"
-
-    def SourceModule(self, source: str, **_):  # noqa: N802 (the driver API's name)
-        return self
-
-    def get_function(self, name: str) -> None:
-        return None
-
-
-def _program(graph: Graph, fetches, stage: str):
-    """The lowered (and, for `fused`, emitted) program of `fetches` without compiling it."""
+def _lowered(graph: Graph, fetches, stage: str):
+    """The lowered graph of `fetches` after the passes, and (for `fused`) its kernels, emitted
+    for the cpu device without compiling them."""
     from .passes import PIPELINE, lower, run_passes
     leaves = [_leaf(graph, f) for f in fetches] if fetches else sinks(graph)
     order = graph.subgraph_order([x.op if isinstance(x, Tensor) else x for x in leaves])
@@ -118,14 +108,8 @@ def _program(graph: Graph, fetches, stage: str):
     lowered = run_passes(lower(order, leaves, feeds), PIPELINE)
     if stage == "optimized":
         return lowered, None
-    from .codegen.program import Program
-    saved = os.environ.pop("GRAPHFLOW_DUMP_DIR", None)  # nothing is compiled, nothing to dump
-    try:
-        program = Program(lowered, leaves, "cpu", _EmitOnly(), True)
-    finally:
-        if saved is not None:
-            os.environ["GRAPHFLOW_DUMP_DIR"] = saved
-    return lowered, program
+    from .codegen.program import emit_kernels
+    return lowered, emit_kernels(lowered, "cpu", True)[2]  # the cpu device's kernels, not compiled
 
 
 # ---- DOT text ---------------------------------------------------------------------------------
@@ -194,15 +178,16 @@ def to_dot(source, stage: str = "built", fetches: Sequence | None = None, scope:
     kernels = []
     if hasattr(source, "_plan"):  # a Compiled
         program = source._plan.program
+        kernels = program.kernels if program is not None and stage == "fused" else []
         if stage in ("optimized", "fused") and program is None:
             raise VizError("the 'reference' device lowers and fuses nothing; make the callable on "
                            "device='cpu' or 'cuda', or pass the graph")
         user_ops = [op for op in source._plan.order]
         lowered = program.graph if program is not None else None
     elif isinstance(source, Graph):
-        user_ops, program, lowered = _user_ops(source, fetches), None, None
+        user_ops, lowered = _user_ops(source, fetches), None
         if stage in ("optimized", "fused"):
-            lowered, program = _program(source, list(fetches or []), stage)
+            lowered, kernels = _lowered(source, list(fetches or []), stage)
     else:
         raise VizError(f"cannot draw {type(source).__name__}: pass a gf.Graph or a Compiled "
                        "(sess.make_callable(...))")
@@ -213,7 +198,6 @@ def to_dot(source, stage: str = "built", fetches: Sequence | None = None, scope:
     else:
         ops, grads = list(lowered.ops), True
     if stage == "fused":
-        kernels = program.kernels
         collapse = 0  # kernels are the grouping here
     keys, counts = _keys(ops, scope, collapse)
     ids = {op: f"n{i}" for i, op in enumerate(ops)}

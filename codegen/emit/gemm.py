@@ -261,6 +261,125 @@ def gemm_body(
 """
 
 
+@dataclass(frozen=True)
+class CpuTiling:
+    """The cpu schedule: one thread per block computes a BM x BN tile, K in KC-deep panels of A
+    and B packed (zero-padded) into local arrays, then an MR x NR register tile per step with
+    compile-time trip counts, which g++ keeps in vector registers. No shared memory, no
+    barrier: the emulator runs it as a plain loop. Valid CUDA too (nvcc compiles it)."""
+
+    bm: int = 64
+    bn: int = 64
+    kc: int = 128
+    mr: int = 4
+    nr: int = 16
+
+    @property
+    def name(self) -> str:
+        return f"cpu{self.bm}x{self.bn}"
+
+    def describe(self) -> str:
+        return (f"cpu schedule: {self.bm}x{self.bn} tiles, {self.kc}-deep packed panels, "
+                f"{self.mr}x{self.nr} register tile, one thread per block")
+
+
+def cpu_tiling_for(dtype) -> CpuTiling:
+    return CpuTiling(nr=16 if dtype.size <= 4 else 8)
+
+
+def _element(op: Operand, which: str, row: str, col: str) -> tuple[str, str]:
+    """(statements, value) of element (row, col) of operand A (m, k) or B (k, n)."""
+    if op.load is not None:
+        return op.load(row, col)
+    coords = ("m", "k") if which == "a" else ("k", "n")
+    fast, slow = (col, row) if op.fast == coords[1] else (row, col)
+    return "", f"({op.ptr})[{slow} * ({op.ld}) + {fast}]"
+
+
+def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str, a: Operand,
+                  b: Operand, store: Callable[[str, str, str], str], batch: str = "1",
+                  batch_setup: str = "") -> str:
+    """Kernel body of the cpu schedule (see CpuTiling): launch with blockDim (1, 1, 1), one
+    block per tile on x, batch entries on z."""
+    a_stmts, a_value = _element(a, "a", "gm", "gk")
+    b_stmts, b_value = _element(b, "b", "gk", "gn")
+    a_body = "".join(f"              {line}\n" for line in a_stmts.strip().splitlines())
+    b_body = "".join(f"              {line}\n" for line in b_stmts.strip().splitlines())
+    return f"""\
+  // {t.describe()}
+  {c_type} Ap[{t.bm} * {t.kc}];  // A panel, row-major [BM][KC], zero-padded
+  {c_type} Bp[{t.kc} * {t.bn}];  // B panel, row-major [KC][BN], zero-padded
+  {c_type} Ct[{t.bm} * {t.bn}];  // the tile's accumulators
+  const {itype} M = {m}, N = {n}, K = {k};
+  const {itype} tiles_n = (N + {t.bn - 1}) / {t.bn};
+  const {itype} tiles = ((M + {t.bm - 1}) / {t.bm}) * tiles_n;
+  const long long batch = {batch};
+  for (long long z = blockIdx.z; z < batch; z += gridDim.z) {{
+{_indent(batch_setup, 4)}    for ({itype} tile = blockIdx.x; tile < tiles; tile += gridDim.x) {{
+      const {itype} m0 = (tile / tiles_n) * {t.bm}, n0 = (tile % tiles_n) * {t.bn};
+      for (int q = 0; q < {t.bm * t.bn}; ++q) Ct[q] = ({c_type})0;
+      for ({itype} k0 = 0; k0 < K; k0 += {t.kc}) {{
+        for (int i = 0; i < {t.bm}; ++i) {{  // pack A[m0 + i][k0 + kk]
+          const {itype} gm = m0 + i;
+          for (int kk = 0; kk < {t.kc}; ++kk) {{
+            const {itype} gk = k0 + kk;
+            {c_type} v = ({c_type})0;
+            if (gm < M && gk < K) {{
+{a_body}              v = {a_value};
+            }}
+            Ap[i * {t.kc} + kk] = v;
+          }}
+        }}
+        for (int kk = 0; kk < {t.kc}; ++kk) {{  // pack B[k0 + kk][n0 + j]
+          const {itype} gk = k0 + kk;
+          for (int j = 0; j < {t.bn}; ++j) {{
+            const {itype} gn = n0 + j;
+            {c_type} v = ({c_type})0;
+            if (gk < K && gn < N) {{
+{b_body}              v = {b_value};
+            }}
+            Bp[kk * {t.bn} + j] = v;
+          }}
+        }}
+        const int kc = K - k0 < {t.kc} ? (int)(K - k0) : {t.kc};
+        for (int i0 = 0; i0 < {t.bm}; i0 += {t.mr}) {{
+          for (int j0 = 0; j0 < {t.bn}; j0 += {t.nr}) {{
+            {c_type} acc[{t.mr}][{t.nr}];
+            for (int i = 0; i < {t.mr}; ++i)
+              for (int j = 0; j < {t.nr}; ++j) acc[i][j] = Ct[(i0 + i) * {t.bn} + j0 + j];
+            for (int kk = 0; kk < kc; ++kk) {{
+              const {c_type}* __restrict__ bp = Bp + kk * {t.bn} + j0;
+              for (int i = 0; i < {t.mr}; ++i) {{
+                const {c_type} av = Ap[(i0 + i) * {t.kc} + kk];
+                for (int j = 0; j < {t.nr}; ++j) acc[i][j] += av * bp[j];
+              }}
+            }}
+            for (int i = 0; i < {t.mr}; ++i)
+              for (int j = 0; j < {t.nr}; ++j) Ct[(i0 + i) * {t.bn} + j0 + j] = acc[i][j];
+          }}
+        }}
+      }}
+      for (int i = 0; i < {t.bm}; ++i) {{
+        const {itype} row = m0 + i;
+        if (row >= M) break;
+        for (int j = 0; j < {t.bn}; ++j) {{
+          const {itype} col = n0 + j;
+          if (col < N) {store("row", "col", f"Ct[i * {t.bn} + j]")};
+        }}
+      }}
+    }}
+  }}
+"""
+
+
+def gemm_launch_cpu(t: CpuTiling, mnb: Callable[[dict], tuple[int, int, int]]) -> Callable:
+    def launch(shapes: dict, device: str) -> Launch:
+        mm, nn, b = mnb(shapes)
+        tiles = max(1, -(-mm // t.bm) * -(-nn // t.bn))
+        return Launch((min(tiles, 2**31 - 1), 1, max(1, min(b, 65535))), (1, 1, 1))
+    return launch
+
+
 def _indent(text: str, n: int) -> str:
     pad = " " * n
     return "".join(pad + line + "\n" if line.strip() else "\n" for line in text.splitlines())
@@ -326,7 +445,8 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None) 
     a, b = op.inputs
     out = op.outputs[0]
     ta, tb = op.attrs["transpose_a"], op.attrs["transpose_b"]
-    t = tiling_for(out.dtype)
+    cpu = ctx.device == "cpu"
+    t = cpu_tiling_for(out.dtype) if cpu else tiling_for(out.dtype)
     fused_names = []
     if epilogue is not None:
         from graphflow.graph import _default_name
@@ -369,7 +489,8 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None) 
             return (f"{{\n            const {c_type} acc_v = {v};  // before i shadows the loop's\n"
                     f"            const {itype} i = c_off + {row} * N + {col};\n"
                     + "".join(f"            {line}\n" for line in lines) + "          }")
-    body = prologue + gemm_body(
+    make_body = gemm_body_cpu if cpu else gemm_body
+    body = prologue + make_body(
         ctype(out.dtype), itype, t, m, n, k, a_op, b_op, store, batch=count, batch_setup=setup,
     )
 
@@ -386,7 +507,7 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None) 
     ctx.add(
         kb.build(
             body,
-            gemm_launch(t, lambda s: (mnkb(s)[0], mnkb(s)[1], mnkb(s)[3])),
+            (gemm_launch_cpu if cpu else gemm_launch)(t, lambda s: (mnkb(s)[0], mnkb(s)[1], mnkb(s)[3])),
             flops=lambda s: 2 * mnkb(s)[0] * mnkb(s)[1] * mnkb(s)[2] * mnkb(s)[3],
             comment=f"batched GEMM {shape_text}; {t.describe()}{extra}",
             checks=checks, helpers=helpers,
