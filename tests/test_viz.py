@@ -130,3 +130,11 @@ def test_each_stage_renders_to_png_and_svg(stage, tmp_path):
     svg = gf.viz.draw(g, str(tmp_path / f"{stage}.svg"), stage=stage, fetches=[train, loss])
     text = open(svg).read()
     assert "<svg" in text and "graphviz version" not in text and "dense/relu" in text
+
+
+def test_dot_text_is_deterministic():
+    texts = set()
+    for _ in range(2):
+        g, x, y, loss, train = model()
+        texts.add(gf.viz.to_dot(g, "fused", fetches=[train, loss]))
+    assert len(texts) == 1
