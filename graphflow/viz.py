@@ -170,33 +170,38 @@ def _keys(ops: list, scope: str | None, collapse: int) -> tuple[dict, dict]:
     return keys, counts
 
 
-def to_dot(source, stage: str = "built", fetches: Sequence | None = None, scope: str | None = None,
-           collapse: int = 40) -> str:
-    """The DOT text of one stage's picture (see the module docstring)."""
-    if stage not in STAGES:
-        raise VizError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
-    kernels = []
+def _stage_ops(source, stage: str, fetches) -> tuple[list, list]:
+    """(the ops a stage draws, the kernels for `fused`) from a Graph or a Compiled."""
+    kernels: list = []
     if hasattr(source, "_plan"):  # a Compiled
         program = source._plan.program
-        kernels = program.kernels if program is not None and stage == "fused" else []
         if stage in ("optimized", "fused") and program is None:
             raise VizError("the 'reference' device lowers and fuses nothing; make the callable on "
                            "device='cpu' or 'cuda', or pass the graph")
-        user_ops = [op for op in source._plan.order]
-        lowered = program.graph if program is not None else None
+        user_ops = list(source._plan.order)
+        if stage in ("optimized", "fused"):
+            lowered, kernels = program.graph, program.kernels if stage == "fused" else []
     elif isinstance(source, Graph):
-        user_ops, lowered = _user_ops(source, fetches), None
+        user_ops = _user_ops(source, fetches)
         if stage in ("optimized", "fused"):
             lowered, kernels = _lowered(source, list(fetches or []), stage)
     else:
         raise VizError(f"cannot draw {type(source).__name__}: pass a gf.Graph or a Compiled "
                        "(sess.make_callable(...))")
     if stage == "built":
-        ops, grads = _forward(user_ops), False
-    elif stage == "grad":
-        ops, grads = user_ops, True
-    else:
-        ops, grads = list(lowered.ops), True
+        return _forward(user_ops), []
+    if stage == "grad":
+        return user_ops, []
+    return list(lowered.ops), kernels or []
+
+
+def to_dot(source, stage: str = "built", fetches: Sequence | None = None, scope: str | None = None,
+           collapse: int = 40) -> str:
+    """The DOT text of one stage's picture (see the module docstring)."""
+    if stage not in STAGES:
+        raise VizError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    ops, kernels = _stage_ops(source, stage, fetches)
+    grads = stage != "built"
     if stage == "fused":
         collapse = 0  # kernels are the grouping here
     keys, counts = _keys(ops, scope, collapse)
