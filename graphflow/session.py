@@ -134,6 +134,10 @@ def _what(t: Tensor) -> str:
 
 def convert_feed(t: Tensor, value) -> np.ndarray:
     """Check a fed value against its tensor's dtype and static shape; numpy 'same_kind'."""
+    if type(value) is np.ndarray and value.dtype is t.dtype.np and value.flags.c_contiguous \
+            and value.ndim == len(t.shape) \
+            and all(d is None or d == n for d, n in zip(t.shape, value.shape)):
+        return value  # the common case, already right: no copy, no further checks
     if isinstance(value, Tensor):
         raise FeedError(f"feed for {_what(t)} is the symbolic tensor {value.name}; feed numpy "
                         "values (run the tensor first if you need its value)")
