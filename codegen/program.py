@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -156,6 +157,8 @@ class Table:
     bound: dict = None   # (launch, argument) -> allocation bound now
     feed_views: list = None  # (user tensor, numpy view of its buffer) where the driver has views
     fetch_views: dict = None  # fetched tensor -> numpy view of its (fixed) buffer, likewise
+    launches: list = None  # per entry: (kernel index, (function, args, grid, block, shared) or
+    #                        a HostStep), for run_timed
 
 
 SMALL_WORK = 1 << 20  # flops + bytes under which a launch runs on one OS thread
@@ -280,7 +283,7 @@ class Program:
         buffers = {t: slots[s] for t, s in memory.slot_of.items()}
         for user_t, t in self.graph.feeds.items():
             buffers[t] = self.driver.mem_alloc(max(1, feeds[user_t].nbytes))
-        entries, infos, variable_args, scalar_args = [], [], [], []
+        entries, infos, variable_args, scalar_args, launches = [], [], [], [], []
         totals = {"flops": 0, "bytes_moved": 0, "launches": 0}
         scratch_bytes = 0
         threads = self.driver.thread_count()
@@ -320,10 +323,12 @@ class Program:
                         args.append(buffers[t])
             if kernel.host is not None:
                 entries.append(("host", HostStep(kernel.host, args, shapes)))
+                launches.append((len(infos) - 1, entries[-1][1]))
                 continue
             small = flops + read + written < SMALL_WORK
             entries.append(("kernel", (fn, args, launch.grid, launch.block, launch.shared,
                                        1 if small else threads)))
+            launches.append((len(infos) - 1, (fn, args, launch.grid, launch.block, launch.shared)))
             totals["launches"] += 1
         stats = {"kernels": len(self.kernels), "peak_memory_bytes": memory.peak + scratch_bytes,
                  "peak_memory_bound": memory.bound, **totals}
@@ -336,7 +341,7 @@ class Program:
                            for t in self.graph.live_outputs()
                            if self.root(t) in buffers and self.root(t) not in self._in_place}
         return Table(shapes, buffers, LaunchTable(entries, self.driver.prepare), variable_args,
-                     scalar_args, infos, stats, {}, views, fetch_views)
+                     scalar_args, infos, stats, {}, views, fetch_views, launches)
 
     def _scratch_buffer(self, p, shapes: dict, key) -> DeviceArray:
         slot = (key, p.name, p.value)
@@ -379,6 +384,38 @@ class Program:
         self.infos = table.infos
         self.last_stats = table.stats
         return self._fetch(feeds, table, state), self._updates(table, state)
+
+    def run_timed(self, feeds: dict, session) -> tuple[dict, dict, list]:
+        """`run`, but each launch on its own and timed (the driver's ``time_kernel``: the
+        emulator's clock, CUDA events on the GPU): (values, updates, [(kernel index, seconds,
+        bytes moved, flops)]). Slower than `run`'s prepared sequence; for profiling only."""
+        table = self._table(feeds)
+        state = self._variable_buffers(session)
+        for user_t, t in self.graph.feeds.items():
+            if feeds[user_t].nbytes:
+                self.driver.memcpy_htod(table.buffers[t], feeds[user_t])
+        bound = {(k, j): state[var].alloc for k, j, var in table.variable_args}
+        if table.scalar_args:
+            env = RunEnv(table.shapes, session)
+            for k, j, p in table.scalar_args:
+                bound[(k, j)] = _np_scalar(p.ctype, p.value(env))
+        times = []
+        for k, (index, launch) in enumerate(table.launches):
+            if isinstance(launch, HostStep):  # a copy: the prepared table keeps its own bindings
+                step = HostStep(launch.fn, [bound.get((k, j), a) for j, a in enumerate(launch.args)],
+                                launch.shapes)
+                start = time.perf_counter()
+                step.run()
+                seconds = time.perf_counter() - start
+            else:
+                fn, args, grid, block, shared = launch
+                args = [bound.get((k, j), a) for j, a in enumerate(args)]
+                seconds = fn(*args, grid=grid, block=block, shared=shared, time_kernel=True)
+            info = table.infos[index]
+            times.append((index, float(seconds), info.bytes_read + info.bytes_written, info.flops))
+        self.infos = table.infos
+        self.last_stats = table.stats
+        return self._fetch(feeds, table, state), self._updates(table, state), times
 
     def _buffer(self, t: LTensor, table: Table, state: dict):
         t = self.root(t)

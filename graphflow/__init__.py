@@ -6,7 +6,7 @@
     with gf.Session() as sess:
         sess.run(train_op, {x: batch})
 """
-from . import data, distributed, errors, initializers, io, nn, onnx, train
+from . import data, distributed, errors, initializers, io, nn, onnx, train, viz
 from .autodiff import add_n, gradients
 from .clip import clip_by_global_norm, global_norm
 from .dtypes import DType, as_dtype, bool_, float16, float32, float64, int32, int64
@@ -97,6 +97,7 @@ from .ops.reduction import (
                     reduce_prod,
                     reduce_sum,
 )
+from .profiling import RunMetadata, RunOptions
 from .session import Compiled, Session, get_default_session
 from .variable_scope import (
                     AUTO_REUSE,
@@ -137,5 +138,5 @@ __all__ = [
     "global_variables_initializer", "trainable_variables", "variables_initializer",
     "AUTO_REUSE", "VariableScope", "get_variable", "get_variable_scope", "variable_scope",
     "clip_by_value", "ceil", "floor", "log1p", "round", "pad", "slice", "split", "tile", "unstack",
-    "reduce_logsumexp", "reduce_prod",
+    "reduce_logsumexp", "reduce_prod", "viz", "RunMetadata", "RunOptions",
 ]
