@@ -29,7 +29,8 @@ from .emit.elementwise import SCALAR
 
 ALIAS_OPS = ("Identity", "StopGradient", "Reshape", "ReshapeLike", "ExpandDims", "Squeeze")
 HOST_OPS = ("Const", "Placeholder", "Variable", "NoOp")
-ELEMENTWISE = set(SCALAR) | {"Cast", "FillLike", "AddN", "ReducedSize"}
+ELEMENTWISE = set(SCALAR) | {"Cast", "FillLike", "AddN", "ReducedSize", "OneHot"}
+INDEXED = {"OneHot"}  # elementwise ops that read their inputs at their own index, not at i
 MAX_PARAMS = 200  # CUDA allows 4 KiB of parameters (32 KiB on Volta+); pointers are 8 bytes
 
 
@@ -80,8 +81,8 @@ def variable_root(t: LTensor) -> LTensor:
 def inlinable(op: LOp) -> bool:
     """A one-element elementwise op without effects: recomputed where used (cheap), never a
     kernel of its own unless its value leaves the fused code."""
-    return op.type in ELEMENTWISE and op.type not in ASSIGN_OPS and bool(op.outputs) \
-        and is_one_element(op.outputs[0])
+    return op.type in ELEMENTWISE and op.type not in ASSIGN_OPS and op.type not in INDEXED \
+        and bool(op.outputs) and is_one_element(op.outputs[0])
 
 
 def expand(t: LTensor, inline: set) -> list[LTensor]:

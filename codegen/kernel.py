@@ -46,6 +46,7 @@ class Param:
     tensor: Tensor | None = None  # for buffers and dims
     axis: int = 0  # for dims
     value: Callable | None = None  # scalars: (RunEnv) -> value; scratch: (shapes) -> count
+    per_run: bool = False  # a scalar that changes from run to run (else fixed per shape signature)
 
     def declaration(self) -> str:
         if self.kind == "in":
@@ -153,9 +154,11 @@ class KernelBuilder:
             ("dim", t, axis), lambda: Param(f"{self.input_name(t)}_d{axis}", "dim", "long long", t, axis)
         )
 
-    def scalar(self, name: str, c_type: str, value: Callable) -> str:
-        """A value computed at each launch from the RunEnv (shapes, random streams)."""
-        return self._param(("scalar", name), lambda: Param(name, "scalar", c_type, value=value))
+    def scalar(self, name: str, c_type: str, value: Callable, per_run: bool = False) -> str:
+        """A value computed from the RunEnv: once per shape signature (it depends on shapes
+        only), or with `per_run` before every run (a random stream counter)."""
+        return self._param(("scalar", name),
+                           lambda: Param(name, "scalar", c_type, value=value, per_run=per_run))
 
     def input_name(self, t: Tensor) -> str:
         for p in self.params:

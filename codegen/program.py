@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,7 @@ from graphflow.variables import uninitialized_error
 from .devices import CompileFailed, prelude
 from .dump import KernelInfo, dump_program
 from .emit import load_all
+from .emit import reduce as reduce_emit
 from .emit.fused import emit_fused
 from .fusion import ALIAS_OPS, HOST_OPS, plan_groups, variable_root
 from .kernel import EmitContext, Kernel, numel
@@ -65,6 +67,8 @@ class DeviceArray:
 
 
 def read_buffer(driver, alloc, shape, dtype) -> np.ndarray:
+    if hasattr(driver, "host_view"):
+        return driver.host_view(alloc, shape, dtype).copy()
     out = np.empty(shape, dtype)
     if out.nbytes:
         driver.memcpy_dtoh(out, alloc)
@@ -124,6 +128,10 @@ def emit_kernels(graph: LGraph, device: str, fuse: bool = True) -> tuple[list, s
             emit(ctx, op, prologue=(group.prologue, inline, stored))
         else:
             emit(ctx, op)
+    if device == "cpu":  # the cpu schedules' block-wide steps (see reduce.CPU_HELPERS)
+        gpu, cpu = reduce_emit.HELPERS, reduce_emit.CPU_HELPERS
+        for kernel in ctx.kernels:
+            kernel.helpers = tuple(cpu if h is gpu else h for h in kernel.helpers)
     return groups, inline, ctx.kernels
 
 
@@ -147,6 +155,10 @@ class Table:
     infos: list
     stats: dict
     bound: dict = None   # (launch, argument) -> allocation bound now
+    feed_views: list = None  # (user tensor, numpy view of its buffer) where the driver has views
+    fetch_views: dict = None  # fetched tensor -> numpy view of its (fixed) buffer, likewise
+    launches: list = None  # per entry: (kernel index, (function, args, grid, block, shared) or
+    #                        a HostStep), for run_timed
 
 
 SMALL_WORK = 1 << 20  # flops + bytes under which a launch runs on one OS thread
@@ -163,7 +175,8 @@ class Program:
         self._alias = {op.outputs[0]: op.inputs[0] for op in graph.ops if op.type in ALIAS_OPS}
         self.source = assemble(self.kernels)
         self._in_place = self._plan_in_place()
-        self._assigns = [op for op in graph.ops if op.type in ASSIGN_OPS]
+        self._assigns = [(variable_root(op.inputs[0]).op, op.outputs[0])  # (variable, new value)
+                         for op in graph.ops if op.type in ASSIGN_OPS]
         self._variables = [op for op in graph.ops if op.type == "Variable"]
         self._readers = {}  # Variable LOp -> the first op reading its start-of-run value
         for op in graph.ops:
@@ -184,6 +197,9 @@ class Program:
         except CompileFailed as e:
             raise CompileError(f"{e}\n(full source: {e.source_path})") from None
         self._functions = [None if k.host else self.module.get_function(k.name) for k in self.kernels]
+        # kernels the emulator must run as fibers (a barrier or shuffle it cannot loop around)
+        self.fiber_kernels = [k.name for k, fn in zip(self.kernels, self._functions)
+                              if getattr(fn, "fibers", False)]
         dump_dir = os.environ.get("GRAPHFLOW_DUMP_DIR")
         if dump_dir:
             self.dump(os.path.join(dump_dir, self.dump_name()))
@@ -245,7 +261,7 @@ class Program:
 
     # ---- the launch table ------------------------------------------------------------
     def _table(self, feeds: dict) -> Table:
-        key = tuple(feeds[t].shape for t in self.graph.feeds)
+        key = tuple([feeds[t].shape for t in self.graph.feeds])
         table = self._tables.get(key)
         if table is None:
             table = self._tables[key] = self._build_table(feeds, key)
@@ -267,7 +283,7 @@ class Program:
         buffers = {t: slots[s] for t, s in memory.slot_of.items()}
         for user_t, t in self.graph.feeds.items():
             buffers[t] = self.driver.mem_alloc(max(1, feeds[user_t].nbytes))
-        entries, infos, variable_args, scalar_args = [], [], [], []
+        entries, infos, variable_args, scalar_args, launches = [], [], [], [], []
         totals = {"flops": 0, "bytes_moved": 0, "launches": 0}
         scratch_bytes = 0
         threads = self.driver.thread_count()
@@ -291,9 +307,11 @@ class Program:
                     buf = self._scratch_buffer(p, shapes, key)
                     scratch_bytes += buf.nbytes
                     args.append(buf)
-                elif p.kind == "scalar":
+                elif p.kind == "scalar" and p.per_run:
                     scalar_args.append((len(entries), j, p))
                     args.append(None)
+                elif p.kind == "scalar":
+                    args.append(_np_scalar(p.ctype, p.value(RunEnv(shapes, None))))
                 else:
                     t = self.root(p.tensor)
                     if t in self._in_place or t.op.type == "Variable":
@@ -305,15 +323,25 @@ class Program:
                         args.append(buffers[t])
             if kernel.host is not None:
                 entries.append(("host", HostStep(kernel.host, args, shapes)))
+                launches.append((len(infos) - 1, entries[-1][1]))
                 continue
             small = flops + read + written < SMALL_WORK
             entries.append(("kernel", (fn, args, launch.grid, launch.block, launch.shared,
                                        1 if small else threads)))
+            launches.append((len(infos) - 1, (fn, args, launch.grid, launch.block, launch.shared)))
             totals["launches"] += 1
         stats = {"kernels": len(self.kernels), "peak_memory_bytes": memory.peak + scratch_bytes,
                  "peak_memory_bound": memory.bound, **totals}
+        views, fetch_views = None, {}
+        if hasattr(self.driver, "host_view"):
+            view = self.driver.host_view
+            views = [(user_t, view(buffers[t], feeds[user_t].shape, t.dtype.np))
+                     for user_t, t in self.graph.feeds.items()]
+            fetch_views = {t: view(buffers[self.root(t)], shapes[t], t.dtype.np)
+                           for t in self.graph.live_outputs()
+                           if self.root(t) in buffers and self.root(t) not in self._in_place}
         return Table(shapes, buffers, LaunchTable(entries, self.driver.prepare), variable_args,
-                     scalar_args, infos, stats, {})
+                     scalar_args, infos, stats, {}, views, fetch_views, launches)
 
     def _scratch_buffer(self, p, shapes: dict, key) -> DeviceArray:
         slot = (key, p.name, p.value)
@@ -334,10 +362,14 @@ class Program:
         """Launch every kernel; return (fetched numpy values, variable updates)."""
         table = self._table(feeds)
         state = self._variable_buffers(session)
-        for user_t, t in self.graph.feeds.items():
-            value = feeds[user_t]
-            if value.nbytes:
-                self.driver.memcpy_htod(table.buffers[t], value)
+        if table.feed_views is not None:
+            for user_t, view in table.feed_views:
+                view[...] = feeds[user_t]
+        else:
+            for user_t, t in self.graph.feeds.items():
+                value = feeds[user_t]
+                if value.nbytes:
+                    self.driver.memcpy_htod(table.buffers[t], value)
         sequence = table.sequence
         for k, j, var in table.variable_args:
             alloc = state[var].alloc
@@ -352,6 +384,38 @@ class Program:
         self.infos = table.infos
         self.last_stats = table.stats
         return self._fetch(feeds, table, state), self._updates(table, state)
+
+    def run_timed(self, feeds: dict, session) -> tuple[dict, dict, list]:
+        """`run`, but each launch on its own and timed (the driver's ``time_kernel``: the
+        emulator's clock, CUDA events on the GPU): (values, updates, [(kernel index, seconds,
+        bytes moved, flops)]). Slower than `run`'s prepared sequence; for profiling only."""
+        table = self._table(feeds)
+        state = self._variable_buffers(session)
+        for user_t, t in self.graph.feeds.items():
+            if feeds[user_t].nbytes:
+                self.driver.memcpy_htod(table.buffers[t], feeds[user_t])
+        bound = {(k, j): state[var].alloc for k, j, var in table.variable_args}
+        if table.scalar_args:
+            env = RunEnv(table.shapes, session)
+            for k, j, p in table.scalar_args:
+                bound[(k, j)] = _np_scalar(p.ctype, p.value(env))
+        times = []
+        for k, (index, launch) in enumerate(table.launches):
+            if isinstance(launch, HostStep):  # a copy: the prepared table keeps its own bindings
+                step = HostStep(launch.fn, [bound.get((k, j), a) for j, a in enumerate(launch.args)],
+                                launch.shapes)
+                start = time.perf_counter()
+                step.run()
+                seconds = time.perf_counter() - start
+            else:
+                fn, args, grid, block, shared = launch
+                args = [bound.get((k, j), a) for j, a in enumerate(args)]
+                seconds = fn(*args, grid=grid, block=block, shared=shared, time_kernel=True)
+            info = table.infos[index]
+            times.append((index, float(seconds), info.bytes_read + info.bytes_written, info.flops))
+        self.infos = table.infos
+        self.last_stats = table.stats
+        return self._fetch(feeds, table, state), self._updates(table, state), times
 
     def _buffer(self, t: LTensor, table: Table, state: dict):
         t = self.root(t)
@@ -374,6 +438,8 @@ class Program:
                 values[user_t] = feeds[t.op.state.outputs[0]]
             elif t.op.type == "Const":
                 values[user_t] = np.array(t.op.attrs["value"])
+            elif t in table.fetch_views:
+                values[user_t] = table.fetch_views[t].copy()
             else:
                 values[user_t] = read_buffer(self.driver, self._buffer(t, table, state),
                                              table.shapes[t], t.dtype.np)
@@ -383,8 +449,7 @@ class Program:
         """Variable op -> its buffer after the run. An assign not done in place is copied into
         the variable's buffer now that every read of the old value is done."""
         updates = {}
-        for op in self._assigns:
-            var, out = variable_root(op.inputs[0]).op, op.outputs[0]
+        for var, out in self._assigns:
             target = state[var]
             if out not in self._in_place and target.nbytes:
                 self.driver.memcpy_dtod(target.alloc, self._buffer(out, table, state), target.nbytes)

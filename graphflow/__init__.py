@@ -6,7 +6,7 @@
     with gf.Session() as sess:
         sess.run(train_op, {x: batch})
 """
-from . import data, errors, initializers, io, nn, train
+from . import data, distributed, errors, initializers, io, nn, onnx, train, viz
 from .autodiff import add_n, gradients
 from .clip import clip_by_global_norm, global_norm
 from .dtypes import DType, as_dtype, bool_, float16, float32, float64, int32, int64
@@ -97,6 +97,7 @@ from .ops.reduction import (
                     reduce_prod,
                     reduce_sum,
 )
+from .profiling import RunMetadata, RunOptions
 from .session import Compiled, Session, get_default_session
 from .variable_scope import (
                     AUTO_REUSE,
@@ -119,7 +120,9 @@ from .variables import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "data", "errors", "initializers", "io", "nn", "train", "add_n", "gradients", "clip_by_global_norm",
+    "data", "distributed", "errors", "initializers", "io", "nn", "onnx", "train", "add_n",
+    "gradients",
+    "clip_by_global_norm",
     "global_norm", "DType", "as_dtype", "bool_", "float16", "float32", "float64", "int32", "int64",
     "Graph", "Operation", "Tensor", "TensorShape", "control_dependencies", "get_default_graph",
     "name_scope", "reset_default_graph", "broadcast_to", "concat", "cumsum", "expand_dims",
@@ -135,5 +138,5 @@ __all__ = [
     "global_variables_initializer", "trainable_variables", "variables_initializer",
     "AUTO_REUSE", "VariableScope", "get_variable", "get_variable_scope", "variable_scope",
     "clip_by_value", "ceil", "floor", "log1p", "round", "pad", "slice", "split", "tile", "unstack",
-    "reduce_logsumexp", "reduce_prod",
+    "reduce_logsumexp", "reduce_prod", "viz", "RunMetadata", "RunOptions",
 ]

@@ -60,8 +60,11 @@ def _check_grad(op: Operation, index: int, grad: Tensor) -> None:
 
 
 def gradients(ys, xs, grad_ys=None, name: str = "gradients",
-              unconnected_gradients: str = "none", stop_gradients=None) -> list:
-    """d(sum ys)/d(xs) as new graph nodes; a list with one entry per x (None if unconnected)."""
+              unconnected_gradients: str = "none", stop_gradients=None, on_ready=None) -> list:
+    """d(sum ys)/d(xs) as new graph nodes; a list with one entry per x (None if unconnected).
+    `on_ready(index, grad)`, if given, is called during the backward walk as soon as the
+    gradient of xs[index] is final, so ops built then sit right behind it (gf.distributed
+    starts a bucket's all-reduce there)."""
     ys, xs = [as_tensor(y) for y in _as_list(ys)], _as_list(xs)
     if unconnected_gradients not in ("none", "zero"):
         raise ValueError(f"unconnected_gradients must be 'none' or 'zero', got "
@@ -116,6 +119,8 @@ def gradients(ys, xs, grad_ys=None, name: str = "gradients",
                     pending[producer] -= 1
                     if pending[producer] == 0:
                         ready.append(producer)
+                        if on_ready is not None and producer in x_ops:  # every consumer is done
+                            _report(on_ready, xs, producer, grads)
 
         results = []
         for x in xs:
@@ -128,6 +133,12 @@ def gradients(ys, xs, grad_ys=None, name: str = "gradients",
             else:
                 results.append(None)
     return results
+
+
+def _report(on_ready, xs: list, op: Operation, grads: dict) -> None:
+    for index, x in enumerate(xs):
+        if x.op is op and grads.get(x):
+            on_ready(index, _aggregate(grads, x))
 
 
 def _aggregate(grads: dict, t: Tensor) -> Tensor:

@@ -36,3 +36,11 @@ class NotSupportedError(GraphflowError, NotImplementedError):
 
 class VariableReuseError(GraphflowError, ValueError):
     """get_variable broke a reuse rule: a name made twice, or shared before it exists."""
+
+
+class UnsupportedOpError(GraphflowError):
+    """An ONNX op, attribute value or dtype that graphflow cannot run (raised at import)."""
+
+
+class DistributedError(GraphflowError):
+    """Ranks disagree (graphs, shapes, buckets) or a collective did not complete in time."""

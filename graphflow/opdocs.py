@@ -78,6 +78,9 @@ def _probe() -> _Probe:
     v = p("gf.Variable", np.ones(4, f32), name="v")
     p("gf.assign", v, c)
     p("gf.assign_add", v, c)
+    p("gf.distributed.allreduce", c)
+    p("gf.distributed.allreduce_gradients", [(c, v)])
+    p("gf.distributed.broadcast_variables", 0, [v])
     p("gf.assign_sub", v, c)
     p("gf.group", v.initializer)
     p("gf.no_op")
@@ -253,6 +256,13 @@ def _dtype_text(names: list[str]) -> str:
     return ", ".join(names)
 
 
+def devices_of(op_type: str, compiled: set[str] | None = None) -> list[str]:
+    """The devices that run `op_type`: reference (a numpy reference), cpu and cuda (a kernel)."""
+    compiled = _compiled_types() if compiled is None else compiled
+    devices = ["reference"] if registry.OPS[op_type].compute is not None else []
+    return devices + (["cpu", "cuda"] if op_type in compiled else [])
+
+
 def generate() -> str:
     """The text of docs/ops.md."""
     probe = _probe()
@@ -288,9 +298,7 @@ def generate() -> str:
             attrs = ", ".join(op.attrs)
             signature = (", ".join(_input_names(op_def, op)) or "-") + (f"; {attrs}" if attrs else "")
             dtypes = _dtype_text(_dtypes(op_def, op))
-        devices = ["reference"] if op_def.compute is not None else []
-        if op_type in compiled:
-            devices += ["cpu", "cuda"]
+        devices = devices_of(op_type, compiled)
         lines.append(f"| {op_type} | {_api(probe, op_type, graph)} | {signature or '-'} | "
                      f"{dtypes} | {_gradient(op_def)} | {', '.join(devices)} |")
     return "\n".join(lines) + "\n"

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from . import reference
+from . import profiling, reference
 from .errors import DeviceError, FeedError, GraphflowError, NotSupportedError
 from .graph import Graph, Operation, Tensor, get_default_graph
 from .variables import uninitialized_error
@@ -101,14 +101,14 @@ def _resolve_fetch(item, graph: Graph) -> Tensor | Operation:
 
 
 def _check_run_arguments(options, run_metadata) -> None:
-    """TF1's run(options=, run_metadata=): refused rather than silently ignored."""
-    if options is not None:
-        raise NotSupportedError(f"Session.run(options={options!r}): graphflow has no run options "
-                                "(TF1's RunOptions); pass options=None")
-    if run_metadata is not None:
-        raise NotSupportedError("Session.run(run_metadata=...): graphflow does not collect run "
-                                "metadata yet; pass run_metadata=None (per-kernel counts are in "
-                                "sess.make_callable(...).stats)")
+    """TF1's run(options=, run_metadata=): gf.RunOptions / gf.RunMetadata or None; anything else
+    is refused rather than silently ignored."""
+    if options is not None and not isinstance(options, profiling.RunOptions):
+        raise NotSupportedError(f"Session.run(options={options!r}): graphflow takes "
+                                "gf.RunOptions(trace_level=...) or None here")
+    if run_metadata is not None and not isinstance(run_metadata, profiling.RunMetadata):
+        raise NotSupportedError(f"Session.run(run_metadata={run_metadata!r}): pass a "
+                                "gf.RunMetadata() (it receives the run's per-kernel profile) or None")
 
 
 # ---- feeds ------------------------------------------------------------------------
@@ -134,6 +134,10 @@ def _what(t: Tensor) -> str:
 
 def convert_feed(t: Tensor, value) -> np.ndarray:
     """Check a fed value against its tensor's dtype and static shape; numpy 'same_kind'."""
+    if type(value) is np.ndarray and value.dtype is t.dtype.np and value.flags.c_contiguous \
+            and value.ndim == len(t.shape) \
+            and all(d is None or d == n for d, n in zip(t.shape, value.shape)):
+        return value  # the common case, already right: no copy, no further checks
     if isinstance(value, Tensor):
         raise FeedError(f"feed for {_what(t)} is the symbolic tensor {value.name}; feed numpy "
                         "values (run the tensor first if you need its value)")
@@ -166,6 +170,7 @@ class Plan:
     order: list
     stats: dict = field(default_factory=dict)
     program: Any = None  # codegen.program.Program on 'cpu' and 'cuda'
+    recorder: Any = None  # profiling.Recorder of every call, with $GRAPHFLOW_PROFILE
 
 
 class Session:
@@ -190,7 +195,8 @@ class Session:
     # ---- running ----------------------------------------------------------------
     def run(self, fetches, feed_dict: dict | None = None, options=None, run_metadata=None):
         """Evaluate fetches (nested lists/tuples/dicts of Tensors/Operations) and apply updates.
-        `options` and `run_metadata` (TF1's) must be None: graphflow supports neither yet."""
+        `run_metadata` (a gf.RunMetadata) receives this run's per-kernel profile; `options` is
+        None or a gf.RunOptions (TF1's; its trace level changes nothing)."""
         self._check_open()
         _check_run_arguments(options, run_metadata)
         self._watch_growth()
@@ -201,7 +207,12 @@ class Session:
             t = _resolve_feed_key(key, self.graph)
             feeds[t] = convert_feed(t, value)
         plan = self._plan(leaves, tuple(sorted(feeds, key=lambda t: t.op.id)))
-        return _rebuild(template, self._execute(plan, feeds))
+        if run_metadata is None:
+            return _rebuild(template, self._execute(plan, feeds))
+        recorder = plan.program and _recorder(plan, self.device)
+        result = _rebuild(template, self._execute(plan, feeds, recorder))
+        run_metadata.profile = recorder.profile() if recorder else None
+        return result
 
     def make_callable(self, fetches, feed_list=None) -> Compiled:
         """Compile once; call the result with feed values in `feed_list` order."""
@@ -240,11 +251,20 @@ class Session:
             names, fuse = selected_passes(self.optimize)
             lowered = run_passes(lower(order, list(leaves), feeds), names)
             plan.program = Program(lowered, list(leaves), self.device, _driver(self.device), fuse)
+            if os.environ.get("GRAPHFLOW_PROFILE", "").strip() not in ("", "0"):
+                plan.recorder = _recorder(plan, self.device)
+                profiling.watch(plan.recorder)
         return plan
 
-    def _execute(self, plan: Plan, feeds: dict) -> list:
+    def _execute(self, plan: Plan, feeds: dict, recorder=None) -> list:
         if plan.program is not None:
-            values, updates = plan.program.run(feeds, self)
+            if recorder is None and plan.recorder is None:
+                values, updates = plan.program.run(feeds, self)
+            else:
+                values, updates, times = plan.program.run_timed(feeds, self)
+                for r in (recorder, plan.recorder):
+                    if r is not None:
+                        r.add(times)
             plan.stats = plan.program.last_stats
         else:
             fetch_ops = {x.op if isinstance(x, Tensor) else x for x in plan.fetches}
@@ -361,6 +381,28 @@ class Compiled:
                               "device='cpu' or 'cuda'")
         return self._plan.program.dump(directory)
 
+    def profile(self, *feed_values, repeat: int = 10, warmup: int = 1,
+                show: bool = True) -> profiling.Profile:
+        """Call `warmup + repeat` times (real calls: a training step updates the variables each
+        time), timing each kernel launch; print the table (unless `show=False`) and return the
+        Profile: per kernel, slowest first, its median time, share, bytes, GB/s and GFLOP/s."""
+        if self._plan.program is None:
+            raise DeviceError("the 'reference' device runs no kernels to profile; use device='cpu' "
+                              "or 'cuda'")
+        if repeat < 1:
+            raise ValueError(f"profile(repeat={repeat}): repeat at least once")
+        for _ in range(warmup):
+            self(*feed_values)
+        recorder = _recorder(self._plan, self._session.device)
+        session = self._session
+        for _ in range(repeat):
+            feeds = {t: convert_feed(t, v) for t, v in zip(self.feed_list, feed_values)}
+            session._execute(self._plan, feeds, recorder)
+        result = recorder.profile()
+        if show:
+            print(result)
+        return result
+
     @property
     def stats(self) -> dict:
         """Counts from the last call: kernels, launches, bytes_moved, flops, peak_memory_bytes."""
@@ -370,6 +412,12 @@ class Compiled:
                 "bytes_moved": last.get("bytes_moved", 0), "flops": last.get("flops", 0),
                 "peak_memory_bytes": last.get("peak_memory_bytes", 0),
                 "peak_memory_bound": last.get("peak_memory_bound", 0)}
+
+
+def _recorder(plan: Plan, device: str) -> profiling.Recorder:
+    title = ", ".join(x.name for x in plan.fetches)
+    title = title if len(title) <= 60 else title[:57] + "..."
+    return profiling.Recorder(title, device, [k.name for k in plan.program.kernels])
 
 
 _sessions = threading.local()

@@ -8,7 +8,8 @@ import graphflow as gf
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 MODULES = {"gf": gf, "gf.nn": gf.nn, "gf.train": gf.train, "gf.initializers": gf.initializers,
-           "gf.io": gf.io, "gf.errors": gf.errors}
+           "gf.io": gf.io, "gf.errors": gf.errors, "gf.distributed": gf.distributed,
+           "gf.viz": gf.viz}
 
 
 def public_names(module):

@@ -49,6 +49,7 @@ def launch_policy(request, monkeypatch):
 
         monkeypatch.setattr(red, "block_shape", as_on_gpu)
         monkeypatch.setattr(rows, "block_shape", as_on_gpu)
+        monkeypatch.setattr(red, "CPU_HELPERS", red.HELPERS)  # the GPU's block-wide combine too
     return request.param
 
 

@@ -173,3 +173,104 @@ def test_nvcc_errors_quote_the_source(monkeypatch, tmp_path):
         compile_cubin("__global__ void k(float* x) {\n  x[0] = missing_name;\n}\n", "sm_80")
     assert "missing_name" in info.value.compiler_output
     assert ">    3 |   x[0] = missing_name;" in str(info.value)  # line 3: after PyCUDA's extern "C" line
+
+
+# ---- the key ignores comments; the folder is bounded ---------------------------------------
+
+
+def test_a_comment_does_not_recompile(drv, tmp_path):
+    source = fill_source(uuid.uuid4().hex)
+    fill(drv, source)
+    compiles = cache.stats["compiles"]
+    commented = "// a new comment line at the top\n" + source.replace("{ out", "{ /* a block\ncomment */ out")
+    np.testing.assert_array_equal(fill(drv, commented), 21 + np.arange(4))
+    assert cache.stats["compiles"] == compiles
+    # a change to the code itself (even inside what looks like a comment in a string) recompiles
+    fill(drv, source.replace("threadIdx.x;", "threadIdx.x + 0;"))
+    assert cache.stats["compiles"] == compiles + 1
+
+
+def test_comments_stay_in_the_compiled_file(drv, tmp_path):
+    source = "// kernel comment kept for the reader\n__global__ void broken(int* out) { out[0] = nope; }\n"
+    with pytest.raises(CompileFailed) as e:
+        drv.SourceModule(source)
+    assert "kernel comment kept for the reader" in e.value.source_path.read_text()
+
+
+def test_strip_comments_keeps_strings():
+    code = cache.strip_comments('// top\nint a; /* x */ const char* s = "a//b /* c */";\n\n  // end\n')
+    assert code == 'int a; const char* s = "a//b /* c */";'
+
+
+def _entry(folder: Path, key: str, size: int, age: float) -> None:
+    for suffix in (".so", ".cu"):
+        path = folder / f"{key}{suffix}"
+        path.write_bytes(b"x" * size)
+        os.utime(path, (age, age))
+
+
+def test_prune_removes_the_least_recently_used(tmp_path):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    now = time.time()
+    keys = [f"{i:064x}" for i in range(5)]
+    for i, key in enumerate(keys):  # keys[0] is the oldest
+        _entry(folder, key, 1000, now - 100 + i)
+    (folder / "notes.txt").write_text("not ours")  # a user's file in the folder is never touched
+    removed = cache.prune(folder, max_mb=1000, max_files=6)
+    assert removed == keys[:2]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["notes.txt"] + [f"{k}{s}" for k in keys[2:] for s in (".so", ".cu")])
+
+
+def test_prune_by_size_and_keep(tmp_path, monkeypatch):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    now = time.time()
+    keys = [f"{i:064x}" for i in range(3)]
+    for i, key in enumerate(keys):
+        _entry(folder, key, 200_000, now - 100 + i)  # 0.4 MB per entry
+    monkeypatch.setenv("GRAPHFLOW_CACHE_MAX_MB", "1")
+    assert cache.prune(folder, keep=keys[0]) == [keys[1]]
+    assert {p.name[:64] for p in folder.iterdir()} == {keys[0], keys[2]}
+
+
+def test_a_hit_is_recently_used_and_compiles_prune(drv, tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    first = fill_source(uuid.uuid4().hex + "a")
+    fill(drv, first)
+    old = time.time() - 1000
+    for path in folder.iterdir():
+        os.utime(path, (old, old))
+    fill(drv, first)  # a hit touches its files
+    assert all(p.stat().st_mtime > old + 500 for p in folder.glob("*.so"))
+    monkeypatch.setenv("GRAPHFLOW_CACHE_MAX_FILES", "2")
+    second = fill_source(uuid.uuid4().hex).replace("threadIdx.x;", "threadIdx.x * 2;")
+    fill(drv, second)  # over the limit: the least recently used entries go, the new one stays
+    names = [p.name for p in folder.iterdir() if len(p.name.split(".")[0]) == 64]
+    assert len(names) == 2 and all(n.endswith((".so", ".cu")) for n in names)
+    np.testing.assert_array_equal(fill(drv, second), 21 + 2 * np.arange(4))
+
+
+MODEL = """
+import graphflow as gf
+g = gf.Graph()
+with g.as_default():
+    x = gf.placeholder(gf.float32, [None, 3], name="x")
+    y = gf.nn.relu(x * 2.0 + 1.0)
+"""
+
+
+def test_a_comment_line_in_the_user_script_does_not_recompile(drv):
+    def compile_model(prefix: str):
+        namespace = {}
+        exec(compile(prefix + MODEL, "user_script.py", "exec"), namespace)
+        with __import__("graphflow").Session(namespace["g"], device="cpu") as sess:
+            f = sess.make_callable(namespace["y"], feed_list=[namespace["x"]])
+            return f.source, f(np.ones((2, 3), np.float32))
+    source1, out1 = compile_model("")
+    compiles = cache.stats["compiles"]
+    source2, out2 = compile_model("# a comment line added at the top\n")
+    assert source1 != source2  # the kernel comments name the new line numbers...
+    assert cache.stats["compiles"] == compiles  # ...and nothing recompiles
+    np.testing.assert_array_equal(out2, np.full((2, 3), 3.0, np.float32))

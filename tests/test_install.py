@@ -37,6 +37,11 @@ def test_non_editable_install_runs_a_compiled_graph(tmp_path):
     assert build.returncode == 0, build.stderr
     assert (target / "graphflow" / "codegen" / "devices" / "cuda_shim.h").exists()
     assert not (target / "codegen").exists()  # never a top-level package named codegen
+    # every package of the source tree is installed (the list in pyproject.toml is explicit)
+    source = {p.parent.relative_to(REPO) for p in REPO.glob("graphflow/**/__init__.py")}
+    source |= {Path("graphflow") / p.parent.relative_to(REPO) for p in REPO.glob("codegen/**/__init__.py")}
+    installed = {p.parent.relative_to(target) for p in target.glob("graphflow/**/__init__.py")}
+    assert source <= installed, sorted(map(str, source - installed))
     env = dict(os.environ, PYTHONPATH=str(target), GRAPHFLOW_CACHE_DIR=str(tmp_path / "cache"))
     work = tmp_path / "elsewhere"
     work.mkdir()

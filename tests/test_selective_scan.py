@@ -15,6 +15,7 @@ import re
 import numpy as np
 import pytest
 from gradcheck import check_gradients
+from graphflow.codegen.emit import reduce as red
 from graphflow.codegen.emit import scan as scan_emit
 
 import graphflow as gf
@@ -152,6 +153,7 @@ def test_gpu_launch_shapes_on_the_emulator(configs, monkeypatch):
         return policy(rows, length, inner, "cuda")
 
     monkeypatch.setattr(scan_emit, "_scan_block", gpu)
+    monkeypatch.setattr(red, "CPU_HELPERS", red.HELPERS)  # the GPU's block-wide combine too
     monkeypatch.setenv("GRAPHFLOW_EMU_SHUFFLE", "5")
     with gf.Session(graph, device="cpu") as s:
         got = s.make_callable(fetches, xs)(*values)
@@ -160,9 +162,17 @@ def test_gpu_launch_shapes_on_the_emulator(configs, monkeypatch):
     assert (1, 32) not in shapes
 
 
-def test_emulator_uses_the_parallel_scan_for_long_rows():
-    assert scan_emit._scan_block(6, 300, 3, "cpu") == (1, 32)
-    assert scan_emit._scan_block(85, 19, 17, "cpu") == (32, 1)
+def test_emulator_walks_each_row_without_fibers():
+    """The cpu device gives each row one thread (the serial walk): no barrier, no fiber."""
+    assert scan_emit._scan_block(6, 300, 3, "cpu") == (32, 1)
+    values = inputs(2, 40, 3, 2)
+    xs = placeholders(values, none_batch=True)
+    y = scan(xs)
+    grads = gf.gradients(gf.reduce_sum(y), xs)
+    with gf.Session(device="cpu") as s:
+        f = s.make_callable([y, grads], xs)
+        f(*values)
+        assert f._plan.program.fiber_kernels == []
 
 
 def test_cpu_gradients_match_finite_differences():

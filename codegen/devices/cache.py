@@ -1,6 +1,8 @@
 """On-disk compile cache shared by the emulator (g++ -> .so) and the CUDA driver (nvcc -> .cubin).
 
-Key: sha256 of (source, compiler version, flags, extra such as the shim's hash). Folder:
+Key: sha256 of (the source without its comments, compiler version, flags, extra such as the
+shim's hash): editing a comment (a kernel's leading comment names the user's file:line) does
+not recompile, while the file compiled, dumped and quoted in errors keeps its comments. Folder:
 ``$GRAPHFLOW_CACHE_DIR``, else ``$XDG_CACHE_HOME/graphflow``, else ``~/.cache/graphflow``,
 resolved at each compile, created with mode 0700.
 
@@ -11,6 +13,11 @@ not the user's own or are group/other-writable are ignored and rebuilt.
 
 Writes are atomic (compile to a unique temporary name in the folder, then os.replace), so
 processes compiling the same source at once all succeed.
+
+The folder is bounded: after each compile, when the cache's files exceed
+``$GRAPHFLOW_CACHE_MAX_MB`` (default 500) or ``$GRAPHFLOW_CACHE_MAX_FILES`` (default 2000),
+the least recently used entries (a hit touches its files) are removed until it fits. Only
+files the cache itself names (``<64 hex digits>.<suffix>``) are ever removed.
 """
 
 from __future__ import annotations
@@ -30,7 +37,11 @@ from pathlib import Path
 
 from . import CompileFailed
 
-__all__ = ["UnsafeCacheDirWarning", "cache_dir", "cache_key", "compile_cached", "compiler_version", "stats"]
+__all__ = ["UnsafeCacheDirWarning", "cache_dir", "cache_key", "compile_cached", "compiler_version", "prune",
+           "stats", "strip_comments"]
+
+DEFAULT_MAX_MB = 500
+DEFAULT_MAX_FILES = 2000
 
 # Compiler invocations and cache hits in this process (tests count compiles with it).
 stats = {"compiles": 0, "hits": 0}
@@ -99,9 +110,24 @@ def compiler_version(compiler: str) -> str:
     return "\n".join(lines[-2:] if "nvcc" in out.lower() else lines[:1])
 
 
+# A comment, or a string/char literal (kept: "//" inside a string is not a comment).
+_LITERAL = r"\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\\\n])*'"
+_COMMENT_OR_LITERAL = re.compile(r"//[^\n]*|/\*.*?\*/|" + _LITERAL, re.S)
+_BLANKS_OR_LITERAL = re.compile(r"[ \t]+|" + _LITERAL)
+
+
+def strip_comments(source: str) -> str:
+    """``source`` without // and /* */ comments (each one space, as the C preprocessor does),
+    runs of blanks as one space, and no empty lines: the text the cache key is built from."""
+    code = _COMMENT_OR_LITERAL.sub(lambda m: " " if m.group()[0] == "/" else m.group(), source)
+    code = _BLANKS_OR_LITERAL.sub(lambda m: " " if m.group()[0] in " \t" else m.group(), code)
+    return "\n".join(line.strip() for line in code.splitlines() if line.strip())
+
+
 def cache_key(source: str, version: str, flags: Sequence[str], extra: str = "") -> str:
+    """sha256 of the source's code (comments left out), compiler version, flags and extra."""
     h = hashlib.sha256()
-    for part in (source, version, *flags, extra):
+    for part in (strip_comments(source), version, *flags, extra):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
@@ -144,6 +170,7 @@ def compile_cached(
     out, src = folder / f"{key}{suffix}", folder / f"{key}{source_suffix}"
     if _own_file(out):
         stats["hits"] += 1
+        _touch(out, src)
         return out
     _write_atomic(src, source)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{key}.", suffix=f".tmp{suffix}")
@@ -159,7 +186,73 @@ def compile_cached(
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    prune(folder, keep=key)
     return out
+
+
+def _touch(*paths: Path) -> None:
+    """Mark a hit as recently used (pruning removes the least recently used first)."""
+    for path in paths:
+        try:
+            os.utime(path)
+        except OSError:
+            pass
+
+
+def _limit(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return max(0, int(float(value)))
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: expected a number") from None
+
+
+_ENTRY = re.compile(r"^([0-9a-f]{64})\.\w+$")
+
+
+def prune(folder: Path, keep: str = "", max_mb: int | None = None, max_files: int | None = None) -> list[str]:
+    """Remove the least recently used cache entries (all files of one key) until the folder's
+    cache files fit in ``max_mb`` megabytes and ``max_files`` files (defaults: the
+    environment, see the module docstring). ``keep`` (a key) is never removed. Returns the
+    removed keys, oldest first."""
+    max_bytes = (_limit("GRAPHFLOW_CACHE_MAX_MB", DEFAULT_MAX_MB) if max_mb is None else max_mb) * 2**20
+    max_files = _limit("GRAPHFLOW_CACHE_MAX_FILES", DEFAULT_MAX_FILES) if max_files is None else max_files
+    entries: dict[str, list] = {}  # key -> [newest mtime, bytes, paths]
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    for name in names:
+        m = _ENTRY.match(name)
+        if not m:
+            continue
+        try:
+            st = (folder / name).stat()
+        except OSError:
+            continue
+        entry = entries.setdefault(m.group(1), [0.0, 0, []])
+        entry[0] = max(entry[0], st.st_mtime)
+        entry[1] += st.st_size
+        entry[2].append(folder / name)
+    total = sum(e[1] for e in entries.values())
+    files = sum(len(e[2]) for e in entries.values())
+    removed = []
+    for key, (_, size, paths) in sorted(entries.items(), key=lambda kv: kv[1][0]):
+        if total <= max_bytes and files <= max_files:
+            break
+        if key == keep:
+            continue
+        for path in paths:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        total -= size
+        files -= len(paths)
+        removed.append(key)
+    return removed
 
 
 # g++: "file:12:5: error: ..."; nvcc: "file(12): error: ..."

@@ -448,6 +448,15 @@ class EmulatorDriver:
         return _thread_count()
 
     @staticmethod
+    def host_view(alloc: DeviceAllocation, shape: tuple, dtype) -> np.ndarray:
+        """A numpy array over device memory (the emulator's is host memory): copies in and out
+        become numpy assignments."""
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        buf = (ctypes.c_char * max(1, count * dtype.itemsize)).from_address(int(alloc))
+        return np.frombuffer(buf, dtype=dtype, count=count).reshape(shape)
+
+    @staticmethod
     def mem_alloc(nbytes: int) -> DeviceAllocation:
         return DeviceAllocation(int(nbytes))
 

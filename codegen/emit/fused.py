@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from graphflow.ops.state import ASSIGN_OPS
 
-from ..fusion import Group, _loaded_inputs, is_one_element, kernel_base_name, variable_root
+from ..fusion import INDEXED, Group, _loaded_inputs, is_one_element, kernel_base_name, variable_root
 from ..kernel import TILE, EmitContext, KernelBuilder, ctype, index_type_for, numel, tile_loop, tiled_launch
 from .elementwise import HELPERS, SCALAR, Dialect, operand_offset
 
@@ -30,6 +30,12 @@ def scalar_expr(kb: KernelBuilder, op, args: list[str]) -> str:
         return " * ".join(f"(long long){kb.dim(x, a)}" for a in op.attrs["axis"]) or "1"
     if op.type in ("Assign", "BroadcastLike", "BroadcastTo"):
         return args[0]
+    if op.type == "OneHot":  # element i of [..., depth]: is index i / depth equal to i % depth?
+        depth = max(op.attrs["depth"], 1)
+        one = "true" if out.dtype.is_bool else f"({ctype(out.dtype)})1"
+        zero = "false" if out.dtype.is_bool else f"({ctype(out.dtype)})0"
+        return (f"((long long){kb.input(op.inputs[0])}[i / {depth}] == (long long)(i % {depth})"
+                f" ? {one} : {zero})")
     dialect = Dialect(op.inputs[-1].dtype if op.type == "Select" else op.inputs[0].dtype)
     return SCALAR[op.type](args, dialect)
 
@@ -67,7 +73,7 @@ class FusedCode:
                 lines.append(f"{self.outs[t]}[i] = {name};")
         for op in ops:
             args = []
-            for t in _loaded_inputs(op):
+            for t in ([] if op.type in INDEXED else _loaded_inputs(op)):
                 if t not in local:
                     local[t] = self._load(t, over, lines)
                 args.append(local[t])

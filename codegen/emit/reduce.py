@@ -55,9 +55,7 @@ def block_shape(n_out: int, length: int, inner: int, device: str) -> tuple[int, 
 
     `inner` > 1 means consecutive outputs are consecutive in memory (column reduction)."""
     if device == "cpu":
-        if inner > 1 or n_out >= 64 or length < 32:
-            return CPU_THREADS, 1  # one thread per output, serial and barrier-free
-        return 1, CPU_THREADS
+        return CPU_THREADS, 1  # one thread per output, serial and barrier-free (CPU_HELPERS)
     if length < 32:
         return GPU_THREADS, 1
     if inner > 1:
@@ -80,7 +78,7 @@ def chunks_for(n_out: int, length: int) -> int:
 
 
 # ---- C helpers ------------------------------------------------------------------------------
-HELPERS = r"""
+COMBINER_HELPERS = r"""
 // graphflow reductions: identities, combiners and the block-wide reduce / scan
 template <class T> __device__ __forceinline__ T gf_red_lowest();
 template <> __device__ __forceinline__ float gf_red_lowest<float>() { return -INFINITY; }
@@ -156,6 +154,10 @@ template <class T, bool MAX> struct gf_red_arg {
   }
 };
 
+"""
+
+# The block-wide reduce and scan the GPU schedules use (warp shuffles, shared memory, barriers).
+BLOCK_HELPERS = r"""
 // Combines v over threadIdx.y, separately for each threadIdx.x, and returns the result to every
 // thread. Block: blockDim.y == 1 (nothing to do), or blockDim.x <= 32 and blockDim.y powers of
 // two with 32 <= blockDim.x * blockDim.y <= 256. smem: 256 accs (reused; synced on entry).
@@ -218,6 +220,24 @@ __device__ __forceinline__ T gf_scan_block(T v, T* smem, T* total) {
   return smem[warp * bx + threadIdx.x] + excl;
 }
 """
+
+# The cpu device launches every reduction, row and scan kernel with blockDim.y == 1 (one thread
+# per output, serial): there the block-wide steps are the identity, and with no shuffle or
+# barrier in the source the emulator runs each block as a plain loop, never as fibers.
+CPU_BLOCK_HELPERS = r"""
+// cpu schedule: blockDim.y == 1, so combining over threadIdx.y is the identity
+template <class R>
+__device__ __forceinline__ typename R::acc gf_red_block(typename R::acc v, typename R::acc* smem) {
+  return v;
+}
+template <class T>
+__device__ __forceinline__ T gf_scan_block(T v, T* smem, T* total) {
+  *total = v;
+  return (T)0;
+}
+"""
+HELPERS = COMBINER_HELPERS + BLOCK_HELPERS
+CPU_HELPERS = COMBINER_HELPERS + CPU_BLOCK_HELPERS
 
 
 # ---- C expression helpers -------------------------------------------------------------------

@@ -34,8 +34,6 @@ from .elementwise import Dialect
 from .reduce import HELPERS, block_shape, grid_size, indent, mul, paren, scaled
 from .rows import SCAN_ITEMS, Rows
 
-CPU_SERIAL_ROWS = 64  # on the emulator, this many rows or more: one thread walks each row
-
 SCAN_HELPERS = r"""
 // graphflow linear-recurrence scan: (a, b) pairs, h = a * h_prev + b; (a1, b1) then (a2, b2)
 // composes to (a1 * a2, a2 * b1 + b2), identity (1, 0).
@@ -105,8 +103,8 @@ __device__ __forceinline__ void gf_linrec_scan_block(T a, T b, T* smem, T* pa, T
 
 
 def _scan_block(rows: int, length: int, inner: int, device: str) -> tuple[int, int]:
-    if device == "cpu":  # fibers are cheap only when few: parallel scan for few, long rows
-        return (32, 1) if rows >= CPU_SERIAL_ROWS or length <= SCAN_ITEMS else (1, 32)
+    if device == "cpu":  # one thread per row: the serial walk, no barrier (reduce.CPU_HELPERS)
+        return 32, 1
     return block_shape(rows, -(-length // SCAN_ITEMS), inner, device)
 
 
@@ -122,7 +120,8 @@ def _launch(rows: Rows):
 class _Scan:
     """C text shared by the two kernels: the row prologue and one parallel scan pass."""
 
-    def __init__(self, kb, op: Operation) -> None:
+    def __init__(self, kb, op: Operation, device: str) -> None:
+        self.serial_only = _scan_block(1, 1 << 20, 1, device)[1] == 1  # even long rows: one thread
         u, _, a = op.inputs[:3]
         self.rows = Rows(kb, u, 1)
         self.n = a.shape[1]
@@ -195,7 +194,12 @@ class _Scan:
         ]
 
     def split(self, serial: list, parallel: list) -> list:
-        """The row's two schedules: blockDim.y == 1 walks it in one thread, else the scan."""
+        """The row's two schedules: blockDim.y == 1 walks it in one thread, else the scan.
+        Where the launch always gives a row one thread (the cpu device), only the walk: no
+        barrier in the kernel, so the emulator never needs fibers for it."""
+        if self.serial_only:
+            return ["// one thread per row (blockDim.y == 1): a plain loop over the sequence",
+                    "if (active) {", *["  " + line for line in serial], "}"]
         return ["if (blockDim.y == 1) {  // one thread per row: a plain loop over the sequence",
                 "  if (active) {", *["    " + line for line in serial], "  }",
                 "} else {  // the sequence split over threadIdx.y: parallel scans",
@@ -211,7 +215,7 @@ class _Scan:
 @emitter("SelectiveScan")
 def emit_selective_scan(ctx: EmitContext, op: Operation) -> None:
     kb = ctx.builder("selective_scan", [op])
-    s = _Scan(kb, op)
+    s = _Scan(kb, op, ctx.device)
     out = kb.output(op.outputs[0])
     c, n, p = s.c, s.n, s.ptr
     use = [f"const {c} y = h * {p['C']}[{s.bc('t')}];",
@@ -254,7 +258,7 @@ def emit_selective_scan_grad(ctx: EmitContext, op: Operation) -> None:
     add_zero_kernel(ctx, op, "selective_scan_grad_zero",
                     "SelectiveScanGrad pass 1 of 2: zero the packed gradient (atomics add into it)")
     kb = ctx.builder("selective_scan_grad", [op])
-    s = _Scan(kb, op)
+    s = _Scan(kb, op, ctx.device)
     dy = kb.input(op.inputs[5], "dy")
     out = kb.output(packed)
     # the states of one state index (parallel schedule) or of all n (serial schedule)
