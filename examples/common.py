@@ -46,9 +46,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     return args
 
 
-def progress(total: int, desc: str = "training") -> tqdm:
+def progress(total: int, desc: str = "training", disable: bool = False) -> tqdm:
     """The progress bar every example shows (update it with `bar.set_postfix(loss=...)`)."""
-    return tqdm(range(total), desc=desc, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(range(total), desc=desc, file=sys.stderr, dynamic_ncols=True, disable=disable)
 
 
 def dump_kernels(step: gf.Compiled, directory: str | None) -> None:
