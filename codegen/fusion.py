@@ -72,7 +72,8 @@ class Debug:
             print(f"[fusion] {text}")
 
 
-def variable_root(t: LTensor) -> LTensor:
+def alias_root(t: LTensor) -> LTensor:
+    """The tensor whose buffer t shares: through reshape-like (alias) ops to their input."""
     while t.op.type in ALIAS_OPS:
         t = t.op.inputs[0]
     return t
@@ -222,7 +223,7 @@ def _group_dag(graph: LGraph, group_of: dict, groups: list, inline: set) -> nx.D
     readers: dict[LOp, set] = {}
     for g in groups:
         for t, _ in external_reads(g.ops, inline):
-            root = variable_root(t)
+            root = alias_root(t)
             if root.op in group_of and group_of[root.op] is not g:
                 dag.add_edge(group_of[root.op], g)
             if root.op.type == "Variable":
@@ -230,7 +231,7 @@ def _group_dag(graph: LGraph, group_of: dict, groups: list, inline: set) -> nx.D
     for g in groups:
         for op in g.ops:
             if op.type in ASSIGN_OPS:
-                for r in readers.get(variable_root(op.inputs[0]).op, ()):
+                for r in readers.get(alias_root(op.inputs[0]).op, ()):
                     if r is not g:
                         dag.add_edge(r, g)
     return dag
@@ -263,9 +264,9 @@ def _hazard(ops: list[LOp], shape, inline: set) -> str | None:
     when each element is read and written by the same thread (or one thread does all)."""
     if shape is None:
         return None
-    written = {variable_root(op.inputs[0]).op: op for op in ops if op.type in ASSIGN_OPS}
+    written = {alias_root(op.inputs[0]).op: op for op in ops if op.type in ASSIGN_OPS}
     for t, inlined in external_reads(ops, inline):
-        root = variable_root(t)
+        root = alias_root(t)
         if root.op in written and (inlined or t is not root or tuple(root.shape) != shape
                                    or is_one_element(root)):
             return f"{root.op.name} is read (not element by element) where " \

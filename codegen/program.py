@@ -29,7 +29,7 @@ from .dump import KernelInfo, dump_program
 from .emit import load_all
 from .emit import reduce as reduce_emit
 from .emit.fused import emit_fused
-from .fusion import ALIAS_OPS, HOST_OPS, plan_groups, variable_root
+from .fusion import ALIAS_OPS, HOST_OPS, alias_root, plan_groups
 from .kernel import EmitContext, Kernel, numel
 from .launch import HostStep, LaunchTable
 from .memory import plan_memory
@@ -172,10 +172,9 @@ class Program:
         self.device, self.driver, self.graph = device, driver, graph
         self._user_fetches = user_fetches
         self.groups, inline, self.kernels = emit_kernels(graph, device, fuse)
-        self._alias = {op.outputs[0]: op.inputs[0] for op in graph.ops if op.type in ALIAS_OPS}
         self.source = assemble(self.kernels)
         self._in_place = self._plan_in_place()
-        self._assigns = [(variable_root(op.inputs[0]).op, op.outputs[0])  # (variable, new value)
+        self._assigns = [(alias_root(op.inputs[0]).op, op.outputs[0])  # (variable, new value)
                          for op in graph.ops if op.type in ASSIGN_OPS]
         self._variables = [op for op in graph.ops if op.type == "Variable"]
         self._readers = {}  # Variable LOp -> the first op reading its start-of-run value
@@ -204,10 +203,10 @@ class Program:
         if dump_dir:
             self.dump(os.path.join(dump_dir, self.dump_name()))
 
-    def root(self, t: LTensor) -> LTensor:
-        while t in self._alias:
-            t = self._alias[t]
-        return t
+    @staticmethod
+    def root(t: LTensor) -> LTensor:
+        """The tensor that owns t's buffer (reshape-like ops alias their input's)."""
+        return alias_root(t)
 
     def dump_name(self) -> str:
         """A folder name for $GRAPHFLOW_DUMP_DIR: the first fetch and a short hash of the code."""
@@ -223,7 +222,7 @@ class Program:
         assigns: dict = {}
         for op in self.graph.ops:
             if op.type in ASSIGN_OPS:
-                assigns.setdefault(variable_root(op.inputs[0]).op, []).append(op)
+                assigns.setdefault(alias_root(op.inputs[0]).op, []).append(op)
         fetched = {self.root(t) for t in self.graph.live_outputs()}
         writer_kernel = {}
         for k, kernel in enumerate(self.kernels):

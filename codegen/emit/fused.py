@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from graphflow.ops.state import ASSIGN_OPS
 
-from ..fusion import INDEXED, Group, _loaded_inputs, is_one_element, kernel_base_name, variable_root
+from ..fusion import INDEXED, Group, _loaded_inputs, alias_root, is_one_element, kernel_base_name
 from ..kernel import TILE, EmitContext, KernelBuilder, ctype, index_type_for, numel, tile_loop, tiled_launch
 from .elementwise import HELPERS, SCALAR, Dialect, operand_offset
 
@@ -45,7 +45,7 @@ class FusedCode:
 
     def __init__(self, kb: KernelBuilder, ops: list, inline: set, stored: set) -> None:
         self.kb, self.inline, self.checks = kb, inline, []
-        self.written = {variable_root(op.inputs[0]).op for op in ops if op.type in ASSIGN_OPS}
+        self.written = {alias_root(op.inputs[0]).op for op in ops if op.type in ASSIGN_OPS}
         self.used_inline = _inline_closure(ops, inline)
         self.prologue: list[str] = []
         self.names: dict = {}
@@ -98,7 +98,7 @@ class FusedCode:
                 continue
             seen.add(o)
             for t in _loaded_inputs(o):
-                if variable_root(t).op in self.written:
+                if alias_root(t).op in self.written:
                     return True
                 if t.op in self.inline:
                     stack.append(t.op)
@@ -122,7 +122,7 @@ class FusedCode:
         """Bind external tensor t at this element (once per kernel when it is one element)."""
         name = self.fresh("x")
         offset = operand_offset(self.kb, t, over, "i", self.checks)
-        if offset == "0" and variable_root(t).op not in self.written and not is_one_element(over):
+        if offset == "0" and alias_root(t).op not in self.written and not is_one_element(over):
             self.prologue.append(f"const {ctype(t.dtype)} {name} = {self.kb.input(t)}[0];")
             self.names[t] = name
             return name
