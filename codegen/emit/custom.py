@@ -149,8 +149,10 @@ def explain_compile_failure(e: CompileFailed) -> str:
             if first <= n < first + len(lines):
                 k = n - first + 1
                 col = f"{m['col']}:" if m["col"] else ""
-                mapped.append(f"  {d.where_line(k)}:{col} error: {m['text'].strip()}\n"
-                              f"  {k:5d} | {lines[k - 1]}")
+                where = d.where_line(k)
+                shown = where.rsplit(":", 1)[-1] if d.origin else k  # the number in `where`
+                mapped.append(f"  {where}:{col} error: {m['text'].strip()}\n"
+                              f"  {shown:>5} | {lines[k - 1]}")
                 culprit = culprit or d
     if not mapped:
         return default
