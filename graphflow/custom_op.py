@@ -73,6 +73,11 @@ class CustomOp:
         self.grad_rule, self.reference, self.flops_rule = grad, reference, flops
         self.signature = cuda_source.check_kernel_name(source, kernel, where)
         self._check_signature()
+        if isinstance(grad, CustomOp) and (self.n_inputs != 1 or grad.n_inputs not in (2, 3)):
+            raise GraphflowError(
+                f"{where}: grad={grad.kernel} (a custom op) serves an op of one input, called as "
+                f"{grad.kernel}(x, dy) or {grad.kernel}(x, y, dy); this op has {self.n_inputs} "
+                f"inputs and {grad.kernel} takes {grad.n_inputs}: give grad=lambda op, dy: [...]")
         self.hash = source_hash(source)
         key = f"{kernel}@{self.hash}"
         n = 1
@@ -180,7 +185,15 @@ class CustomOp:
             raise ShapeError(f"the launch rule of {self.where} returned {result!r:.80}; expected "
                              "(grid, block) or (grid, block, shared_bytes), each of grid and "
                              "block an int or a tuple of 1 to 3 ints >= 1")
-        return dims[0], dims[1], int(shared)
+        grid, block = dims
+        threads = block[0] * block[1] * block[2]
+        if threads > 1024 or any(b > m for b, m in zip(block, (1024, 1024, 64))) or \
+                any(g > m for g, m in zip(grid, (2**31 - 1, 65535, 65535))) or shared > 48 * 1024:
+            raise ShapeError(f"the launch rule of {self.where} returned grid {grid}, block {block}, "
+                             f"{shared} bytes of shared memory: beyond CUDA's limits (at most 1024 "
+                             "threads a block, block dims up to (1024, 1024, 64), grid dims up to "
+                             "(2**31-1, 65535, 65535), 48 KiB of dynamic shared memory)")
+        return grid, block, int(shared)
 
     def scalar_values(self, specs: list[Spec]) -> list:
         """The kernel's scalar arguments, in parameter order."""
@@ -242,7 +255,8 @@ def custom_op(source, kernel: str, output: Callable, launch: Callable, *,
     function to launch; its pointer parameters are the inputs then the output, its other
     parameters the scalars that `args` returns. output(*input_specs) -> (shape, dtype).
     launch(*specs) -> (grid, block[, shared_bytes]), specs being the inputs' and the
-    output's. grad(op, dy) -> a gradient (or None) per input. reference(*arrays) -> array
+    output's. grad(op, dy) -> a gradient (or None) per input; for a one-input op grad may
+    be another custom op, called as grad(x, dy) or grad(x, y, dy). reference(*arrays) -> array
     runs the op on the `reference` device (else the kernel runs there through the cpu
     emulator). flops(*specs) -> int feeds the stats.
     """
@@ -273,6 +287,9 @@ def _grad(op: Operation, dy: Tensor) -> list:
     if d.grad_rule is None:
         raise GraphflowError(f"no gradient is defined for {op.describe()}: pass grad= to "
                              f"{d.where}, or wrap the op's output in gf.stop_gradient")
+    if isinstance(d.grad_rule, CustomOp):  # a backward kernel: (x, dy) or (x, y, dy) -> dx
+        ins = list(op.inputs) + (list(op.outputs) if d.grad_rule.n_inputs == 3 else [])
+        return [d.grad_rule(*ins, dy, name=f"{d.grad_rule.kernel}")]
     grads = d.grad_rule(op, dy)
     if isinstance(grads, Tensor) or grads is None:
         grads = [grads]

@@ -141,6 +141,33 @@ def test_gradients_on_cpu_match_the_reference_device():
         np.testing.assert_allclose(got, want, rtol=1e-10)
 
 
+SIGMOID = """
+__global__ void sigmoid_forward(const double* x, double* y, int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = 1.0 / (1.0 + exp(-x[i]));
+}
+__global__ void sigmoid_backward(const double* x, const double* y, const double* dy, double* dx,
+                                 int n) {
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) dx[i] = dy[i] * y[i] * (1.0 - y[i]);
+}
+"""
+
+
+def test_backward_kernel_reading_the_forward_output():
+    """grad= a custom op of three inputs gets (x, y, dy): sigmoid's derivative from its output."""
+    rules = dict(launch=lambda *s: (ex.blocks(ex.numel(s[0])), 256), args=lambda *s: [ex.numel(s[0])])
+    backward = gf.custom_op(SIGMOID, "sigmoid_backward", output=lambda x, y, dy: (x.shape, x.dtype),
+                            **rules)
+    forward = gf.custom_op(SIGMOID, "sigmoid_forward", output=lambda x: (x.shape, x.dtype),
+                           grad=backward, **rules)
+    check_gradients(forward, np.random.default_rng(4).normal(size=(3, 30)))
+    with pytest.raises(GraphflowError, match=r"grad=sigmoid_forward \(a custom op\) serves an op of "
+                                             r"one input.*has 2 inputs"):
+        gf.custom_op(ex.VECTOR_ADD, "vector_add", output=lambda a, b: (a.shape, a.dtype),
+                     launch=lambda *s: (1, 1), grad=forward)
+
+
 def test_no_gradient_rule_is_an_error():
     x = gf.placeholder(gf.float32, [4])
     with pytest.raises(GraphflowError, match=r"no gradient is defined for op 'scale'.*pass grad="):
@@ -262,6 +289,8 @@ def test_bad_rules_name_the_op_and_site():
         scale_op(output=lambda x: (x.shape, gf.int32))(x)
     with pytest.raises(ShapeError, match=r"launch rule of gf.custom_op\('scale'\).*returned \(0, 256\)"):
         run(scale_op(launch=lambda x, y: (0, 256))(x), {x: np.ones(4)})
+    with pytest.raises(ShapeError, match=r"block \(2048, 1, 1\).*beyond CUDA's limits"):
+        run(scale_op(launch=lambda x, y: (1, 2048))(x), {x: np.ones(4)})
     with pytest.raises(ShapeError, match=r"scalar parameters are \['factor', 'n'\].*return 2 numbers"):
         run(scale_op(args=lambda x, y: [4])(x), {x: np.ones(4)})
     with pytest.raises(ShapeError, match=r"reference function .* returned shape \[3\]"):

@@ -23,11 +23,11 @@ import numpy as np
 from graphflow import cuda_source
 from graphflow.custom_op import SOURCES, CustomOp, lookup
 from graphflow.dtypes import as_dtype
-from graphflow.errors import CompileError
+from graphflow.errors import CompileError, DeviceError
 from graphflow.graph import Operation
 from graphflow.registry import Spec
 
-from ..devices import CompileFailed, get_driver, prelude
+from ..devices import CompileFailed, LaunchFailed, get_driver, prelude
 from ..kernel import CTYPES, EmitContext, Launch, Param, ctype
 from . import emitter
 
@@ -213,7 +213,10 @@ def run_on_cpu(d: CustomOp, arrays: list[np.ndarray], out: Spec) -> np.ndarray:
             pointer += 1
         else:
             args.append(_SCALARS[_scalar_ctype(p)](next(scalars)))
-    fn(*args, grid=grid, block=block, shared=shared)
+    try:
+        fn(*args, grid=grid, block=block, shared=shared)
+    except LaunchFailed as e:
+        raise DeviceError(f"{d.kernel} ({d.where}) failed on the cpu emulator: {e}") from None
     driver.memcpy_dtoh(result, buffers[-1])  # the last pointer parameter is the output
     return result
 
