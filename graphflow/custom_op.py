@@ -64,11 +64,14 @@ class CustomOp:
         self.source = source
         self.origin = (origin_file, 1) if origin_file else cuda_source.locate(
             source, self.site.rsplit(":", 1)[0])
+        output, launch, args = _fixed(output, _as_spec), _fixed(launch, _launch_value), \
+            _fixed(args, lambda v: v if isinstance(v, list | tuple) else None)
         for label, rule, required in (("output", output, True), ("launch", launch, True),
                                       ("args", args, False), ("grad", grad, False),
                                       ("reference", reference, False), ("flops", flops, False)):
             if (rule is not None or required) and not callable(rule):
-                raise GraphflowError(f"{where}: {label}= must be a function, got {rule!r:.60}")
+                raise GraphflowError(f"{where}: {label}= must be a function (or, for output, "
+                                     f"launch and args, a fixed value), got {rule!r:.60}")
         self.output_rule, self.launch_rule, self.args_rule = output, launch, args
         self.grad_rule, self.reference, self.flops_rule = grad, reference, flops
         self.signature = cuda_source.check_kernel_name(source, kernel, where)
@@ -227,6 +230,18 @@ def _as_spec(result) -> Spec | None:
                for d in dims):
         return None
     return Spec(tuple(None if d is None else int(d) for d in dims), dtype)
+
+
+def _fixed(rule, accept: Callable):
+    """A rule as given, or a fixed value (accepted by `accept`) as a rule that returns it."""
+    if rule is None or callable(rule) or accept(rule) is None:
+        return rule
+    return lambda *specs: rule
+
+
+def _launch_value(value):
+    parts = list(value) if isinstance(value, list | tuple) else []
+    return value if len(parts) in (2, 3) and None not in [_dim3(x) for x in parts[:2]] else None
 
 
 def _dim3(x) -> tuple | None:

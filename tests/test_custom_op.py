@@ -104,6 +104,12 @@ def test_float64_template_instance():
     np.testing.assert_allclose(run(ex.matmul(p, q)), p @ q, rtol=1e-12)
 
 
+def test_fixed_rules():
+    op = gf.custom_op(SCALE, "scale", output=((6,), gf.float32), launch=(1, 32), args=[0.5, 6])
+    x = np.arange(6, dtype=np.float32)
+    np.testing.assert_array_equal(run(op(x)), 0.5 * x)
+
+
 def test_reference_function_runs_on_reference():
     calls = []
 
@@ -263,7 +269,7 @@ def test_unknown_kernel_name():
 
 def test_bad_definitions():
     with pytest.raises(GraphflowError, match=r"launch= must be a function"):
-        gf.custom_op(SCALE, "scale", output=lambda x: (x.shape, x.dtype), launch=(1, 1))
+        gf.custom_op(SCALE, "scale", output=lambda x: (x.shape, x.dtype), launch=(0, 1))
     with pytest.raises(GraphflowError, match=r"source must be CUDA C text"):
         gf.custom_op(b"bytes", "scale", output=lambda x: x, launch=lambda x: x)
     with pytest.raises(GraphflowError, match=r"scalar parameter 'n' has type 'short'"):
