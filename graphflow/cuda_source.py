@@ -164,10 +164,9 @@ def extern_c_spans(source: str) -> list[tuple[int, int]]:
             if source[m.start():m.end()].replace(" ", "").startswith('extern"C"')]
 
 
-def include_lines(source: str) -> list[int]:
-    """0-based numbers of the lines that are #include directives."""
-    return [i for i, line in enumerate(blank(source).split("\n"))
-            if re.match(r"\s*#\s*include\b", line)]
+def include_spans(source: str) -> list[tuple[int, int]]:
+    """(start, end) of every #include directive line (without its newline)."""
+    return [m.span() for m in re.finditer(r"^[ \t]*#[ \t]*include\b[^\n]*", blank(source), re.M)]
 
 
 def dynamic_shared_decls(source: str) -> list[tuple[int, int, str, str, bool]]:

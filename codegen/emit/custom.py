@@ -58,21 +58,13 @@ def _transform(source: str) -> tuple[str, list[str]]:
     edits += [(a, b, "") for a, b in cuda_source.extern_c_spans(source)]
     edits += [(a, b, f"GF_DYNAMIC_SHARED({t}, {name});")
               for a, b, t, name, _ in cuda_source.dynamic_shared_decls(source)]
-    lines = source.split("\n")
-    includes = []
-    offset = 0
-    starts = []
-    for line in lines:
-        starts.append(offset)
-        offset += len(line) + 1
-    for n in cuda_source.include_lines(source):
-        includes.append(lines[n].strip())
-        edits.append((starts[n], starts[n] + len(lines[n]), ""))
+    spans = cuda_source.include_spans(source)
+    edits += [(a, b, "") for a, b in spans]
     text = source
     for a, b, new in sorted(edits, reverse=True):
         old = text[a:b]
         text = text[:a] + new + "\n" * old.count("\n") + text[b:]
-    return text, includes
+    return text, [source[a:b].strip() for a, b in spans]
 
 
 def _call(d: CustomOp, args: list[str], dtypes: list) -> str:
@@ -185,7 +177,7 @@ def unit_for(d: CustomOp, dtypes: list) -> tuple[str, str]:
 
 def run_on_cpu(d: CustomOp, arrays: list[np.ndarray], out: Spec) -> np.ndarray:
     """The op on numpy arrays: the user's kernel run by the cpu emulator."""
-    arrays = [np.ascontiguousarray(a) for a in arrays]
+    arrays = [np.asarray(a, order="C") for a in arrays]  # rank 0 stays rank 0
     dtypes = [as_dtype(a.dtype) for a in arrays] + [out.dtype]
     text, name = unit_for(d, dtypes)
     driver = get_driver("cpu")
