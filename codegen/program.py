@@ -28,6 +28,7 @@ from .devices import CompileFailed, prelude
 from .dump import KernelInfo, dump_program
 from .emit import load_all
 from .emit import reduce as reduce_emit
+from .emit.custom import explain_compile_failure
 from .emit.fused import emit_fused
 from .fusion import ALIAS_OPS, HOST_OPS, alias_root, plan_groups
 from .kernel import EmitContext, Kernel, numel
@@ -197,7 +198,7 @@ class Program:
         try:
             self.module = driver.SourceModule(self.source, no_extern_c=True)
         except CompileFailed as e:
-            raise CompileError(f"{e}\n(full source: {e.source_path})") from None
+            raise CompileError(explain_compile_failure(e)) from None  # custom ops: user's lines
         self._functions = [None if k.host else self.module.get_function(k.name) for k in self.kernels]
         # kernels the emulator must run as fibers (a barrier or shuffle it cannot loop around)
         self.fiber_kernels = [k.name for k, fn in zip(self.kernels, self._functions)
