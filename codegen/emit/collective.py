@@ -85,11 +85,15 @@ def _native_form(name: str, op: Operation, symbol: str):
                                    f"(size {world.Get_size()})")
         pending = None
         if op.type in ("AllReduceStart", "AllReduceWait"):
-            pending = _pending.setdefault(attrs["key"], ctypes.create_string_buffer(lib.gf_mpi_pending_bytes()))
-        message = f"{op.describe()}: {comm.timeout_message(attrs['label'], comm.timeout())}".encode()
+            pending = _pending.get(attrs["key"])
+            if pending is None:
+                pending = _pending[attrs["key"]] = ctypes.create_string_buffer(lib.gf_mpi_pending_bytes())
+        limit = comm.timeout()
+        message = f"{op.describe()}: {comm.timeout_message(attrs['label'], limit)}".encode()
         label = f"{op.describe()}: {attrs['label']}".encode()
-        block = mpi_native.Args(count=count, elem_bytes=itemsize, comm=world.py2f(), root=attrs.get("root", 0),
-                                timeout=comm.timeout(), timeout_message=message, label=label,
+        block = mpi_native.Args(count=count, elem_bytes=itemsize, comm=world.py2f(),
+                                root=attrs.get("root", 0), timeout=limit, timeout_message=message,
+                                label=label,
                                 pending=ctypes.addressof(pending) if pending is not None else None,
                                 counts=comm.COUNTERS.ctypes.data)
         call = NativeCall(name, mpi_native.function(lib, symbol), block, 2, DistributedError,
