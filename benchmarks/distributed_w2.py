@@ -5,9 +5,11 @@
 
 Prints, at 1 and 2 ranks, with bucketing (one 16 MiB bucket: the default) and without
 (bucket_bytes=0: one all-reduce per gradient): steps/s, all-reduce calls per step, and the
-bytes all-reduced per step against the gradient-size lower bound. Each rank sends the whole
-buffer once per all-reduce at 2 ranks (ring or recursive doubling alike: 2(n-1)/n of it), so at
-n=2 the bytes each rank sends equal the bytes all-reduced.
+bytes all-reduced per step against the gradient-size lower bound. On cpu each cell runs twice:
+collectives as native entries of the step's one launch sequence (built with mpicc), and as
+Python host steps between native sequences (GRAPHFLOW_MPICC pointing nowhere, the fallback).
+Each rank sends the whole buffer once per all-reduce at 2 ranks (ring or recursive doubling
+alike: 2(n-1)/n of it), so at n=2 the bytes each rank sends equal the bytes all-reduced.
 """
 from __future__ import annotations
 
@@ -50,7 +52,8 @@ def worker(args) -> None:
         for _ in range(3):
             step(*data)
         comm.Barrier()
-        calls, sent = gf.distributed.STATS["allreduce_calls"], gf.distributed.STATS["allreduce_bytes"]
+        stats = gf.distributed.STATS
+        calls, sent, python = stats["allreduce_calls"], stats["allreduce_bytes"], stats["host_step_calls"]
         start = time.perf_counter()
         for _ in range(args.steps):
             step(*data)
@@ -58,9 +61,10 @@ def worker(args) -> None:
         took = time.perf_counter() - start
     if rank == 0:
         print(json.dumps({"ranks": ranks, "bucket_bytes": args.bucket_bytes, "steps_per_s": args.steps / took,
-                          "calls_per_step": (gf.distributed.STATS["allreduce_calls"] - calls) / args.steps,
-                          "bytes_per_step": (gf.distributed.STATS["allreduce_bytes"] - sent) / args.steps,
-                          "gradient_bytes": grad_bytes}))
+                          "calls_per_step": (stats["allreduce_calls"] - calls) / args.steps,
+                          "bytes_per_step": (stats["allreduce_bytes"] - sent) / args.steps,
+                          "host_steps_per_step": (stats["host_step_calls"] - python) / args.steps,
+                          "native": stats["native"], "gradient_bytes": grad_bytes}))
 
 
 def launch(args) -> None:
@@ -69,22 +73,29 @@ def launch(args) -> None:
         sys.exit("needs Open MPI's mpirun (apt-get install openmpi-bin libopenmpi-dev) and mpi4py")
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     print(f"W2 data-parallel on {args.device}, {args.steps} timed steps, batch 128 per rank")
-    print(f"{'ranks':>5} {'buckets':>12} {'steps/s':>8} {'all-reduces/step':>17} "
-          f"{'bytes/step':>11} {'gradient bytes':>15} {'ratio':>6}")
+    print(f"{'ranks':>5} {'buckets':>12} {'collectives':>12} {'steps/s':>8} {'all-reduces/step':>17} "
+          f"{'Python steps/step':>18} {'bytes/step':>11} {'gradient bytes':>15} {'ratio':>6}")
+    ways = [("native", "mpicc"), ("host steps", "no-mpicc")] if args.device == "cpu" else [("", "mpicc")]
     for ranks in (1, 2):
         for bucket_bytes in (gf.distributed.DEFAULT_BUCKET_BYTES, 0):
-            cmd = [mpirun, "--oversubscribe", "-np", str(ranks), sys.executable, __file__, "--worker",
-                   "--steps", str(args.steps), "--device", args.device, "--bucket-bytes", str(bucket_bytes)]
-            threads = str(max(1, (os.cpu_count() or 1) // ranks))  # the cores shared among the ranks
-            out = subprocess.run(cmd, capture_output=True, text=True,
-                                 env=dict(env, GRAPHFLOW_EMU_THREADS=threads))
-            if out.returncode:
-                sys.exit(out.stdout + out.stderr)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            kind = "16 MiB" if bucket_bytes else "per gradient"
-            print(f"{ranks:>5} {kind:>12} {r['steps_per_s']:>8.1f} {r['calls_per_step']:>17.0f} "
-                  f"{r['bytes_per_step']:>11.0f} {r['gradient_bytes']:>15} "
-                  f"{r['bytes_per_step'] / r['gradient_bytes']:>6.2f}")
+            for way, mpicc in ways:
+                cmd = [mpirun, "--oversubscribe", "-np", str(ranks), sys.executable, __file__, "--worker",
+                       "--steps", str(args.steps), "--device", args.device, "--bucket-bytes",
+                       str(bucket_bytes)]
+                threads = str(max(1, (os.cpu_count() or 1) // ranks))  # the cores shared among the ranks
+                out = subprocess.run(cmd, capture_output=True, text=True,
+                                     env=dict(env, GRAPHFLOW_EMU_THREADS=threads, GRAPHFLOW_MPICC=mpicc))
+                if out.returncode:
+                    sys.exit(out.stdout + out.stderr)
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                if way == "native" and r["native"] != "yes":
+                    way = "host steps"  # no usable mpicc here: r["native"] says why
+                    print(f"(native collectives unavailable: {r['native']})")
+                kind = "16 MiB" if bucket_bytes else "per gradient"
+                print(f"{ranks:>5} {kind:>12} {way:>12} {r['steps_per_s']:>8.1f} "
+                      f"{r['calls_per_step']:>17.0f} {r['host_steps_per_step']:>18.0f} "
+                      f"{r['bytes_per_step']:>11.0f} {r['gradient_bytes']:>15} "
+                      f"{r['bytes_per_step'] / r['gradient_bytes']:>6.2f}")
 
 
 def main() -> None:
