@@ -81,6 +81,15 @@ def train(device, opt, steps, ranks, rank, distributed, bucket_bytes=None, hidde
         return {v.op.name: sess.run(v) for v in (w1, b1, w2, b2)}, calls, runs
 
 
+def mean_of_ranks(device, rank):
+    """gf.distributed.allreduce of a float64 tensor that differs by rank."""
+    g = gf.Graph()
+    with g.as_default():
+        mean = gf.distributed.allreduce(gf.constant(np.arange(4.0) + 10 * rank))
+    with gf.Session(graph=g, device=device) as sess:
+        return sess.run(mean)
+
+
 if __name__ == "__main__":
     args = json.loads(sys.argv[1])
     gf.distributed.init()
@@ -88,7 +97,8 @@ if __name__ == "__main__":
     hidden = 9 if args.get("fault") == "mismatch" and rank == 1 else 8
     weights, calls, runs = train(args["device"], args["opt"], args["steps"], ranks, rank, True,
                                  args.get("bucket_bytes"), hidden, args.get("fault", "none"))
-    np.savez(f"{args['out']}.{rank}.npz", calls=calls, **runs, **weights)
+    np.savez(f"{args['out']}.{rank}.npz", calls=calls, mean_of_ranks=mean_of_ranks(args["device"], rank),
+             **runs, **weights)
 '''
 
 
@@ -137,6 +147,7 @@ def test_weights_equal_one_process_on_the_concatenated_batch(tmp_path, device, o
             np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5,
                                        err_msg=f"rank {r}, variable {name}")
         assert got["calls"] == calls
+        np.testing.assert_allclose(got["mean_of_ranks"], np.arange(4.0) + 10 * (ranks - 1) / 2, rtol=1e-15)
         if device == "cpu" and mpicc == "mpicc":
             # a warm step is one native launch sequence: each bucket's start and wait are entries
             # of it, and no collective returns to Python
