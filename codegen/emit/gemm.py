@@ -308,6 +308,76 @@ def _block(stmts: str, value: str, dst: str, pad: int) -> str:
     return "".join(" " * pad + line + "\n" for line in [*lines, f"{dst} = {value};"])
 
 
+def _pack_b(b: Operand, stmts: str, value: str, c_type: str, itype: str, nr: int) -> str:
+    """Copy B[k0 + kk][nb + j] into the strip dst[kk][j], zero past N; the loop over B's
+    contiguous coordinate innermost, so reads have unit stride."""
+    store = f"dst[kk * {nr} + j]"
+    if b.fast == "k":  # B is transposed in memory: walk each column's k run
+        return f"""\
+          for (int j = 0; j < {nr}; ++j) {{
+            const {itype} gn = nb + j;
+            if (gn < N) {{
+              for (int kk = 0; kk < kc; ++kk) {{
+                const {itype} gk = k0 + kk;
+{_block(stmts, value, store, 16)}              }}
+            }} else {{
+              for (int kk = 0; kk < kc; ++kk) {store} = ({c_type})0;
+            }}
+          }}
+"""
+    return f"""\
+          for (int kk = 0; kk < kc; ++kk) {{
+            const {itype} gk = k0 + kk;
+            if (nb + {nr} <= N) {{
+              for (int j = 0; j < {nr}; ++j) {{
+                const {itype} gn = nb + j;
+{_block(stmts, value, store, 16)}              }}
+            }} else {{
+              for (int j = 0; j < {nr}; ++j) {{
+                const {itype} gn = nb + j;
+                {store} = ({c_type})0;
+                if (gn < N) {{
+{_block(stmts, value, store, 18)}                }}
+              }}
+            }}
+          }}
+"""
+
+
+def _pack_a(a: Operand, stmts: str, value: str, c_type: str, itype: str, mr: int) -> str:
+    """Copy A[m0 + i0 + i][k0 + kk] into the micro-panel Ap[kk][i], zero past M; unit-stride
+    reads as in _pack_b."""
+    store = f"Ap[kk * {mr} + i]"
+    if a.fast == "m":  # A is transposed in memory: walk each k's run of rows
+        return f"""\
+          for (int kk = 0; kk < kc; ++kk) {{
+            const {itype} gk = k0 + kk;
+            for (int i = 0; i < {mr}; ++i) {{
+              const {itype} gm = m0 + i0 + i;
+              {store} = ({c_type})0;
+              if (gm < M) {{
+{_block(stmts, value, store, 16)}              }}
+            }}
+          }}
+"""
+    return f"""\
+          for (int i = 0; i < {mr}; ++i) {{
+            const {itype} gm = m0 + i0 + i;
+            if (gm < M) {{
+              for (int kk = 0; kk < kc; ++kk) {{
+                const {itype} gk = k0 + kk;
+{_block(stmts, value, store, 16)}              }}
+            }} else {{
+              for (int kk = 0; kk < kc; ++kk) {store} = ({c_type})0;
+            }}
+          }}
+"""
+
+
+def _tile_comment(mr: int, nr: int) -> str:
+    return f"          // the {mr}x{nr} register tile over each strip"
+
+
 def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str, a: Operand,
                   b: Operand, store: Callable[[str, str, str], str], batch: str = "1",
                   batch_setup: str = "") -> str:
@@ -336,34 +406,10 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
         for (int jp = 0; jp * {nr} < cols; ++jp) {{  // pack B[k0 + kk][n0 + jp * NR + j]
           {c_type}* __restrict__ dst = Bp + jp * {kc * nr};
           const {itype} nb = n0 + jp * {nr};
-          for (int kk = 0; kk < kc; ++kk) {{
-            const {itype} gk = k0 + kk;
-            if (nb + {nr} <= N) {{
-              for (int j = 0; j < {nr}; ++j) {{
-                const {itype} gn = nb + j;
-{_block(b_stmts, b_value, f"dst[kk * {nr} + j]", 16)}              }}
-            }} else {{
-              for (int j = 0; j < {nr}; ++j) {{
-                const {itype} gn = nb + j;
-                dst[kk * {nr} + j] = ({c_type})0;
-                if (gn < N) {{
-{_block(b_stmts, b_value, f"dst[kk * {nr} + j]", 18)}                }}
-              }}
-            }}
-          }}
-        }}
-        for (int i0 = 0; i0 < rows; i0 += {mr}) {{
-          for (int i = 0; i < {mr}; ++i) {{  // pack A[m0 + i0 + i][k0 + kk]
-            const {itype} gm = m0 + i0 + i;
-            if (gm < M) {{
-              for (int kk = 0; kk < kc; ++kk) {{
-                const {itype} gk = k0 + kk;
-{_block(a_stmts, a_value, f"Ap[kk * {mr} + i]", 16)}              }}
-            }} else {{
-              for (int kk = 0; kk < kc; ++kk) Ap[kk * {mr} + i] = ({c_type})0;
-            }}
-          }}
-          for (int jp = 0; jp * {nr} < cols; ++jp) {{  // the {mr}x{nr} register tile
+{_pack_b(b, b_stmts, b_value, c_type, itype, nr)}        }}
+        for (int i0 = 0; i0 < rows; i0 += {mr}) {{  // pack A[m0 + i0 + i][k0 + kk]
+{_pack_a(a, a_stmts, a_value, c_type, itype, mr)}{_tile_comment(mr, nr)}
+          for (int jp = 0; jp * {nr} < cols; ++jp) {{
             {c_type}* __restrict__ ct = Ct + i0 * {t.bn} + jp * {nr};
             const {c_type}* __restrict__ bp = Bp + jp * {kc * nr};
             {c_type} acc[{mr}][{nr}];
