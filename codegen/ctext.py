@@ -72,6 +72,8 @@ def definitions(text: str) -> list[Definition]:
             if depth == 0:
                 m = re.compile(r"\s*;").match(text, i + 1)
                 i = m.end() if m else i + 1
+                m = re.compile(r"[ \t]*//[^\n]*").match(text, i)  # a comment closing the line
+                i = m.end() if m else i
                 units.append(text[start:i])
                 start = i
                 continue
@@ -143,7 +145,7 @@ def static_shared_bytes(body: str, helper_text: str = "") -> int | None:
     memory (`extern __shared__`) is not counted: its size comes with the launch. None when a
     declaration's type or size is not one this scanner can work out."""
     structs = _structs(helper_text)
-    code = code_of(body + "\n" + used_helpers(helper_text, body))
+    code = code_of(body + "\n" + used_helpers(_without_namespaces(helper_text), body))
     total = 0
     for m in _SHARED.finditer(code):
         if m.group(1):
@@ -157,6 +159,16 @@ def static_shared_bytes(body: str, helper_text: str = "") -> int | None:
         a = max([natural] + align)
         total = -(-total // a) * a + size * count
     return total
+
+
+def _without_namespaces(text: str) -> str:
+    """The text with each top-level `namespace X { ... }` opened up into its definitions (a
+    custom op's source: only the functions the kernel calls declare its shared memory)."""
+    parts = []
+    for u in definitions(text):
+        m = re.match(r"\s*namespace\s+\w+\s*\{(.*)\}\s*;?\s*$", code_of(u.text), re.S)
+        parts.append(_without_namespaces(m.group(1)) if m else u.text)
+    return "\n".join(parts)
 
 
 def _count(dims: str) -> int | None:

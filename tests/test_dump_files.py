@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from graphflow.codegen import ctext
 from graphflow.codegen import dump as dump_module
 from graphflow.codegen.dump import KernelInfo, dump_program, ptxas_usage, standalone_source
 from graphflow.codegen.program import assemble, emit_kernels
@@ -179,3 +180,26 @@ def test_cpu_dump_manifest_shared_bytes_match_ptxas(tmp_path):
     for entry in json.loads((tmp_path / "manifest.json").read_text())["kernels"]:
         if "file" in entry:
             assert entry["shared_bytes"] == entry["ptxas"]["shared_bytes"], entry
+
+
+def test_shared_bytes_of_a_custom_source_count_only_the_called_function():
+    """A custom op's source sits in one namespace; only the functions its kernel calls count."""
+    helpers = """
+// custom op source
+namespace gf_custom_1 {
+__device__ void first(float* y) {
+    __shared__ double buf[64];
+    y[0] = buf[threadIdx.x];
+}
+__device__ void second(float* y) {
+    __shared__ float tile[16][17];  // padded rows
+    y[0] = tile[threadIdx.x][0];
+}
+}  // namespace gf_custom_1
+"""
+    assert ctext.static_shared_bytes("gf_custom_1::second(out);", helpers) == 16 * 17 * 4
+    assert ctext.static_shared_bytes("gf_custom_1::first(out);", helpers) == 64 * 8
+    assert ctext.static_shared_bytes("__shared__ float s[2 * 32];", "") == 256
+    assert ctext.static_shared_bytes("__shared__ float s[TILE];", "") is None  # not guessed
+    kept = ctext.used_helpers(helpers, "gf_custom_1::second(out);")
+    assert kept.strip().endswith("}  // namespace gf_custom_1")  # a source is kept whole
