@@ -137,7 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser = make_parser(__doc__, steps=(3000, 30))
     parser.add_argument("--batch", type=int, default=None, help="sequences per step (32; 16 with --fast)")
     parser.add_argument("--lr", type=float, default=None,
-                        help="Adam's learning rate (2e-3; 1e-2 with --fast)")
+                        help="Adam's learning rate (2e-3; 1e-2 with --fast), a tenth of it for "
+                             "the last fifth of the steps")
+    parser.add_argument("--eval-every", type=int, default=250, metavar="N",
+                        help="print the held-out accuracy every N steps (0: only at the end)")
     args = parse_args(parser, argv)
     config = MambaConfig()
     if args.fast:  # a one-layer, 16-wide model: the tests check that its loss falls
@@ -158,7 +161,9 @@ def main(argv: list[str] | None = None) -> dict:
         labels = targets[:, SPAN:]
         loss = gf.reduce_mean(gf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=answers))
         accuracy = gf.reduce_mean(gf.cast(gf.equal(gf.argmax(answers, -1), labels), gf.float32))
-        train_op = gf.train.AdamOptimizer(lr).minimize(loss)
+        global_step = gf.train.get_or_create_global_step()
+        rate = gf.train.piecewise_constant(global_step, [int(0.8 * args.steps)], [lr, lr / 10])
+        train_op = gf.train.AdamOptimizer(rate).minimize(loss, global_step=global_step)
         init = gf.global_variables_initializer()
         gf.get_default_graph().finalize()
 
@@ -167,9 +172,12 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"device: {sess.device}")
             sess.run(init)
             step = sess.make_callable([train_op, loss], feed_list=[ids, targets])
-            for _ in (bar := progress(args.steps)):
+            for i in (bar := progress(args.steps)):
                 losses.append(float(step(*copying_task(rng, batch))[1]))
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                if args.eval_every and (i + 1) % args.eval_every == 0 and i + 1 < args.steps:
+                    acc = float(sess.run(accuracy, {ids: test_x, targets: test_y}))
+                    bar.write(f"step {i + 1}: held-out token accuracy {100 * acc:.1f}%")
             test_acc = float(sess.run(accuracy, {ids: test_x, targets: test_y}))
             dump_kernels(step, args.dump_kernels)
 
