@@ -3,7 +3,10 @@
 Elementwise ops fuse vertically (producer into consumer: one kernel, the intermediate stays
 in a register) when they share an iteration space, and independent elementwise groups fuse
 horizontally (one launch, one segment each: all of an optimizer's updates become one kernel).
-Every other op keeps its own template kernel(s). The rules, each checked here:
+Every other op keeps its own template kernel(s), which may take an elementwise epilogue (GEMM)
+or prologue (reductions), and share a pass with a sibling that reads the same data (the
+softmax beside sparse cross-entropy; a bias gradient summed by the GEMM that loads dY). The
+rules, each checked here:
 
 - a group is convex: no path leaves it and comes back (else the merged graph has a cycle);
 - members of a segment have the segment's shape, or are one element (computed once per
@@ -47,6 +50,7 @@ class Group:
     segments: list[list[LOp]] = field(default_factory=list)
     epilogue: list[LOp] = field(default_factory=list)  # elementwise ops applied to a template's output
     prologue: list[LOp] = field(default_factory=list)  # elementwise ops computing a template's input
+    siblings: list[LOp] = field(default_factory=list)  # template ops sharing the template's input pass
 
     @property
     def first(self) -> int:
@@ -80,10 +84,12 @@ def alias_root(t: LTensor) -> LTensor:
 
 
 def inlinable(op: LOp) -> bool:
-    """A one-element elementwise op without effects: recomputed where used (cheap), never a
-    kernel of its own unless its value leaves the fused code."""
+    """An elementwise op without effects whose inputs are uniform (one element, or inlined): its
+    value is the same at every index (Adam's lr_t; a mean's gradient broadcast to the batch), so
+    it is recomputed once per thread where used, never a kernel of its own unless its value
+    leaves the fused code."""
     return op.type in ELEMENTWISE and op.type not in ASSIGN_OPS and op.type not in INDEXED \
-        and bool(op.outputs) and is_one_element(op.outputs[0])
+        and bool(op.outputs)
 
 
 def expand(t: LTensor, inline: set) -> list[LTensor]:
@@ -103,6 +109,8 @@ def expand(t: LTensor, inline: set) -> list[LTensor]:
 
 def _loaded_inputs(op: LOp) -> list[LTensor]:
     """Inputs an elementwise op reads values from (shape references and assign targets are not)."""
+    if op.type in ALIAS_OPS:
+        return list(op.inputs[:1])
     if op.type in ("BroadcastLike", "FillLike", "ReducedSize"):
         return list(op.inputs[:1]) if op.type == "BroadcastLike" else []
     if op.type == "Assign":
@@ -131,17 +139,27 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
     fetched = graph.live_outputs()
     inline = set()
     if fuse:
-        for op in graph.ops:
-            if inlinable(op) and all(x.op in inline or x.op.type in HOST_OPS for x in op.inputs
-                                     if x in _loaded_inputs(op)):
+        for op in graph.ops:  # in topological order: inputs are decided first
+            if op.type in ALIAS_OPS:  # a view of a uniform value is uniform
+                if op.inputs and op.inputs[0].op in inline:
+                    inline.add(op)
+            elif inlinable(op) and all(x.op in inline or (x.op.type in HOST_OPS and is_one_element(x))
+                                       for x in _loaded_inputs(op)):
                 inline.add(op)
+
+    def only_fused_users(t: LTensor) -> bool:
+        return t not in fetched and all(
+            u.type in ELEMENTWISE or (u in inline and u.type in ALIAS_OPS
+                                      and only_fused_users(u.outputs[0]))
+            for u in users.get(t, []))
+
     ops = [op for op in graph.ops if op.type not in HOST_OPS and op.type not in ALIAS_OPS]
     group_of: dict[LOp, Group] = {}
     groups: list[Group] = []
     for op in ops:
-        if op in inline and op.outputs[0] not in fetched and all(
-                u.type in ELEMENTWISE for u in users.get(op.outputs[0], [])):
-            debug(f"inline {op.name} ({op.type}): one element, recomputed where it is used")
+        if op in inline and only_fused_users(op.outputs[0]):
+            what = "one element" if is_one_element(op.outputs[0]) else "the same value everywhere"
+            debug(f"inline {op.name} ({op.type}): {what}, recomputed where it is used")
             continue
         g = Group([op], op.type in ELEMENTWISE and fuse, [[op]])
         group_of[op] = g
@@ -151,6 +169,8 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
         _fuse_vertically(graph, group_of, groups, dag, inline, debug)
         _fuse_epilogues(graph, group_of, groups, dag, debug)
         _fuse_prologues(group_of, groups, dag, debug)
+        _fuse_row_siblings(groups, dag, debug)
+        _fuse_column_sums(groups, dag, debug)
         _fuse_horizontally(groups, dag, inline, debug)
     order = list(nx.lexicographical_topological_sort(dag, key=lambda g: g.first))
     for g in order:
@@ -158,11 +178,11 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
             seg.sort(key=lambda op: op.id)
         g.epilogue.sort(key=lambda op: op.id)
         g.prologue.sort(key=lambda op: op.id)
-        g.ops = g.prologue + [op for seg in g.segments for op in seg] + g.epilogue
+        g.ops = g.prologue + [op for seg in g.segments for op in seg] + g.epilogue + g.siblings
     return order, inline
 
 
-EPILOGUE_TEMPLATES = ("MatMul",)
+EPILOGUE_TEMPLATES = ("MatMul", "Softmax")
 PROLOGUE_TEMPLATES = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "SumToLike")
 
 
@@ -187,6 +207,80 @@ def _fuse_prologues(group_of, groups, dag, debug) -> None:
         _contract(dag, g, p, group_of, groups)
 
 
+def _fuse_row_siblings(groups, dag, debug) -> None:
+    """Sparse softmax cross-entropy and the softmax of the same logits (its gradient's) share
+    one row kernel: the row's max and sum of exponentials are computed once for both, and the
+    softmax's epilogue (the gradient's `(p - onehot) * g`) runs on its values there."""
+    def plain(g: Group, kind: str) -> bool:
+        return (not g.fused and not g.epilogue and not g.prologue and not g.siblings
+                and len(g.ops) == 1 and g.ops[0].type == kind)
+
+    softmaxes = [g for g in groups if not g.fused and g.ops[0].type == "Softmax" and not g.prologue
+                 and not g.siblings]  # with its epilogue, if it has one
+    for g in [g for g in groups if plain(g, "SparseSoftmaxCrossEntropy")]:
+        logits = alias_root(g.ops[0].inputs[0])
+        for s in softmaxes:
+            op = s.ops[0]
+            if s not in dag or alias_root(op.inputs[0]) != logits or op.inputs[0].shape != logits.shape \
+                    or op.attrs["axis"] not in (-1, len(logits.shape) - 1):
+                continue
+            if _merge_creates_cycle(dag, g, s):
+                continue
+            debug(f"fuse {s.title()} beside {g.title()}: one pass over the same logits rows")
+            g.siblings = [op]
+            g.epilogue = s.epilogue  # the softmax's: applied to its values in the same loop
+            g.ops = g.ops + s.ops
+            _contract(dag, g, s, {}, groups)
+            softmaxes.remove(s)
+            break
+
+
+def _column_sum_input(g: Group) -> LTensor | None:
+    """x, when g is a lone reduction of a [K, N] x over axis 0 into N values (a bias gradient)."""
+    if g.fused or g.epilogue or g.prologue or g.siblings or len(g.ops) != 1:
+        return None
+    op = g.ops[0]
+    x = op.inputs[0] if op.inputs else None
+    if x is None or len(x.shape) != 2 or x.shape[1] is None:
+        return None
+    n = x.shape[1]
+    if op.type == "SumToLike" and tuple(op.inputs[1].shape) in ((n,), (1, n)):
+        return x
+    if op.type == "ReduceSum" and list(op.attrs["axis"]) == [0]:
+        return x
+    return None
+
+
+def _fuse_column_sums(groups, dag, debug) -> None:
+    """A bias gradient (the column sums of dY) is computed by the GEMM that reads dY as its B
+    operand (dW = X^T dY): the tiles of the first row block sum the B values they load."""
+    gemms = [g for g in groups if not g.fused and g.ops[0].type == "MatMul" and not g.siblings
+             and len(g.ops[0].inputs[0].shape) == 2
+             and len(g.ops[0].inputs[1].shape) == 2 and not g.ops[0].attrs["transpose_b"]]
+    for r in list(groups):
+        x = _column_sum_input(r)
+        if x is None or r not in dag:
+            continue
+        for m in gemms:
+            b = m.ops[0].inputs[1]
+            if m not in dag or alias_root(b) != alias_root(x) or tuple(b.shape) != tuple(x.shape) \
+                    or b.dtype != r.ops[0].outputs[0].dtype:
+                continue
+            if _merge_creates_cycle(dag, m, r):
+                continue
+            debug(f"fuse {r.title()} into {m.title()}: the column sums of its B operand, "
+                  "summed as the GEMM loads it")
+            m.siblings = [r.ops[0]]
+            m.ops = m.ops + r.ops
+            _contract(dag, m, r, {}, groups)
+            gemms.remove(m)
+            break
+
+
+def _last_axis(op: LOp) -> bool:
+    return op.attrs["axis"] in (-1, len(op.inputs[0].shape) - 1)
+
+
 def _fuse_epilogues(graph, group_of, groups, dag, debug) -> None:
     """A template kernel applies the elementwise group that consumes its output, in
     registers, before storing (a GEMM's bias, activation, residual, activation derivative)."""
@@ -194,6 +288,8 @@ def _fuse_epilogues(graph, group_of, groups, dag, debug) -> None:
     for g in list(groups):
         if g.fused or g.ops[0].type not in EPILOGUE_TEMPLATES or g not in dag:
             continue
+        if g.ops[0].type == "Softmax" and not _last_axis(g.ops[0]):
+            continue  # the row kernel's flat index is the element's only along the last axis
         out = g.ops[0].outputs[0]
         takers = {group_of[u] for u in users.get(out, []) if u in group_of}
         candidates = [c for c in takers if c.fused and len(c.segments) == 1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from graphflow.ops.state import ASSIGN_OPS
 
-from ..fusion import INDEXED, Group, _loaded_inputs, alias_root, is_one_element, kernel_base_name
+from ..fusion import ALIAS_OPS, INDEXED, Group, _loaded_inputs, alias_root, is_one_element, kernel_base_name
 from ..kernel import TILE, EmitContext, KernelBuilder, ctype, index_type_for, numel, tile_loop, tiled_launch
 from .elementwise import HELPERS, SCALAR, Dialect, operand_offset
 
@@ -106,7 +106,12 @@ class FusedCode:
         return False
 
     def _define(self, op, names: dict, lines: list) -> str:
-        """Compute an inlined one-element op (its operands loaded at index 0)."""
+        """Compute an inlined uniform op (its operands loaded at index 0)."""
+        if op.type in ALIAS_OPS:  # a view: the same value
+            t = op.inputs[0]
+            if t not in names:
+                names[t] = self._define(t.op, names, lines)
+            return names[t]
         args = []
         for t in _loaded_inputs(op):
             if t not in names:
