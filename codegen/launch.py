@@ -72,6 +72,8 @@ class LaunchTable:
                 self._where.append((len(self._parts), len(run)))
                 run.append(entry)
         close_run()
+        if len(self._parts) == 1:  # the common case: one native call, no loop
+            self.run = self._parts[0].run
 
     def set_arg(self, k: int, i: int, value) -> None:
         part, index = self._where[k]

@@ -381,6 +381,9 @@ class LaunchSequence:
             launches.append(fn._launch_struct(pointers, grid3, block3, shared, nthreads))
         self._count = len(launches)
         self._array = (_Launch * max(1, self._count))(*launches)
+        # the native call with its arguments bound once: a warm step pays one ctypes call
+        self._call = functools.partial(runtime.gf_emu_launch_seq,
+                                       ctypes.cast(self._array, ctypes.POINTER(_Launch)), self._count)
 
     def set_arg(self, k: int, i: int, value: object) -> None:
         """Argument i of launch k (a device allocation or a numpy scalar of the parameter's size)."""
@@ -392,7 +395,7 @@ class LaunchSequence:
 
     def run(self) -> None:
         with _lock:
-            failed = self._runtime.gf_emu_launch_seq(self._array, self._count)
+            failed = self._call()
             if failed:
                 target = self._functions[failed - 1]
                 error = target.error_type if isinstance(target, NativeCall) else LaunchFailed
