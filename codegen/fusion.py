@@ -157,10 +157,14 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
     group_of: dict[LOp, Group] = {}
     groups: list[Group] = []
     for op in ops:
-        if op in inline and only_fused_users(op.outputs[0]):
-            what = "one element" if is_one_element(op.outputs[0]) else "the same value everywhere"
-            debug(f"inline {op.name} ({op.type}): {what}, recomputed where it is used")
-            continue
+        if op in inline:
+            if only_fused_users(op.outputs[0]):
+                what = "one element" if is_one_element(op.outputs[0]) else "the same value everywhere"
+                debug(f"inline {op.name} ({op.type}): {what}, recomputed where it is used")
+                continue
+            # a template reads it from memory: it is a kernel's output, and every reader (a
+            # uniform chain built on it too) loads it, so the dependency is an edge of the DAG
+            inline.discard(op)
         g = Group([op], op.type in ELEMENTWISE and fuse, [[op]])
         group_of[op] = g
         groups.append(g)

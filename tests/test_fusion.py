@@ -188,3 +188,19 @@ def test_bias_gradient_summed_by_the_gemm_matches_reference_on_odd_sizes():
         np.testing.assert_allclose(got[0], av.T.astype(np.float64) @ dv, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(got[1], dv.astype(np.float64).sum(0), rtol=1e-4, atol=1e-4)
         s.close()
+
+
+def test_uniform_value_read_by_a_reduction_is_computed_before_it():
+    """The gradient of reduce_sum(log_softmax(h) * 0.5) is a uniform value (0.5 everywhere)
+    that a reduction also reads: it is then a kernel's output, ordered before its readers
+    (inlining it for the elementwise readers alone once hid that dependency)."""
+    rng = np.random.default_rng(5)
+    x = gf.placeholder(gf.float32, [None, 36])
+    loss = gf.reduce_sum(gf.nn.log_softmax(x * 1.5) * 0.5)
+    g = gf.gradients(loss, x)[0]
+    xv = rng.standard_normal((3, 36)).astype(np.float32)
+    s, f = compiled([loss, g], [x])
+    got = f(xv)
+    for a, b_ in zip(got, reference([loss, g], {x: xv})):
+        np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-5)
+    s.close()
