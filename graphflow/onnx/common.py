@@ -12,7 +12,9 @@ from .. import dtypes
 from ..graph import Tensor
 
 # ONNX TensorProto element types graphflow runs, and the names of all of them
-DTYPES = {1: dtypes.float32, 6: dtypes.int32, 7: dtypes.int64, 9: dtypes.bool_, 11: dtypes.float64}
+DTYPES = {1: dtypes.float32, 2: dtypes.uint8, 3: dtypes.int8, 4: dtypes.uint16, 5: dtypes.int16,
+          6: dtypes.int32, 7: dtypes.int64, 9: dtypes.bool_, 10: dtypes.float16, 11: dtypes.float64,
+          12: dtypes.uint32, 13: dtypes.uint64}
 DTYPE_NAMES = {0: "UNDEFINED", 1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16",
                6: "INT32", 7: "INT64", 8: "STRING", 9: "BOOL", 10: "FLOAT16", 11: "DOUBLE",
                12: "UINT32", 13: "UINT64", 14: "COMPLEX64", 15: "COMPLEX128", 16: "BFLOAT16",
@@ -100,5 +102,5 @@ def to_dtype(elem_type: int) -> dtypes.DType:
     """The graphflow dtype of an ONNX element type; refused when graphflow has none."""
     if elem_type not in DTYPES:
         raise Unsupported(f"ONNX dtype {DTYPE_NAMES.get(elem_type, elem_type)} is not supported "
-                          "(graphflow runs float, double, int32, int64 and bool)")
+                          "(graphflow runs float16/32/64, int8/16/32/64, uint8/16/32/64 and bool)")
     return DTYPES[elem_type]

@@ -36,7 +36,7 @@ def onnx_dtype(elem_type: int, where: str) -> dtypes.DType:
     if elem_type not in DTYPES:
         name = DTYPE_NAMES.get(elem_type, str(elem_type))
         raise UnsupportedOpError(f"{where}: ONNX dtype {name} is not supported (graphflow runs "
-                                 "float, double, int32, int64 and bool)")
+                                 "float16/32/64, int8/16/32/64, uint8/16/32/64 and bool)")
     return DTYPES[elem_type]
 
 
