@@ -55,6 +55,15 @@ class Attrs(dict):
         return value
 
 
+class NeedsValue(Unsupported):
+    """A value needed at import time is a graph input: the importer specializes the model on
+    the value fed at run time (see importer.SpecializedModel)."""
+
+    def __init__(self, tensor: Tensor, message: str) -> None:
+        super().__init__(message)
+        self.tensor = tensor
+
+
 def const_value(t: Tensor | None) -> np.ndarray | None:
     """The value of a constant tensor, else None."""
     if t is not None and t.op.type == "Const":
@@ -65,6 +74,8 @@ def const_value(t: Tensor | None) -> np.ndarray | None:
 def static(t: Tensor | None, what: str) -> np.ndarray:
     """A value the converter needs at import time (a shape, axes, pads, ...)."""
     value = const_value(t)
+    if value is None and t is not None and t.op.type == "Placeholder":
+        raise NeedsValue(t, f"{what} is the graph input {t.name!r}, known only at run time")
     if value is None:
         raise Unsupported(f"{what} must be known at import time (a constant or initializer, or "
                           f"computed from static shapes); here it is computed at run time")
