@@ -77,6 +77,12 @@ SCALAR = {
     "GreaterEqual": lambda a, t: f"({a[0]} >= {a[1]})",
     "LogicalAnd": lambda a, t: f"({a[0]} && {a[1]})",
     "LogicalOr": lambda a, t: f"({a[0]} || {a[1]})",
+    "BitwiseAnd": lambda a, t: f"({a[0]} & {a[1]})",
+    "BitwiseOr": lambda a, t: f"({a[0]} | {a[1]})",
+    "BitwiseXor": lambda a, t: f"({a[0]} ^ {a[1]})",
+    "BitwiseNot": lambda a, t: f"(~{a[0]})",
+    "LeftShift": lambda a, t: f"gf_shl({a[0]}, {a[1]})",
+    "RightShift": lambda a, t: f"gf_shr({a[0]}, {a[1]})",
     "Neg": lambda a, t: f"(-{a[0]})",
     "Abs": _abs,
     "Sign": lambda a, t: f"({t.c})(({a[0]} > {t.lit(0)}) - ({a[0]} < {t.lit(0)}))",
@@ -123,6 +129,13 @@ __device__ __forceinline__ double gf_sigmoid(double x) {
 template <typename T> __device__ __forceinline__ T gf_floordiv(T a, T b) {
   const T q = a / b;  // C truncates; numpy floors
   return (q * b != a && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+// shifts by the bit width or more: 0 (a right shift of a negative number: -1), as numpy
+template <typename T> __device__ __forceinline__ T gf_shl(T a, T b) {
+  return (unsigned long long)b >= 8 * sizeof(T) ? (T)0 : (T)((unsigned long long)a << b);
+}
+template <typename T> __device__ __forceinline__ T gf_shr(T a, T b) {
+  return (unsigned long long)b >= 8 * sizeof(T) ? (T)(a < 0 ? -1 : 0) : (T)(a >> b);
 }
 template <typename T> __device__ __forceinline__ T gf_ipow(T base, T e) {
   T r = 1;
