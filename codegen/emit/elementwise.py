@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from graphflow.graph import Operation, Tensor
 
-from ..kernel import EmitContext, KernelBuilder, Launch, add_map_kernel, ctype, index_type_for, numel
+from ..kernel import (EmitContext, KernelBuilder, Launch, add_map_kernel, compute_ctype, ctype,
+                      index_type_for, numel)
 from . import emitter
 
 
@@ -18,9 +19,9 @@ class Dialect:
 
     def __init__(self, dtype) -> None:
         self.dtype = dtype
-        self.c = ctype(dtype)
+        self.c = compute_ctype(dtype)
         self.is_float = dtype.is_floating
-        self._suffix = "f" if dtype.name == "float32" else ""
+        self._suffix = "f" if self.c == "float" else ""
 
     def fn(self, name: str) -> str:
         return name + self._suffix
@@ -210,7 +211,7 @@ def emit_map(
     loads = []
     for j, t in enumerate(operands):
         ptr = kb.input(t)
-        loads.append(f"const {ctype(t.dtype)} v{j} = {ptr}[{operand_offset(kb, t, out, 'i', checks)}];")
+        loads.append(f"const {compute_ctype(t.dtype)} v{j} = {ptr}[{operand_offset(kb, t, out, 'i', checks)}];")
     value = expr([f"v{j}" for j in range(len(operands))])
     inner = "\n".join(loads + [f"{out_ptr}[i] = ({ctype(out.dtype)})({value});"])
     add_map_kernel(ctx, kb, out, inner, itype, f"{op.type} over {list(out.shape)}",
