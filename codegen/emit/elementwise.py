@@ -9,8 +9,16 @@ from __future__ import annotations
 
 from graphflow.graph import Operation, Tensor
 
-from ..kernel import (EmitContext, KernelBuilder, Launch, add_map_kernel, compute_ctype, ctype,
-                      index_type_for, numel)
+from ..kernel import (
+    EmitContext,
+    KernelBuilder,
+    Launch,
+    add_map_kernel,
+    compute_ctype,
+    ctype,
+    index_type_for,
+    numel,
+)
 from . import emitter
 
 
@@ -211,7 +219,8 @@ def emit_map(
     loads = []
     for j, t in enumerate(operands):
         ptr = kb.input(t)
-        loads.append(f"const {compute_ctype(t.dtype)} v{j} = {ptr}[{operand_offset(kb, t, out, 'i', checks)}];")
+        offset = operand_offset(kb, t, out, "i", checks)
+        loads.append(f"const {compute_ctype(t.dtype)} v{j} = {ptr}[{offset}];")
     value = expr([f"v{j}" for j in range(len(operands))])
     inner = "\n".join(loads + [f"{out_ptr}[i] = ({ctype(out.dtype)})({value});"])
     add_map_kernel(ctx, kb, out, inner, itype, f"{op.type} over {list(out.shape)}",

@@ -12,8 +12,18 @@ from __future__ import annotations
 from graphflow.ops.state import ASSIGN_OPS
 
 from ..fusion import INDEXED, Group, _loaded_inputs, alias_root, is_one_element, kernel_base_name
-from ..kernel import (TILE, EmitContext, KernelBuilder, compute_ctype, ctype, index_type_for, numel,
-                      rounded, tile_loop, tiled_launch)
+from ..kernel import (
+    TILE,
+    EmitContext,
+    KernelBuilder,
+    compute_ctype,
+    ctype,
+    index_type_for,
+    numel,
+    rounded,
+    tile_loop,
+    tiled_launch,
+)
 from .elementwise import HELPERS, SCALAR, Dialect, operand_offset
 
 
