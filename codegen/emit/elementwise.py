@@ -90,6 +90,8 @@ SCALAR = {
     "BitwiseOr": lambda a, t: f"({a[0]} | {a[1]})",
     "BitwiseXor": lambda a, t: f"({a[0]} ^ {a[1]})",
     "BitwiseNot": lambda a, t: f"(~{a[0]})",
+    "FMod": lambda a, t: f"{t.fn('fmod')}({a[0]}, {a[1]})",
+    "FloorMod": lambda a, t: f"gf_floormod({a[0]}, {a[1]})",
     "LeftShift": lambda a, t: f"gf_shl({a[0]}, {a[1]})",
     "RightShift": lambda a, t: f"gf_shr({a[0]}, {a[1]})",
     "Neg": lambda a, t: f"(-{a[0]})",
@@ -138,6 +140,17 @@ __device__ __forceinline__ double gf_sigmoid(double x) {
 template <typename T> __device__ __forceinline__ T gf_floordiv(T a, T b) {
   const T q = a / b;  // C truncates; numpy floors
   return (q * b != a && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+// numpy's float mod: the remainder takes the divisor's sign (a zero one too)
+__device__ __forceinline__ float gf_floormod(float a, float b) {
+  float r = fmodf(a, b);
+  if (r != 0.0f) return ((r < 0.0f) != (b < 0.0f)) ? r + b : r;
+  return copysignf(0.0f, b);
+}
+__device__ __forceinline__ double gf_floormod(double a, double b) {
+  double r = fmod(a, b);
+  if (r != 0.0) return ((r < 0.0) != (b < 0.0)) ? r + b : r;
+  return copysign(0.0, b);
 }
 // shifts by the bit width or more: 0 (a right shift of a negative number: -1), as numpy
 template <typename T> __device__ __forceinline__ T gf_shl(T a, T b) {

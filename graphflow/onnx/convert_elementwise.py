@@ -198,8 +198,10 @@ def _mod(node, inputs, attrs, opset):
     a, b = inputs
     _same_dtype(a, b)
     fmod = attrs.get("fmod", 0)
+    if a.dtype.is_floating:
+        return ew.fmod(a, b) if fmod else ew.floormod(a, b)
     if not a.dtype.is_integer:
-        raise Unsupported(f"Mod of {a.dtype.name} tensors is not supported (integers only)")
+        raise Unsupported(f"Mod of {a.dtype.name} tensors is not supported")
     q = trunc_div(a, b) if fmod else ew.floordiv(a, b)
     return a - q * b
 

@@ -414,6 +414,33 @@ def _cumsum(node, inputs, attrs, opset):
                       reverse=bool(attrs.get("reverse", 0)))
 
 
+CUMPROD_MAX_LEN = 256  # written as a chain of slices and products, one per element
+
+
+def _cumprod(node, inputs, attrs, opset):
+    """CumProd along a static axis as a chain of products of slices (no product scan kernel)."""
+    from ..ops.layout import unstack
+    x = inputs[0]
+    axis = norm_axis(int(static(inputs[1], "axis").reshape(-1)[0]), len(x.shape))
+    exclusive, reverse = bool(attrs.get("exclusive", 0)), bool(attrs.get("reverse", 0))
+    n = known_shape(x)[axis]
+    if n == 0 or n > CUMPROD_MAX_LEN:
+        raise Unsupported(f"CumProd over an axis of length {n} (1 to {CUMPROD_MAX_LEN} supported)")
+    parts = unstack(x, n, axis)
+    if reverse:
+        parts = parts[::-1]
+    outs, acc = [], None
+    for p in parts:
+        if exclusive:
+            outs.append(ew.add(zeros_like(p), 1) if acc is None else acc)
+        acc = p if acc is None else ew.multiply(acc, p)
+        if not exclusive:
+            outs.append(acc)
+    if reverse:
+        outs = outs[::-1]
+    return arr.stack(outs, axis)
+
+
 def _depth_to_space(node, inputs, attrs, opset):
     x = inputs[0]
     b = attrs["blocksize"]
@@ -448,6 +475,6 @@ SHAPE = {
     "Gather": _gather, "Expand": _expand, "Tile": _tile, "Pad": _pad, "Shape": _shape,
     "Size": _size, "ConstantOfShape": _constant_of_shape, "Range": _range,
     "Constant": _constant, "Identity": _identity, "Dropout": _dropout, "EyeLike": _eye_like,
-    "Trilu": _trilu, "OneHot": _one_hot, "CumSum": _cumsum, "DepthToSpace": _depth_to_space,
+    "Trilu": _trilu, "OneHot": _one_hot, "CumSum": _cumsum, "CumProd": _cumprod, "DepthToSpace": _depth_to_space,
     "SpaceToDepth": _space_to_depth,
 }

@@ -180,6 +180,9 @@ BINARY = {
     "BitwiseAnd": ("bitwise_and", np.bitwise_and, None, "int", False),
     "BitwiseOr": ("bitwise_or", np.bitwise_or, None, "int", False),
     "BitwiseXor": ("bitwise_xor", np.bitwise_xor, None, "int", False),
+    # float remainders: C's fmod (sign of x) and numpy's mod (sign of y)
+    "FMod": ("fmod", np.fmod, None, "float", False),
+    "FloorMod": ("floormod", np.mod, None, "float", False),
     # shifts by the bit width or more give 0 (numpy's rule; C leaves it undefined)
     "LeftShift": ("left_shift", np.left_shift, None, "int", False),
     "RightShift": ("right_shift", np.right_shift, None, "int", False),
@@ -346,6 +349,8 @@ bitwise_or = globals()["bitwise_or"]
 bitwise_xor = globals()["bitwise_xor"]
 bitwise_not = globals()["bitwise_not"]
 left_shift = globals()["left_shift"]
+fmod = globals()["fmod"]
+floormod = globals()["floormod"]
 right_shift = globals()["right_shift"]
 
 
