@@ -56,12 +56,32 @@ class Attrs(dict):
 
 
 class NeedsValue(Unsupported):
-    """A value needed at import time is a graph input: the importer specializes the model on
-    the value fed at run time (see importer.SpecializedModel)."""
+    """A value needed at import time is computed from graph inputs only: the importer
+    specializes the model on those inputs' values fed at run time (importer.SpecializedModel)."""
 
-    def __init__(self, tensor: Tensor, message: str) -> None:
+    def __init__(self, tensors: list, message: str) -> None:
         super().__init__(message)
-        self.tensor = tensor
+        self.tensors = tensors
+
+
+def _placeholders_upstream(t: Tensor) -> list | None:
+    """The graph inputs t is computed from, if nothing else it depends on varies at run time
+    (no variables, no random ops); else None."""
+    from ..registry import get as get_op_def
+    found, seen, stack = [], set(), [t.op]
+    while stack:
+        op = stack.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        if op.type == "Placeholder":
+            found.append(op.outputs[0])
+            continue
+        op_def = get_op_def(op.type)
+        if op_def.stateful or op_def.needs_context or op.type == "Variable":
+            return None
+        stack.extend(i.op for i in op.inputs)
+    return found or None
 
 
 def const_value(t: Tensor | None) -> np.ndarray | None:
@@ -74,8 +94,11 @@ def const_value(t: Tensor | None) -> np.ndarray | None:
 def static(t: Tensor | None, what: str) -> np.ndarray:
     """A value the converter needs at import time (a shape, axes, pads, ...)."""
     value = const_value(t)
-    if value is None and t is not None and t.op.type == "Placeholder":
-        raise NeedsValue(t, f"{what} is the graph input {t.name!r}, known only at run time")
+    if value is None and t is not None:
+        sources = _placeholders_upstream(t)
+        if sources:
+            raise NeedsValue(sources, f"{what} is computed from graph input(s) "
+                             f"{[s.name for s in sources]}, known only at run time")
     if value is None:
         raise Unsupported(f"{what} must be known at import time (a constant or initializer, or "
                           f"computed from static shapes); here it is computed at run time")

@@ -190,6 +190,54 @@ def gather_wrapped(x: Tensor, idx: Tensor, axis: int) -> Tensor:
     return arr.gather(x, idx, axis)
 
 
+def _gather_nd(node, inputs, attrs, opset):
+    """GatherND as one Gather from data with its indexed leading dims flattened."""
+    data, idx = inputs
+    b = attrs.get("batch_dims", 0)
+    dshape, ishape = known_shape(data, "data"), known_shape(idx, "indices")
+    k = ishape[-1]
+    if not 0 <= b < len(ishape) or b + k > len(dshape) or ishape[:b] != dshape[:b]:
+        raise Unsupported(f"GatherND of data {list(dshape)} by indices {list(ishape)} with "
+                          f"batch_dims={b}")
+    dims = dshape[b:b + k]
+    idx = cast(idx, dtypes.int64)
+    flat = None
+    for j, n in enumerate(dims):
+        part = idx[..., j]
+        part = ew.where(ew.less(part, 0), part + n, part) * int(np.prod(dims[j + 1:], dtype=np.int64))
+        flat = part if flat is None else flat + part
+    if b:  # each batch position reads its own block of prod(dims) rows
+        batch = np.indices(ishape[:b]).reshape(b, -1)
+        linear = np.ravel_multi_index(tuple(batch), ishape[:b]).reshape(ishape[:b])
+        offset = (linear * int(np.prod(dims, dtype=np.int64))).reshape(
+            ishape[:b] + (1,) * (len(ishape) - 1 - b))
+        flat = flat + constant(offset.astype(np.int64))
+    rows = arr.reshape(data, [int(np.prod(dshape[:b + k], dtype=np.int64))] + list(dshape[b + k:]))
+    return arr.gather(rows, flat, 0)
+
+
+def _center_crop_pad(node, inputs, attrs, opset):
+    """CenterCropPad: crop or zero-pad each named axis around its center (static shapes)."""
+    from ..ops.layout import pad
+    x = inputs[0]
+    shape = known_shape(x)
+    sizes = static_ints(inputs[1], "shape")
+    axes = attrs.get("axes")
+    axes = list(range(len(shape))) if axes is None else [norm_axis(a, len(shape)) for a in axes]
+    if len(axes) != len(sizes):
+        raise Unsupported(f"CenterCropPad shape {sizes} does not match axes {axes}")
+    key, pads = [slice(None)] * len(shape), [[0, 0] for _ in shape]
+    for a, size in zip(axes, sizes):
+        dim = shape[a]
+        if size < dim:
+            start = (dim - size) // 2
+            key[a] = slice(start, start + size)
+        elif size > dim:
+            before = (size - dim) // 2
+            pads[a] = [before, size - dim - before]
+    return pad(x[tuple(key)], pads)
+
+
 def _expand(node, inputs, attrs, opset):
     x = inputs[0]
     shape = static_ints(inputs[1], "the target shape")
@@ -475,6 +523,7 @@ SHAPE = {
     "Gather": _gather, "Expand": _expand, "Tile": _tile, "Pad": _pad, "Shape": _shape,
     "Size": _size, "ConstantOfShape": _constant_of_shape, "Range": _range,
     "Constant": _constant, "Identity": _identity, "Dropout": _dropout, "EyeLike": _eye_like,
-    "Trilu": _trilu, "OneHot": _one_hot, "CumSum": _cumsum, "CumProd": _cumprod, "DepthToSpace": _depth_to_space,
+    "Trilu": _trilu, "OneHot": _one_hot, "CumSum": _cumsum, "CumProd": _cumprod, "GatherND": _gather_nd,
+    "CenterCropPad": _center_crop_pad, "DepthToSpace": _depth_to_space,
     "SpaceToDepth": _space_to_depth,
 }

@@ -213,15 +213,15 @@ def import_model(model, trainable: bool = False) -> ImportedModel | SpecializedM
                 raise UnsupportedOpError(f"ONNX op {node.op_type} (opset {opset}) in node "
                                          f"{node.name or '#' + str(index)!r}: graphflow has no "
                                          f"converter for {node.op_type}") from None
-        return SpecializedModel(proto, opset, e.graph, e.inputs, [e.name], build)
+        return SpecializedModel(proto, opset, e.graph, e.inputs, e.names, build)
 
 
 class _NeedsInput(Exception):  # noqa: N818 - internal signal
     """build() met a graph input whose value a converter needs at import time."""
 
-    def __init__(self, name: str, where: str, message: str, graph: Graph, inputs: dict) -> None:
+    def __init__(self, names: list, where: str, message: str, graph: Graph, inputs: dict) -> None:
         super().__init__(message)
-        self.name, self.where, self.graph, self.inputs = name, where, graph, inputs
+        self.names, self.where, self.graph, self.inputs = names, where, graph, inputs
 
 
 def build(proto, opset: int, trainable: bool, bound: dict) -> ImportedModel:
@@ -234,10 +234,10 @@ def build(proto, opset: int, trainable: bool, bound: dict) -> ImportedModel:
             try:
                 _convert_node(node, index, env, opset)
             except NeedsValue as e:
-                name = next(n for n, t in inputs.items() if t is e.tensor)
+                names = [n for n, t in inputs.items() if any(t is s for s in e.tensors)]
                 where = f"ONNX op {node.op_type} (opset {opset}) in node " \
                         f"{node.name or '#' + str(index)!r}"
-                raise _NeedsInput(name, where, str(e), graph, inputs) from None
+                raise _NeedsInput(names, where, str(e), graph, inputs) from None
         outputs = {}
         for vi in proto.graph.output:
             if vi.name not in env:

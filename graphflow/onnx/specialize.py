@@ -56,9 +56,10 @@ class SpecializedModel:
             try:
                 model = self._build(self._proto, self.opset, False, bound)
             except _NeedsInput as e:
-                if e.name in self.value_inputs:  # cannot happen: bound inputs are constants
+                new = [n for n in e.names if n not in self.value_inputs]
+                if not new:  # cannot happen: bound inputs are constants
                     raise UnsupportedOpError(f"{e.where}: {e}") from None
-                self.value_inputs.append(e.name)
+                self.value_inputs += new
                 continue
             if len(self._models) >= MAX_SPECIALIZATIONS:
                 self._models.pop(next(iter(self._models)))
