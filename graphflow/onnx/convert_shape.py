@@ -10,7 +10,7 @@ from .. import dtypes
 from ..graph import Tensor
 from ..ops import array as arr
 from ..ops import elementwise as ew
-from ..ops.core import cast, constant, fill_like, identity, zeros_like
+from ..ops.core import cast, constant, fill_like, identity, make, zeros_like
 from .common import Unsupported, input_at, known_shape, norm_axis, static, static_ints, to_dtype
 from .shape_values import ShapeValue
 
@@ -201,11 +201,7 @@ def _gather_nd(node, inputs, attrs, opset):
                           f"batch_dims={b}")
     dims = dshape[b:b + k]
     idx = cast(idx, dtypes.int64)
-    flat = None
-    for j, n in enumerate(dims):
-        part = idx[..., j]
-        part = ew.where(ew.less(part, 0), part + n, part) * int(np.prod(dims[j + 1:], dtype=np.int64))
-        flat = part if flat is None else flat + part
+    flat = _flat_rows(idx, dims)
     if b:  # each batch position reads its own block of prod(dims) rows
         batch = np.indices(ishape[:b]).reshape(b, -1)
         linear = np.ravel_multi_index(tuple(batch), ishape[:b]).reshape(ishape[:b])
@@ -214,6 +210,52 @@ def _gather_nd(node, inputs, attrs, opset):
         flat = flat + constant(offset.astype(np.int64))
     rows = arr.reshape(data, [int(np.prod(dshape[:b + k], dtype=np.int64))] + list(dshape[b + k:]))
     return arr.gather(rows, flat, 0)
+
+
+def _flat_rows(idx: Tensor, dims: tuple) -> Tensor:
+    """Row numbers of index tuples idx[..., :len(dims)] into dims (negatives from the end)."""
+    flat = None
+    for j, n in enumerate(dims):
+        part = idx[..., j]
+        part = ew.where(ew.less(part, 0), part + n, part) * int(np.prod(dims[j + 1:], dtype=np.int64))
+        flat = part if flat is None else flat + part
+    return flat
+
+
+SCATTER_MAX_UPDATES = 256  # mul/max/min updates are applied one by one
+
+
+def _scatter_nd(node, inputs, attrs, opset):
+    """ScatterND (reduction none or add) as a dense scatter-add into flattened rows."""
+    from ..ops.core import ones
+    data, idx, updates = inputs
+    reduction = attrs.only("reduction", "none", "add", "mul", "max", "min")
+    dshape, ishape = known_shape(data, "data"), known_shape(idx, "indices")
+    k = ishape[-1]
+    if k > len(dshape) or known_shape(updates, "updates") != ishape[:-1] + dshape[k:]:
+        raise Unsupported(f"ScatterND into {list(dshape)} by indices {list(ishape)}")
+    rows_n, rest = int(np.prod(dshape[:k], dtype=np.int64)), list(dshape[k:])
+    n = int(np.prod(ishape[:-1], dtype=np.int64))
+    flat = arr.reshape(_flat_rows(cast(idx, dtypes.int64), dshape[:k]), [n])
+    rows = arr.reshape(data, [rows_n] + rest)
+    if reduction in ("mul", "max", "min"):  # one update after another, as ONNX defines it
+        if n > SCATTER_MAX_UPDATES:
+            raise Unsupported(f"ScatterND reduction={reduction} of {n} updates (at most "
+                              f"{SCATTER_MAX_UPDATES})")
+        fn = {"mul": ew.multiply, "max": ew.maximum, "min": ew.minimum}[reduction]
+        row_ids = constant(np.arange(rows_n, dtype=np.int64).reshape([rows_n] + [1] * len(rest)))
+        ups, acc = arr.reshape(updates, [n] + rest), rows
+        for j in range(n):
+            acc = ew.where(ew.equal(row_ids, flat[j]), fn(acc, ups[j]), acc)
+        return arr.reshape(acc, list(dshape))
+    added = make("GatherGrad", [arr.reshape(updates, [n] + rest), flat, rows], {"axis": 0})
+    if reduction == "add":
+        out = rows + added
+    else:  # indices are distinct (ONNX's rule): rows hit get the update, others keep data
+        hit = make("GatherGrad", [ones([n], dtypes.int32), flat, constant(np.zeros(rows_n, np.int32))],
+                   {"axis": 0})
+        out = ew.where(arr.reshape(ew.greater(hit, 0), [rows_n] + [1] * len(rest)), added, rows)
+    return arr.reshape(out, list(dshape))
 
 
 def _center_crop_pad(node, inputs, attrs, opset):
@@ -410,9 +452,11 @@ def _dropout(node, inputs, attrs, opset):
     elif opset < 12:
         attrs.get("ratio")
     else:
-        mode = input_at(inputs, 2)
+        mode, ratio = input_at(inputs, 2), input_at(inputs, 1)
         if mode is not None and bool(static(mode, "training_mode")):
-            raise Unsupported("Dropout in training mode")
+            # a zero ratio drops nothing; any other draws ONNX's unspecified random numbers
+            if ratio is None or float(static(ratio, "ratio")) != 0.0:
+                raise Unsupported("Dropout in training mode")
     outs = [identity(x)]
     if len(node.output) > 1 and node.output[1]:
         outs.append(fill_like(x, True, dtypes.bool_))
@@ -524,6 +568,6 @@ SHAPE = {
     "Size": _size, "ConstantOfShape": _constant_of_shape, "Range": _range,
     "Constant": _constant, "Identity": _identity, "Dropout": _dropout, "EyeLike": _eye_like,
     "Trilu": _trilu, "OneHot": _one_hot, "CumSum": _cumsum, "CumProd": _cumprod, "GatherND": _gather_nd,
-    "CenterCropPad": _center_crop_pad, "DepthToSpace": _depth_to_space,
+    "CenterCropPad": _center_crop_pad, "ScatterND": _scatter_nd, "DepthToSpace": _depth_to_space,
     "SpaceToDepth": _space_to_depth,
 }
