@@ -134,3 +134,15 @@ def test_bitshift_and_cumprod():
         [_vi("v", F, [3, 4])], [_vi("y", F, None)], [axis], opset=26))
     want = np.concatenate([np.cumprod(v[:, :0:-1], 1)[:, ::-1], np.ones((3, 1), np.float32)], 1)
     np.testing.assert_allclose(m.run({"v": v}, device="cpu")["y"], want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("largest", [1, 0])
+def test_top_k_with_ties_takes_lower_indices_first(largest):
+    x = np.array([[3.0, 1.0, 3.0, 2.0], [0.5, -np.inf, 0.5, 7.0]], np.float32)
+    node = helper.make_node("TopK", ["x", "k"], ["v", "i"], axis=1, largest=largest)
+    m = gf.onnx.import_model(_model([node], [_vi("x", F, [2, 4]), _vi("k", I64, [1])],
+                                    [_vi("v", F, None), _vi("i", I64, None)]))
+    got = m.run({"x": x, "k": np.array([3])}, device="cpu")
+    order = np.argsort(-x if largest else x, axis=1, kind="stable")[:, :3]
+    np.testing.assert_array_equal(got["i"], order)
+    np.testing.assert_array_equal(got["v"], np.take_along_axis(x, order, 1))

@@ -248,7 +248,46 @@ def _lp_norm(node, inputs, attrs, opset):
     return ew.where(zero, zeros_like(x), x / ew.where(zero, norm + 1.0, norm))
 
 
+TOPK_MAX_LEN = 1024  # TopK compares every pair along the axis
+
+
+def _top_k(node, inputs, attrs, opset):
+    """TopK by ranks: element i's rank counts the elements before it in the sorted order
+    (larger, or equal with a lower index: ONNX's tie rule); output r is the rank-r element."""
+    import numpy as np
+
+    from ..ops.core import constant
+    from .common import known_shape, static
+    x = inputs[0]
+    shape = known_shape(x)
+    rank = len(shape)
+    axis = norm_axis(attrs.get("axis", -1), rank)
+    largest = attrs.get("largest", 1)
+    attrs.get("sorted", 1)  # sorted output is one of the orders sorted=0 allows
+    k = int(np.asarray(static(inputs[1], "k")).reshape(-1)[0])
+    n = shape[axis]
+    if not 0 <= k <= n or n > TOPK_MAX_LEN or x.dtype.is_bool:
+        raise Unsupported(f"TopK k={k} over {n} {x.dtype.name} elements (at most {TOPK_MAX_LEN})")
+    perm = [i for i in range(rank) if i != axis] + [axis]
+    back = [perm.index(i) for i in range(rank)]
+    xt = arr.transpose(x, perm) if axis != rank - 1 else x
+    xi, xj = arr.expand_dims(xt, -1), arr.expand_dims(xt, -2)  # [..., i, 1], [..., 1, j]
+    before = ew.greater(xj, xi) if largest else ew.less(xj, xi)
+    earlier = constant(np.tril(np.ones((n, n), bool), -1))  # j < i
+    before = ew.logical_or(before, ew.logical_and(ew.equal(xj, xi), earlier))
+    ranks = red.reduce_sum(cast(before, dtypes.int64), -1)  # [..., n]
+    pick = ew.equal(arr.expand_dims(ranks, -2),
+                    constant(np.arange(k, dtype=np.int64).reshape(k, 1)))  # [..., k, n]
+    index = red.reduce_sum(ew.where(pick, constant(np.arange(n, dtype=np.int64)),
+                                    constant(np.int64(0))), -1)
+    values = red.reduce_sum(ew.where(pick, arr.expand_dims(xt, -2), zeros_like(xj)), -1)
+    if axis != rank - 1:
+        values, index = arr.transpose(values, back), arr.transpose(index, back)
+    return [values, index]
+
+
 REDUCE = {kind: _reduce(kind) for kind in _REDUCE} | {
+    "TopK": _top_k,
     "ArgMax": _arg("ArgMax"), "ArgMin": _arg("ArgMin"),
     "Softmax": _softmax_like("Softmax"), "LogSoftmax": _softmax_like("LogSoftmax"),
     "Hardmax": _softmax_like("Hardmax"),
