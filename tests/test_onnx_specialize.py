@@ -146,3 +146,22 @@ def test_top_k_with_ties_takes_lower_indices_first(largest):
     order = np.argsort(-x if largest else x, axis=1, kind="stable")[:, :3]
     np.testing.assert_array_equal(got["i"], order)
     np.testing.assert_array_equal(got["v"], np.take_along_axis(x, order, 1))
+
+
+@pytest.mark.parametrize("inverse,onesided", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_dft_matches_numpy_fft(inverse, onesided):
+    length = 8
+    n = length // 2 + 1 if inverse and onesided else length
+    x = RNG.standard_normal((2, n, 3, 2 if inverse else 1)).astype(np.float32)
+    node = helper.make_node("DFT", ["x"], ["y"], axis=1, inverse=inverse, onesided=onesided)
+    m = gf.onnx.import_model(_model([node], [_vi("x", F, list(x.shape))], [_vi("y", F, None)],
+                                    opset=19))
+    got = m.run({"x": x}, device="cpu")["y"]
+    z = x[..., 0] + 1j * x[..., 1] if inverse else x[..., 0]
+    if inverse:
+        want = np.fft.irfft(z, length, axis=1)[..., None] if onesided else np.fft.ifft(z, axis=1)
+    else:
+        want = np.fft.rfft(z, axis=1) if onesided else np.fft.fft(z, axis=1)
+    if want.shape[-1] != 1 or np.iscomplexobj(want):
+        want = np.stack([want.real, want.imag], -1) if np.iscomplexobj(want) else want
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

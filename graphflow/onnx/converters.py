@@ -11,6 +11,7 @@ from .convert_reduce import REDUCE
 from .convert_resize import RESIZE
 from .convert_rnn import RNN
 from .convert_shape import SHAPE
+from .convert_signal import SIGNAL
 
 CONVERTERS = {**ELEMENTWISE, **SHAPE, **REDUCE, **NN, **LOSS, **ATTENTION, **RESIZE, **MISC, **RNN,
-              **QUANT}
+              **QUANT, **SIGNAL}
