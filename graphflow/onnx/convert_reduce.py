@@ -35,6 +35,32 @@ _REDUCE = {
 }
 
 
+# what a reduction over no elements gives (numpy's and ONNX's identities); Mean's 0/0 is refused
+_EMPTY = {"ReduceSum": 0.0, "ReduceL1": 0.0, "ReduceL2": 0.0, "ReduceSumSquare": 0.0,
+          "ReduceProd": 1.0, "ReduceLogSum": -math.inf, "ReduceLogSumExp": -math.inf,
+          "ReduceMax": -math.inf, "ReduceMin": math.inf}
+
+
+def _empty_reduce(kind: str, x: Tensor, axes: list, keepdims: bool) -> Tensor:
+    """A reduction over an empty axis: a constant of the reduction's identity."""
+    import numpy as np
+
+    from ..ops.core import constant
+    from .common import known_shape
+    if kind not in _EMPTY:
+        raise Unsupported(f"{kind} over an empty axis")
+    shape = [1 if i in axes else d for i, d in enumerate(known_shape(x))]
+    if not keepdims:
+        shape = [d for i, d in enumerate(shape) if i not in axes]
+    value = _EMPTY[kind]
+    if x.dtype.is_bool:
+        value = value > 0  # max of nothing is False, min of nothing True
+    elif x.dtype.is_integer and math.isinf(value):
+        info = np.iinfo(x.dtype.np)
+        value = info.min if value < 0 else info.max
+    return constant(np.full(shape, value, x.dtype.np))
+
+
 def _reduce(kind: str):
     since, build, float_only = _REDUCE[kind]
 
@@ -59,7 +85,7 @@ def _reduce(kind: str):
             axes = list(range(len(x.shape)))
         axes = sorted({norm_axis(a, len(x.shape)) for a in axes})
         if any(x.shape[a] == 0 for a in axes):
-            raise Unsupported(f"{kind} over an empty axis")
+            return _empty_reduce(kind, inputs[0], axes, keepdims)
         if not axes:
             return identity(inputs[0])
         out = build(x, axes, keepdims)

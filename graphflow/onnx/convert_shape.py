@@ -258,6 +258,20 @@ def _scatter_nd(node, inputs, attrs, opset):
     return arr.reshape(out, list(dshape))
 
 
+def _compress(node, inputs, attrs, opset):
+    """Compress with a static condition (specialized per value when it is a graph input)."""
+    x = inputs[0]
+    cond = np.asarray(static(inputs[1], "condition")).reshape(-1).astype(bool)
+    axis = attrs.get("axis")
+    if axis is None:
+        x, axis = arr.reshape(x, [-1]), 0
+    axis = norm_axis(axis, len(x.shape))
+    n = known_shape(x)[axis]
+    if len(cond) > n:
+        raise Unsupported(f"Compress condition of length {len(cond)} for an axis of {n}")
+    return arr.gather(x, constant(np.flatnonzero(cond).astype(np.int64)), axis)
+
+
 def _center_crop_pad(node, inputs, attrs, opset):
     """CenterCropPad: crop or zero-pad each named axis around its center (static shapes)."""
     from ..ops.layout import pad
@@ -568,6 +582,7 @@ SHAPE = {
     "Size": _size, "ConstantOfShape": _constant_of_shape, "Range": _range,
     "Constant": _constant, "Identity": _identity, "Dropout": _dropout, "EyeLike": _eye_like,
     "Trilu": _trilu, "OneHot": _one_hot, "CumSum": _cumsum, "CumProd": _cumprod, "GatherND": _gather_nd,
-    "CenterCropPad": _center_crop_pad, "ScatterND": _scatter_nd, "DepthToSpace": _depth_to_space,
+    "CenterCropPad": _center_crop_pad, "ScatterND": _scatter_nd,
+    "Compress": _compress, "DepthToSpace": _depth_to_space,
     "SpaceToDepth": _space_to_depth,
 }
