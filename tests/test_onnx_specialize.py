@@ -165,3 +165,19 @@ def test_dft_matches_numpy_fft(inverse, onesided):
     if want.shape[-1] != 1 or np.iscomplexobj(want):
         want = np.stack([want.real, want.imag], -1) if np.iscomplexobj(want) else want
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_empty_reductions_and_compress():
+    x = np.zeros((2, 0, 3), np.float32)
+    for op, want in (("ReduceSum", 0.0), ("ReduceMax", -np.inf), ("ReduceProd", 1.0)):
+        node = helper.make_node(op, ["x"], ["y"], axes=[1], keepdims=1)
+        m = gf.onnx.import_model(_model([node], [_vi("x", F, [2, 0, 3])], [_vi("y", F, None)],
+                                        opset=13 if op != "ReduceSum" else 11))
+        np.testing.assert_array_equal(m.run({"x": x}, device="cpu")["y"], np.full((2, 1, 3), want))
+    v = RNG.standard_normal((3, 4)).astype(np.float32)
+    node = helper.make_node("Compress", ["v", "c"], ["y"], axis=1)
+    m = gf.onnx.import_model(_model([node], [_vi("v", F, [3, 4]), _vi("c", TensorProto.BOOL, [3])],
+                                    [_vi("y", F, None)]))
+    c = np.array([True, False, True])
+    np.testing.assert_array_equal(m.run({"v": v, "c": c}, device="cpu")["y"],
+                                  np.compress(c, v, axis=1))
