@@ -47,6 +47,7 @@ class Group:
     segments: list[list[LOp]] = field(default_factory=list)
     epilogue: list[LOp] = field(default_factory=list)  # elementwise ops applied to a template's output
     prologue: list[LOp] = field(default_factory=list)  # elementwise ops computing a template's input
+    siblings: list[LOp] = field(default_factory=list)  # template ops sharing the template's input pass
 
     @property
     def first(self) -> int:
@@ -80,10 +81,12 @@ def alias_root(t: LTensor) -> LTensor:
 
 
 def inlinable(op: LOp) -> bool:
-    """A one-element elementwise op without effects: recomputed where used (cheap), never a
-    kernel of its own unless its value leaves the fused code."""
+    """An elementwise op without effects whose inputs are uniform (one element, or inlined): its
+    value is the same at every index (Adam's lr_t; a mean's gradient broadcast to the batch), so
+    it is recomputed once per thread where used, never a kernel of its own unless its value
+    leaves the fused code."""
     return op.type in ELEMENTWISE and op.type not in ASSIGN_OPS and op.type not in INDEXED \
-        and bool(op.outputs) and is_one_element(op.outputs[0])
+        and bool(op.outputs)
 
 
 def expand(t: LTensor, inline: set) -> list[LTensor]:
@@ -103,6 +106,8 @@ def expand(t: LTensor, inline: set) -> list[LTensor]:
 
 def _loaded_inputs(op: LOp) -> list[LTensor]:
     """Inputs an elementwise op reads values from (shape references and assign targets are not)."""
+    if op.type in ALIAS_OPS:
+        return list(op.inputs[:1])
     if op.type in ("BroadcastLike", "FillLike", "ReducedSize"):
         return list(op.inputs[:1]) if op.type == "BroadcastLike" else []
     if op.type == "Assign":
@@ -131,17 +136,27 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
     fetched = graph.live_outputs()
     inline = set()
     if fuse:
-        for op in graph.ops:
-            if inlinable(op) and all(x.op in inline or x.op.type in HOST_OPS for x in op.inputs
-                                     if x in _loaded_inputs(op)):
+        for op in graph.ops:  # in topological order: inputs are decided first
+            if op.type in ALIAS_OPS:  # a view of a uniform value is uniform
+                if op.inputs and op.inputs[0].op in inline:
+                    inline.add(op)
+            elif inlinable(op) and all(x.op in inline or (x.op.type in HOST_OPS and is_one_element(x))
+                                       for x in _loaded_inputs(op)):
                 inline.add(op)
+
+    def only_fused_users(t: LTensor) -> bool:
+        return t not in fetched and all(
+            u.type in ELEMENTWISE or (u in inline and u.type in ALIAS_OPS
+                                      and only_fused_users(u.outputs[0]))
+            for u in users.get(t, []))
+
     ops = [op for op in graph.ops if op.type not in HOST_OPS and op.type not in ALIAS_OPS]
     group_of: dict[LOp, Group] = {}
     groups: list[Group] = []
     for op in ops:
-        if op in inline and op.outputs[0] not in fetched and all(
-                u.type in ELEMENTWISE for u in users.get(op.outputs[0], [])):
-            debug(f"inline {op.name} ({op.type}): one element, recomputed where it is used")
+        if op in inline and only_fused_users(op.outputs[0]):
+            what = "one element" if is_one_element(op.outputs[0]) else "the same value everywhere"
+            debug(f"inline {op.name} ({op.type}): {what}, recomputed where it is used")
             continue
         g = Group([op], op.type in ELEMENTWISE and fuse, [[op]])
         group_of[op] = g
@@ -151,6 +166,7 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
         _fuse_vertically(graph, group_of, groups, dag, inline, debug)
         _fuse_epilogues(graph, group_of, groups, dag, debug)
         _fuse_prologues(group_of, groups, dag, debug)
+        _fuse_row_siblings(groups, dag, debug)
         _fuse_horizontally(groups, dag, inline, debug)
     order = list(nx.lexicographical_topological_sort(dag, key=lambda g: g.first))
     for g in order:
@@ -158,7 +174,7 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
             seg.sort(key=lambda op: op.id)
         g.epilogue.sort(key=lambda op: op.id)
         g.prologue.sort(key=lambda op: op.id)
-        g.ops = g.prologue + [op for seg in g.segments for op in seg] + g.epilogue
+        g.ops = g.prologue + [op for seg in g.segments for op in seg] + g.epilogue + g.siblings
     return order, inline
 
 
@@ -185,6 +201,31 @@ def _fuse_prologues(group_of, groups, dag, debug) -> None:
         g.prologue = list(p.ops)
         g.ops = p.ops + g.ops
         _contract(dag, g, p, group_of, groups)
+
+
+def _fuse_row_siblings(groups, dag, debug) -> None:
+    """Sparse softmax cross-entropy and the softmax of the same logits (its gradient's) share
+    one row kernel: the row's max and sum of exponentials are computed once for both."""
+    def plain(g: Group, kind: str) -> bool:
+        return (not g.fused and not g.epilogue and not g.prologue and not g.siblings
+                and len(g.ops) == 1 and g.ops[0].type == kind)
+
+    softmaxes = [g for g in groups if plain(g, "Softmax")]
+    for g in [g for g in groups if plain(g, "SparseSoftmaxCrossEntropy")]:
+        logits = alias_root(g.ops[0].inputs[0])
+        for s in softmaxes:
+            op = s.ops[0]
+            if s not in dag or alias_root(op.inputs[0]) != logits or op.inputs[0].shape != logits.shape \
+                    or op.attrs["axis"] not in (-1, len(logits.shape) - 1):
+                continue
+            if _merge_creates_cycle(dag, g, s):
+                continue
+            debug(f"fuse {s.title()} beside {g.title()}: one pass over the same logits rows")
+            g.siblings = [op]
+            g.ops = g.ops + [op]
+            _contract(dag, g, s, {}, groups)
+            softmaxes.remove(s)
+            break
 
 
 def _fuse_epilogues(graph, group_of, groups, dag, debug) -> None:

@@ -28,7 +28,11 @@ from .devices import CompileFailed, prelude
 from .dump import KernelInfo, dump_program
 from .emit import load_all
 from .emit import reduce as reduce_emit
+<<<<<<< HEAD
 from .emit.elementwise import SCALAR
+=======
+from .emit.custom import explain_compile_failure
+>>>>>>> main
 from .emit.fused import emit_fused
 from .fusion import ALIAS_OPS, HOST_OPS, alias_root, plan_groups
 from .kernel import EmitContext, Kernel, numel
@@ -131,7 +135,9 @@ def emit_kernels(graph: LGraph, device: str, fuse: bool = True) -> tuple[list, s
         if emit is None:
             raise CompileError(f"no CUDA emitter for {op.describe()}")
         stored = stored_outputs(group, fetched, users)
-        if group.epilogue:
+        if group.siblings:
+            emit(ctx, op, siblings=group.siblings)
+        elif group.epilogue:
             emit(ctx, op, epilogue=(group.epilogue, inline, stored))
         elif group.prologue:
             emit(ctx, op, prologue=(group.prologue, inline, stored))
@@ -168,6 +174,7 @@ class Table:
     fetch_views: dict = None  # fetched tensor -> numpy view of its (fixed) buffer, likewise
     launches: list = None  # per entry: (kernel index, (function, args, grid, block, shared) or
     #                        a HostStep), for run_timed
+    fetch_copies: list = None  # (user tensor, view) for every fetch, when all have views
 
 
 SMALL_WORK = 1 << 20  # flops + bytes under which a launch runs on one OS thread
@@ -203,7 +210,7 @@ class Program:
         try:
             self.module = driver.SourceModule(self.source, no_extern_c=True)
         except CompileFailed as e:
-            raise CompileError(f"{e}\n(full source: {e.source_path})") from None
+            raise CompileError(explain_compile_failure(e)) from None  # custom ops: user's lines
         self._functions = [None if k.host else self.module.get_function(k.name) for k in self.kernels]
         # kernels the emulator must run as fibers (a barrier or shuffle it cannot loop around)
         self.fiber_kernels = [k.name for k, fn in zip(self.kernels, self._functions)
@@ -348,8 +355,12 @@ class Program:
             fetch_views = {t: view(buffers[self.root(t)], shapes[t], t.dtype.np)
                            for t in self.graph.live_outputs()
                            if self.root(t) in buffers and self.root(t) not in self._in_place}
-        return Table(shapes, buffers, LaunchTable(entries, self.driver.prepare), variable_args,
-                     scalar_args, infos, stats, {}, views, fetch_views, launches)
+        table = Table(shapes, buffers, LaunchTable(entries, self.driver.prepare), variable_args,
+                      scalar_args, infos, stats, {}, views, fetch_views, launches)
+        pairs = list(zip(self._user_fetches, self.graph.fetches))
+        if all(t is None or t in fetch_views for _, t in pairs):
+            table.fetch_copies = [(user_t, fetch_views[t]) for user_t, t in pairs if t is not None]
+        return table
 
     def _scratch_buffer(self, p, shapes: dict, key) -> DeviceArray:
         slot = (key, p.name, p.value)
@@ -368,8 +379,10 @@ class Program:
     # ---- running -----------------------------------------------------------------------
     def run(self, feeds: dict, session) -> tuple[dict, dict]:
         """Launch every kernel; return (fetched numpy values, variable updates)."""
-        table = self._table(feeds)
-        state = self._variable_buffers(session)
+        table = self._tables.get(tuple([feeds[t].shape for t in self.graph.feeds]))
+        if table is None:
+            table = self._table(feeds)
+        state = self._variable_buffers(session) if self._variables else {}
         if table.feed_views is not None:
             for user_t, view in table.feed_views:
                 view[...] = feeds[user_t]
@@ -391,6 +404,9 @@ class Program:
         sequence.run()
         self.infos = table.infos
         self.last_stats = table.stats
+        if table.fetch_copies is not None:  # every fetch has a view: copy them out
+            return {user_t: view.copy() for user_t, view in table.fetch_copies}, \
+                (self._updates(table, state) if self._assigns else {})
         return self._fetch(feeds, table, state), self._updates(table, state)
 
     def run_timed(self, feeds: dict, session) -> tuple[dict, dict, list]:

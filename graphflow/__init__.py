@@ -9,6 +9,7 @@
 from . import data, distributed, errors, initializers, io, nn, onnx, train, viz
 from .autodiff import add_n, gradients
 from .clip import clip_by_global_norm, global_norm
+from .custom_op import custom_op
 from .dtypes import (
                     DType,
                     as_dtype,
@@ -137,7 +138,7 @@ __version__ = "0.1.0"
 __all__ = [
     "data", "distributed", "errors", "initializers", "io", "nn", "onnx", "train", "add_n",
     "gradients",
-    "clip_by_global_norm",
+    "clip_by_global_norm", "custom_op",
     "global_norm", "DType", "as_dtype", "bool_", "float16", "float32", "float64", "int32", "int64",
     "int8", "int16", "uint8", "uint16", "uint32", "uint64",
     "Graph", "Operation", "Tensor", "TensorShape", "control_dependencies", "get_default_graph",

@@ -67,6 +67,13 @@ def example_graph() -> Graph:
     return _probe().graph
 
 
+_PROBE_KERNEL = """
+__global__ void probe_scale(const float* x, float* y, long long n) {
+    for (long long i = threadIdx.x; i < n; i += blockDim.x) y[i] = 2.0f * x[i];
+}
+"""
+
+
 def _probe() -> _Probe:
     """One use of every public op function (extend it when you add an op)."""
     p = _Probe()
@@ -146,6 +153,11 @@ def _probe() -> _Probe:
     seq = p("gf.placeholder", "float32", [None, 5, 4], name="seq")
     states = p("gf.placeholder", "float32", [None, 5, 3], name="states")
     scan = p("gf.nn.selective_scan", seq, seq, p("gf.ones", [4, 3]), states, states)
+    scale = p("gf.custom_op", _PROBE_KERNEL, "probe_scale", output=lambda x: (x.shape, x.dtype),
+              launch=lambda x, y: (1, 32), args=lambda x, y: [int(np.prod(x.shape))])
+    with p.graph.as_default():
+        scale(x)
+    _add(p.made_by, "CustomOp", "gf.custom_op")  # the op comes from calling what it returns
     # backward ops: the gradients of everything above, and of those gradients
     p("gf.gradients", p("gf.add_n", [p("gf.reduce_sum", t) for t in (
         tiled, padded, mirrored, p("gf.reduce_prod", x, 1), scan)]), [x, seq, states])

@@ -269,7 +269,8 @@ class Session:
         else:
             fetch_ops = {x.op if isinstance(x, Tensor) else x for x in plan.fetches}
             values, updates, plan.stats = reference.execute(self, plan.order, feeds, fetch_ops)
-        self._values.update(updates)
+        if updates:
+            self._values.update(updates)
         return [_fetched(values[x]) if isinstance(x, Tensor) else None for x in plan.fetches]
 
     def _watch_growth(self) -> None:
@@ -353,14 +354,25 @@ class Compiled:
     def __init__(self, session: Session, plan: Plan, template, feed_list: list[Tensor]) -> None:
         self._session, self._plan, self._template = session, plan, template
         self.feed_list = feed_list
+        # per feed: what a value needs to be used as it is (see convert_feed's first test)
+        self._ready = [(t, t.dtype.np, len(t.shape), [(k, d) for k, d in enumerate(t.shape)
+                                                      if d is not None]) for t in feed_list]
 
     def __call__(self, *feed_values):
-        if len(feed_values) != len(self.feed_list):
+        if len(feed_values) != len(self._ready):
             raise FeedError(f"this callable takes {len(self.feed_list)} feed values "
                             f"({', '.join(t.name for t in self.feed_list)}), got {len(feed_values)}")
         self._session._check_open()
-        feeds = {t: convert_feed(t, v) for t, v in zip(self.feed_list, feed_values)}
-        return _rebuild(self._template, self._session._execute(self._plan, feeds))
+        feeds = {}
+        for (t, dtype, ndim, static), v in zip(self._ready, feed_values):
+            if type(v) is np.ndarray and v.dtype is dtype and v.ndim == ndim \
+                    and v.flags.c_contiguous and all(v.shape[k] == d for k, d in static):
+                feeds[t] = v
+            else:
+                feeds[t] = convert_feed(t, v)
+        values = self._session._execute(self._plan, feeds)
+        template = self._template
+        return values[template] if type(template) is int else _rebuild(template, values)
 
     @property
     def source(self) -> str | None:

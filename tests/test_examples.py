@@ -231,3 +231,17 @@ def test_mamba_copy_loss_falls(device, capsys):
     # a few dozen steps learn which symbols answer, not yet the copy itself
     assert np.mean(losses[-10:]) < 0.85 * np.mean(losses[:5])
     assert capsys.readouterr().out.splitlines()[-1].startswith("held-out token accuracy: ")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_custom_op_example(device, capsys):
+    """The tutorials' kernels as custom ops: numpy agrees, the gradients agree with float64
+    central differences, and the network built from them learns the digits."""
+    result = run_example("custom_op", "--fast", "--device", device)
+    assert result["forward_error"] < 1e-5
+    assert result["gradient_error"] < 1e-6
+    assert result["losses"][-1] < 0.5 * result["losses"][0]
+    assert result["accuracy"] > 0.8  # chance is 10%
+    if device == "cpu":
+        assert "matmul_tiled_0" in result["kernels"] and "swish_backward_0" in result["kernels"]
+    assert capsys.readouterr().out.splitlines()[-1].startswith("test accuracy: ")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from graphflow.ops.state import ASSIGN_OPS
 
+<<<<<<< HEAD
 from ..fusion import INDEXED, Group, _loaded_inputs, alias_root, is_one_element, kernel_base_name
 from ..kernel import (
     TILE,
@@ -24,6 +25,10 @@ from ..kernel import (
     tile_loop,
     tiled_launch,
 )
+=======
+from ..fusion import ALIAS_OPS, INDEXED, Group, _loaded_inputs, alias_root, is_one_element, kernel_base_name
+from ..kernel import TILE, EmitContext, KernelBuilder, ctype, index_type_for, numel, tile_loop, tiled_launch
+>>>>>>> main
 from .elementwise import HELPERS, SCALAR, Dialect, operand_offset
 
 
@@ -60,6 +65,7 @@ class FusedCode:
         self.used_inline = _inline_closure(ops, inline)
         self.prologue: list[str] = []
         self.names: dict = {}
+        self.column: str | None = None  # a GEMM epilogue's C name of the column of element i
         self._count = 0
         for op in self.used_inline:  # one-element chains: once per thread, unless they read
             if not self._reads_written(op):  # a variable this kernel updates
@@ -117,7 +123,12 @@ class FusedCode:
         return False
 
     def _define(self, op, names: dict, lines: list) -> str:
-        """Compute an inlined one-element op (its operands loaded at index 0)."""
+        """Compute an inlined uniform op (its operands loaded at index 0)."""
+        if op.type in ALIAS_OPS:  # a view: the same value
+            t = op.inputs[0]
+            if t not in names:
+                names[t] = self._define(t.op, names, lines)
+            return names[t]
         args = []
         for t in _loaded_inputs(op):
             if t not in names:
@@ -133,6 +144,9 @@ class FusedCode:
     def _load(self, t, over, lines: list) -> str:
         """Bind external tensor t at this element (once per kernel when it is one element)."""
         name = self.fresh("x")
+        if self.column is not None and _row_vector(t, over):  # a bias: index by column, which
+            lines.append(f"const {ctype(t.dtype)} {name} = {self.kb.input(t)}[{self.column}];")
+            return name  # vectorizes (the flat index's `i % N` does not)
         offset = operand_offset(self.kb, t, over, "i", self.checks)
         if offset == "0" and alias_root(t).op not in self.written and not is_one_element(over):
             self.prologue.append(f"const {compute_ctype(t.dtype)} {name} = {self.kb.input(t)}[0];")
@@ -162,6 +176,13 @@ def emit_fused(ctx: EmitContext, group: Group, inline: set, stored: set) -> None
     what = ", ".join(sorted({op.type for op in group.ops}))
     ctx.add(kb.build(body, tiled_launch(count), flops=flops, checks=code.checks, helpers=(HELPERS,),
                      comment=f"{len(group.segments)} segment(s) of {what}, tiles of {TILE}"))
+
+
+def _row_vector(t, over) -> bool:
+    """Is t, broadcast against `over`, one value per column of its last (static) dim?"""
+    shape, full = list(t.shape), list(over.shape)
+    return (len(shape) >= 1 and len(full) >= 1 and shape[-1] is not None
+            and shape[-1] == full[-1] and shape[-1] > 1 and all(d == 1 for d in shape[:-1]))
 
 
 def iteration_tensor(segment: list):

@@ -263,20 +263,23 @@ def gemm_body(
 
 @dataclass(frozen=True)
 class CpuTiling:
-    """The cpu schedule: one thread per block computes a BM x BN tile, K in KC-deep panels of A
-    and B packed (zero-padded) into local arrays, then an MR x NR register tile per step with
-    compile-time trip counts, which g++ keeps in vector registers. No shared memory, no
-    barrier: the emulator runs it as a plain loop. Valid CUDA too (nvcc compiles it)."""
+    """The cpu schedule: one thread per block computes a BM x BN tile. For each KC-deep slice of
+    K it packs B into NR-wide column strips ([KC][NR] each, zero-padded), then walks the tile's
+    rows MR at a time: packs an MR x KC micro-panel of A ([KC][MR]) and runs the MR x NR register
+    tile over every strip. Trip counts are compile-time constants, so g++ keeps the MR x NR
+    accumulators in vector registers (4 x 24 floats: twelve AVX2 registers) and streams the
+    packed panels with unit stride. No shared memory, no barrier: the emulator runs it as a
+    plain loop. Valid CUDA too (nvcc compiles it)."""
 
-    bm: int = 64
-    bn: int = 64
-    kc: int = 128
+    bm: int = 128
+    bn: int = 192
+    kc: int = 256
     mr: int = 4
-    nr: int = 16
+    nr: int = 24
 
     @property
     def name(self) -> str:
-        return f"cpu{self.bm}x{self.bn}"
+        return f"cpu{self.mr}x{self.nr}"
 
     def describe(self) -> str:
         return (f"cpu schedule: {self.bm}x{self.bn} tiles, {self.kc}-deep packed panels, "
@@ -284,7 +287,10 @@ class CpuTiling:
 
 
 def cpu_tiling_for(dtype) -> CpuTiling:
-    return CpuTiling(nr=16 if dtype.size <= 4 else 8)
+    """Three vector registers per accumulator row with AVX2: 24 floats, or 12 doubles."""
+    if dtype.size <= 4:
+        return CpuTiling()
+    return CpuTiling(bm=64, bn=96, kc=128, mr=4, nr=12)
 
 
 def _element(op: Operand, which: str, row: str, col: str) -> tuple[str, str]:
@@ -296,6 +302,82 @@ def _element(op: Operand, which: str, row: str, col: str) -> tuple[str, str]:
     return "", f"({op.ptr})[{slow} * ({op.ld}) + {fast}]"
 
 
+def _block(stmts: str, value: str, dst: str, pad: int) -> str:
+    """`dst = value;` after the element's statements, indented by `pad`."""
+    lines = [line.strip() for line in stmts.strip().splitlines() if line.strip()]
+    return "".join(" " * pad + line + "\n" for line in [*lines, f"{dst} = {value};"])
+
+
+def _pack_b(b: Operand, stmts: str, value: str, c_type: str, itype: str, nr: int) -> str:
+    """Copy B[k0 + kk][nb + j] into the strip dst[kk][j], zero past N; the loop over B's
+    contiguous coordinate innermost, so reads have unit stride."""
+    store = f"dst[kk * {nr} + j]"
+    if b.fast == "k":  # B is transposed in memory: walk each column's k run
+        return f"""\
+          for (int j = 0; j < {nr}; ++j) {{
+            const {itype} gn = nb + j;
+            if (gn < N) {{
+              for (int kk = 0; kk < kc; ++kk) {{
+                const {itype} gk = k0 + kk;
+{_block(stmts, value, store, 16)}              }}
+            }} else {{
+              for (int kk = 0; kk < kc; ++kk) {store} = ({c_type})0;
+            }}
+          }}
+"""
+    return f"""\
+          for (int kk = 0; kk < kc; ++kk) {{
+            const {itype} gk = k0 + kk;
+            if (nb + {nr} <= N) {{
+              for (int j = 0; j < {nr}; ++j) {{
+                const {itype} gn = nb + j;
+{_block(stmts, value, store, 16)}              }}
+            }} else {{
+              for (int j = 0; j < {nr}; ++j) {{
+                const {itype} gn = nb + j;
+                {store} = ({c_type})0;
+                if (gn < N) {{
+{_block(stmts, value, store, 18)}                }}
+              }}
+            }}
+          }}
+"""
+
+
+def _pack_a(a: Operand, stmts: str, value: str, c_type: str, itype: str, mr: int) -> str:
+    """Copy A[m0 + i0 + i][k0 + kk] into the micro-panel Ap[kk][i], zero past M; unit-stride
+    reads as in _pack_b."""
+    store = f"Ap[kk * {mr} + i]"
+    if a.fast == "m":  # A is transposed in memory: walk each k's run of rows
+        return f"""\
+          for (int kk = 0; kk < kc; ++kk) {{
+            const {itype} gk = k0 + kk;
+            for (int i = 0; i < {mr}; ++i) {{
+              const {itype} gm = m0 + i0 + i;
+              {store} = ({c_type})0;
+              if (gm < M) {{
+{_block(stmts, value, store, 16)}              }}
+            }}
+          }}
+"""
+    return f"""\
+          for (int i = 0; i < {mr}; ++i) {{
+            const {itype} gm = m0 + i0 + i;
+            if (gm < M) {{
+              for (int kk = 0; kk < kc; ++kk) {{
+                const {itype} gk = k0 + kk;
+{_block(stmts, value, store, 16)}              }}
+            }} else {{
+              for (int kk = 0; kk < kc; ++kk) {store} = ({c_type})0;
+            }}
+          }}
+"""
+
+
+def _tile_comment(mr: int, nr: int) -> str:
+    return f"          // the {mr}x{nr} register tile over each strip"
+
+
 def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str, a: Operand,
                   b: Operand, store: Callable[[str, str, str], str], batch: str = "1",
                   batch_setup: str = "") -> str:
@@ -303,12 +385,11 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
     block per tile on x, batch entries on z."""
     a_stmts, a_value = _element(a, "a", "gm", "gk")
     b_stmts, b_value = _element(b, "b", "gk", "gn")
-    a_body = "".join(f"              {line}\n" for line in a_stmts.strip().splitlines())
-    b_body = "".join(f"              {line}\n" for line in b_stmts.strip().splitlines())
+    mr, nr, kc = t.mr, t.nr, t.kc
     return f"""\
   // {t.describe()}
-  {c_type} Ap[{t.bm} * {t.kc}];  // A panel, row-major [BM][KC], zero-padded
-  {c_type} Bp[{t.kc} * {t.bn}];  // B panel, row-major [KC][BN], zero-padded
+  {c_type} Ap[{kc} * {mr}];  // A micro-panel [KC][MR], zero-padded
+  {c_type} Bp[{kc} * {t.bn}];  // B panel: NR-wide strips, each [KC][NR], zero-padded
   {c_type} Ct[{t.bm} * {t.bn}];  // the tile's accumulators
   const {itype} M = {m}, N = {n}, K = {k};
   const {itype} tiles_n = (N + {t.bn - 1}) / {t.bn};
@@ -317,54 +398,39 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
   for (long long z = blockIdx.z; z < batch; z += gridDim.z) {{
 {_indent(batch_setup, 4)}    for ({itype} tile = blockIdx.x; tile < tiles; tile += gridDim.x) {{
       const {itype} m0 = (tile / tiles_n) * {t.bm}, n0 = (tile % tiles_n) * {t.bn};
+      const int rows = M - m0 < {t.bm} ? (int)(M - m0) : {t.bm};
+      const int cols = N - n0 < {t.bn} ? (int)(N - n0) : {t.bn};
       for (int q = 0; q < {t.bm * t.bn}; ++q) Ct[q] = ({c_type})0;
-      for ({itype} k0 = 0; k0 < K; k0 += {t.kc}) {{
-        for (int i = 0; i < {t.bm}; ++i) {{  // pack A[m0 + i][k0 + kk]
-          const {itype} gm = m0 + i;
-          for (int kk = 0; kk < {t.kc}; ++kk) {{
-            const {itype} gk = k0 + kk;
-            {c_type} v = ({c_type})0;
-            if (gm < M && gk < K) {{
-{a_body}              v = {a_value};
-            }}
-            Ap[i * {t.kc} + kk] = v;
-          }}
-        }}
-        for (int kk = 0; kk < {t.kc}; ++kk) {{  // pack B[k0 + kk][n0 + j]
-          const {itype} gk = k0 + kk;
-          for (int j = 0; j < {t.bn}; ++j) {{
-            const {itype} gn = n0 + j;
-            {c_type} v = ({c_type})0;
-            if (gk < K && gn < N) {{
-{b_body}              v = {b_value};
-            }}
-            Bp[kk * {t.bn} + j] = v;
-          }}
-        }}
-        const int kc = K - k0 < {t.kc} ? (int)(K - k0) : {t.kc};
-        for (int i0 = 0; i0 < {t.bm}; i0 += {t.mr}) {{
-          for (int j0 = 0; j0 < {t.bn}; j0 += {t.nr}) {{
-            {c_type} acc[{t.mr}][{t.nr}];
-            for (int i = 0; i < {t.mr}; ++i)
-              for (int j = 0; j < {t.nr}; ++j) acc[i][j] = Ct[(i0 + i) * {t.bn} + j0 + j];
+      for ({itype} k0 = 0; k0 < K; k0 += {kc}) {{
+        const int kc = K - k0 < {kc} ? (int)(K - k0) : {kc};
+        for (int jp = 0; jp * {nr} < cols; ++jp) {{  // pack B[k0 + kk][n0 + jp * NR + j]
+          {c_type}* __restrict__ dst = Bp + jp * {kc * nr};
+          const {itype} nb = n0 + jp * {nr};
+{_pack_b(b, b_stmts, b_value, c_type, itype, nr)}        }}
+        for (int i0 = 0; i0 < rows; i0 += {mr}) {{  // pack A[m0 + i0 + i][k0 + kk]
+{_pack_a(a, a_stmts, a_value, c_type, itype, mr)}{_tile_comment(mr, nr)}
+          for (int jp = 0; jp * {nr} < cols; ++jp) {{
+            {c_type}* __restrict__ ct = Ct + i0 * {t.bn} + jp * {nr};
+            const {c_type}* __restrict__ bp = Bp + jp * {kc * nr};
+            {c_type} acc[{mr}][{nr}];
+            for (int i = 0; i < {mr}; ++i)
+              for (int j = 0; j < {nr}; ++j) acc[i][j] = ct[i * {t.bn} + j];
             for (int kk = 0; kk < kc; ++kk) {{
-              const {c_type}* __restrict__ bp = Bp + kk * {t.bn} + j0;
-              for (int i = 0; i < {t.mr}; ++i) {{
-                const {c_type} av = Ap[(i0 + i) * {t.kc} + kk];
-                for (int j = 0; j < {t.nr}; ++j) acc[i][j] += av * bp[j];
+              for (int i = 0; i < {mr}; ++i) {{
+                const {c_type} av = Ap[kk * {mr} + i];
+                for (int j = 0; j < {nr}; ++j) acc[i][j] += av * bp[kk * {nr} + j];
               }}
             }}
-            for (int i = 0; i < {t.mr}; ++i)
-              for (int j = 0; j < {t.nr}; ++j) Ct[(i0 + i) * {t.bn} + j0 + j] = acc[i][j];
+            for (int i = 0; i < {mr}; ++i)
+              for (int j = 0; j < {nr}; ++j) ct[i * {t.bn} + j] = acc[i][j];
           }}
         }}
       }}
-      for (int i = 0; i < {t.bm}; ++i) {{
+      for (int i = 0; i < rows; ++i) {{
         const {itype} row = m0 + i;
-        if (row >= M) break;
-        for (int j = 0; j < {t.bn}; ++j) {{
+        for (int j = 0; j < cols; ++j) {{
           const {itype} col = n0 + j;
-          if (col < N) {store("row", "col", f"Ct[i * {t.bn} + j]")};
+          {store("row", "col", f"Ct[i * {t.bn} + j]")};
         }}
       }}
     }}
@@ -478,6 +544,7 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None) 
         from .fused import FusedCode
         ops, inline, stored = epilogue
         code = FusedCode(kb, ops, inline, stored)
+        code.column = "col"
         kb.nodes = [op, *ops, *code.used_inline]
         lines = code.segment(ops, out, bound={out: "acc_v"})
         itype = index_type_for(a, b, out, *[p.tensor for p in kb.params if p.tensor is not None])
@@ -487,7 +554,7 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None) 
 
         def store(row, col, v):
             return (f"{{\n            const {c_type} acc_v = {v};  // before i shadows the loop's\n"
-                    f"            const {itype} i = c_off + {row} * N + {col};\n"
+                    f"            const {itype} i = ({itype})(c_off + {row} * N) + {col};\n"
                     + "".join(f"            {line}\n" for line in lines) + "          }")
     make_body = gemm_body_cpu if cpu else gemm_body
     body = prologue + make_body(

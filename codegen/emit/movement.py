@@ -86,6 +86,53 @@ def _unravel(idx: str, dims: list[str], names: list[str], itype: str) -> list[st
     return lines
 
 
+ROW_TILE = 4096  # elements per cpu tile of a rows-form map kernel
+
+
+def map_kernel(ctx: EmitContext, kb: KernelBuilder, out: Tensor, dims: list[str], names: list[str],
+               stmts: list[str], itype: str, comment: str, checks=None) -> None:
+    """A one-thread-per-element kernel over `out`, whose coordinates (`names` over `dims`,
+    row-major) the statements use. On the GPU: the flat tile loop, each thread unravelling its
+    index. On the cpu: rows of the innermost dim, unravelled once per row, then a plain loop
+    along the row (no div/mod per element, so it vectorizes)."""
+    live = len(dims)
+    while live and dims[live - 1] == "1":  # size-1 axes have no coordinate (callers skip them)
+        live -= 1
+    if ctx.device != "cpu" or live < 2:
+        lines = _unravel("i", dims, names, itype) + stmts
+        add_map_kernel(ctx, kb, out, "\n".join(lines), itype, comment, checks=checks)
+        return
+    dims, names = dims[:live], names[:live]
+    length, rows = dims[-1], _prod(dims[:-1])
+    per = f"({length} >= {ROW_TILE} ? 1 : {ROW_TILE} / {length})"
+    inner = "\n".join(["      " + line for line in _unravel("row", dims[:-1], names[:-1], itype)])
+    body = "\n".join(["        " + line for line in stmts])
+    code = f"""\
+  const {itype} len = {length}, rows = {rows};
+  const {itype} per = {per};  // rows per tile
+  for ({itype} r0 = ({itype})blockIdx.x * per; r0 < rows; r0 += ({itype})gridDim.x * per) {{
+    const {itype} r_end = r0 + per < rows ? r0 + per : rows;
+    for ({itype} row = r0; row < r_end; ++row) {{
+{inner}
+      for ({itype} {names[-1]} = 0; {names[-1]} < len; ++{names[-1]}) {{
+        const {itype} i = row * len + {names[-1]};
+{body}
+      }}
+    }}
+  }}
+"""
+    out_shape = out
+
+    def launch(shapes, device: str) -> Launch:
+        shape = shapes[out_shape]
+        row_len = max(1, int(shape[-1]))
+        per_tile = 1 if row_len >= ROW_TILE else ROW_TILE // row_len
+        tiles = max(1, -(-(numel(shape) // row_len) // per_tile))
+        return Launch((min(tiles, 64), 1, 1), (1, 1, 1))
+
+    ctx.add(kb.build(code, launch, comment=comment + "; cpu schedule: row by row", checks=checks or []))
+
+
 def _strides(dims: list[str]) -> list[str]:
     """Row-major strides (C expressions) of a list of dim expressions."""
     out = []
@@ -194,12 +241,10 @@ def emit_transpose(ctx: EmitContext, op: Operation) -> None:
     in_strides = _strides(dims)
     out_dims = [dims[a] for a in q]
     names = [f"o{k}" for k in range(r)]
-    lines = _unravel("i", out_dims, names, itype)
     offset = _sum([_mul(names[k], in_strides[q[k]]) for k in range(r) if out_dims[k] != "1"])
-    lines.append(f"{dst}[i] = {src}[{offset}];")
     what = "copy (the permutation only moves size-1 axes)" if r <= 1 else f"merged dims perm {q}"
-    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
-                f"Transpose {list(x.shape)} perm {list(op.attrs['perm'])}: gather by index math, {what}")
+    map_kernel(ctx, kb, out, out_dims, names, [f"{dst}[i] = {src}[{offset}];"], itype,
+               f"Transpose {list(x.shape)} perm {list(op.attrs['perm'])}: gather by index math, {what}")
 
 
 # ---- StridedSlice / StridedSliceGrad -----------------------------------------------------------
@@ -283,7 +328,6 @@ def emit_strided_slice(ctx: EmitContext, op: Operation) -> None:
     walked = [ax for ax in head if ax.kind != "i"]
     dims = [kb.dim(out, ax.out_axis) for ax in walked] + [tail]
     names = [f"c{ax.axis}" for ax in walked] + ["inner"]
-    lines = _unravel("i", dims, names, itype)
     terms = []
     for ax in head:
         if ax.kind == "i":
@@ -297,10 +341,9 @@ def emit_strided_slice(ctx: EmitContext, op: Operation) -> None:
         terms.append(_mul(pos, in_strides[ax.axis]))
     if tail != "1":
         terms.append("inner")
-    lines.append(f"{dst}[i] = {src}[{_sum(terms)}];")
-    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
-                f"StridedSlice {list(x.shape)} -> {list(out.shape)}: one thread per output element",
-                checks=checks)
+    map_kernel(ctx, kb, out, dims, names, [f"{dst}[i] = {src}[{_sum(terms)}];"], itype,
+               f"StridedSlice {list(x.shape)} -> {list(out.shape)}: one thread per output element",
+               checks=checks)
 
 
 @emitter("StridedSliceGrad")
@@ -319,7 +362,7 @@ def emit_strided_slice_grad(ctx: EmitContext, op: Operation) -> None:
     g_strides = _strides(g_dims)
     dims = [kb.dim(out, ax.axis) for ax in head] + [tail]
     names = [f"c{ax.axis}" for ax in head] + ["inner"]
-    lines = _unravel("i", dims, names, itype)
+    lines: list[str] = []
     conds, terms = [], []
     for ax in head:
         c = f"c{ax.axis}" if kb.dim(out, ax.axis) != "1" else "0"
@@ -345,9 +388,9 @@ def emit_strided_slice_grad(ctx: EmitContext, op: Operation) -> None:
     if conds:
         value = f"({' && '.join(conds)}) ? {value} : {_zero(out)}"
     lines.append(f"{dst}[i] = {value};")
-    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
-                f"StridedSliceGrad {list(g.shape)} -> {list(out.shape)}: g inside the slice, 0 elsewhere",
-                checks=checks)
+    map_kernel(ctx, kb, out, dims, names, lines, itype,
+               f"StridedSliceGrad {list(g.shape)} -> {list(out.shape)}: g inside the slice, 0 elsewhere",
+               checks=checks)
 
 
 # ---- Concat / ConcatSlice ----------------------------------------------------------------------

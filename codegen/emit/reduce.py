@@ -36,6 +36,7 @@ from . import emitter
 GPU_THREADS = 256  # threads per block on the GPU (the shared-memory helpers assume <= 256)
 CPU_THREADS = 32  # the emulator runs a block's threads as fibers: keep blocks small
 CPU_MAX_BLOCKS = 256
+CPU_COLUMNS = 64  # cpu column reductions: consecutive outputs one thread combines side by side
 GPU_MAX_BLOCKS = 65535
 TWO_PASS_MIN_LEN = 65536  # reductions at least this long may be split over several blocks
 CHUNK_LEN = 16384  # about this many elements per chunk in the two-pass scheme
@@ -376,9 +377,14 @@ def reduce_body(
     store: Callable[[str, str], list],
     chunked: bool = False,
     count: str | None = None,
+    columns: int = 1,
 ) -> str:
     """Kernel body: blocks take tiles of blockDim.x outputs; threadIdx.y splits each output's
-    elements (and blockIdx.y picks a chunk of them when `chunked`); then a block combine."""
+    elements (and blockIdx.y picks a chunk of them when `chunked`); then a block combine.
+
+    columns > 1 (the cpu schedule of a column reduction, blockDim (1, 1)): each thread combines
+    that many consecutive outputs side by side, element r of all of them per step, so the
+    inner loop reads memory with unit stride and vectorizes."""
     acc = f"{comb.struct}::acc"
     lines = [
         f"const {itype} n_out = {n_out};",
@@ -395,6 +401,9 @@ def reduce_body(
     else:
         lines += [f"const {itype} r_begin = 0, r_end = len;"]
     elem_lines, value = elem("r", base)
+    if columns > 1:
+        return indent(lines + _columns_loop(itype, comb, columns, base_lines, elem_lines, value,
+                                            store), 2)
     loop = [
         f"__shared__ {acc} smem[256];",
         f"for ({itype} tile = blockIdx.x; tile * ({itype})blockDim.x < n_out; tile += gridDim.x) {{",
@@ -416,11 +425,39 @@ def reduce_body(
     return indent(lines + loop, 2)
 
 
-def reduction_launch(sizes: Callable, chunked: bool) -> Callable:
+def _columns_loop(itype: str, comb: Combiner, columns: int, base_lines: list, elem_lines: list,
+                  value: str, store: Callable[[str, str], list]) -> list:
+    acc = f"{comb.struct}::acc"
+    return [
+        f"for ({itype} tile = blockIdx.x; tile * {columns} < n_out; tile += gridDim.x) {{",
+        f"  const {itype} o0 = tile * {columns};",
+        f"  const int cols = n_out - o0 < {columns} ? (int)(n_out - o0) : {columns};",
+        f"  {acc} acc_c[{columns}];",
+        f"  for (int c = 0; c < {columns}; ++c) acc_c[c] = {comb.struct}::identity();",
+        f"  for ({itype} r = r_begin; r < r_end; ++r) {{",
+        "    for (int c = 0; c < cols; ++c) {",
+        f"      const {itype} o = o0 + c;",
+        *["      " + line for line in base_lines],
+        *["      " + line for line in elem_lines],
+        f"      acc_c[c] = {comb.struct}::combine(acc_c[c], {comb.load(value, 'r')});",
+        "    }",
+        "  }",
+        "  for (int c = 0; c < cols; ++c) {",
+        f"    const {itype} o = o0 + c;",
+        f"    const {acc} a = acc_c[c];",
+        *["    " + line for line in store("a", "o")],
+        "  }",
+        "}",
+    ]
+
+
+def reduction_launch(sizes: Callable, chunked: bool, columns: int = 1) -> Callable:
     def launch(shapes, device: str) -> Launch:
         n_out, length, inner = sizes(shapes)
-        bx, by = block_shape(n_out, length, inner, device)
         chunks = chunks_for(n_out, length) if chunked else 1
+        if columns > 1:
+            return Launch((grid_size(-(-n_out // columns), device), chunks, 1), (1, 1, 1))
+        bx, by = block_shape(n_out, length, inner, device)
         return Launch((grid_size(-(-n_out // bx), device), chunks, 1), (bx, by, 1))
 
     return launch
@@ -484,11 +521,16 @@ def emit_reduction(ctx: EmitContext, kb: KernelBuilder, op: Operation, x: Tensor
                "x[keep_offset(o) + reduce_offset(r)]; threadIdx.y splits r; warp shuffles + smem tree")
     sizes = geo.sizes
     checks = [] if prologue is None else code.checks
+    columns = CPU_COLUMNS if ctx.device == "cpu" and geo.inner_kept else 1
+    if columns > 1:
+        comment = (f"{op.type} of {list(x.shape)} -> {list(out.shape)}: output o combines "
+                   f"x[keep_offset(o) + reduce_offset(r)]; cpu schedule: each thread combines "
+                   f"{columns} adjacent outputs side by side")
     if not two_pass:
         body = reduce_body(itype, comb, geo.n_out, geo.length, base_lines, base, elem,
-                           store_final, count="len" if comb.uses_count else None)
+                           store_final, count="len" if comb.uses_count else None, columns=columns)
         body = top() + body
-        ctx.add(kb.build(body, reduction_launch(sizes, False), flops=flops, comment=comment,
+        ctx.add(kb.build(body, reduction_launch(sizes, False, columns), flops=flops, comment=comment,
                          helpers=helpers, checks=checks))
         return
 
@@ -515,9 +557,9 @@ def emit_reduction(ctx: EmitContext, kb: KernelBuilder, op: Operation, x: Tensor
                 "  " + comb.store_partial(a, f"({itype})blockIdx.y * n_out + {o}", parts), "}"]
 
     body = reduce_body(itype, comb, geo.n_out, geo.length, base_lines, base, elem,
-                       store_first, True, count="len" if comb.uses_count else None)
+                       store_first, True, count="len" if comb.uses_count else None, columns=columns)
     body = top() + body
-    ctx.add(kb.build(body, reduction_launch(sizes, True), flops=flops,
+    ctx.add(kb.build(body, reduction_launch(sizes, True, columns), flops=flops,
                      comment=comment + "; pass 1 of 2 (with chunks > 1: partials to scratch)",
                      helpers=helpers, checks=checks))
 

@@ -202,12 +202,15 @@ def emit_softmax(ctx: EmitContext, op: Operation) -> None:
 
 
 @emitter("SparseSoftmaxCrossEntropy")
-def emit_sparse_xent(ctx: EmitContext, op: Operation) -> None:
+def emit_sparse_xent(ctx: EmitContext, op: Operation, siblings: tuple = ()) -> None:
     """loss = log(sum exp(x - m)) - (x[label] - m). A label outside [0, classes) cannot raise
-    from a kernel: that row's loss is NaN (the reference raises)."""
+    from a kernel: that row's loss is NaN (the reference raises). `siblings`: a Softmax of the
+    same logits (the loss's gradient needs it), written by the same pass over each row."""
     logits, labels = op.inputs
     rank = len(logits.shape)
-    kb, x_ptr, rows, itype, c = _float_rows(ctx, op, "sparse_softmax_xent", logits, rank - 1)
+    name = "sparse_softmax_xent" + ("_softmax" if siblings else "")
+    kb, x_ptr, rows, itype, c = _float_rows(ctx, op, name, logits, rank - 1)
+    kb.nodes = [op, *siblings]
     label_ptr = kb.input(labels, "labels")
     out = kb.output(op.outputs[0])
     nan = Dialect(logits.dtype).lit(float("nan"))
@@ -218,12 +221,16 @@ def emit_sparse_xent(ctx: EmitContext, op: Operation) -> None:
         f"      ? gf_row_log(s) - ({x_ptr}[base + label] - m) : ({c}){nan};",
         "}",
     ]
+    for sib in siblings:
+        probs = kb.output(sib.outputs[0], "probs")
+        write += row_loop(itype, [f"{probs}[{rows.at('j')}] = gf_row_exp({x_ptr}[{rows.at('j')}] - m) / s;"])
     body = row_kernel(itype, rows, f"gf_red_softmax<{c}>::acc",
                       online_softmax(itype, c, x_ptr, rows) + write)
+    also = "; also the softmax of each row" if siblings else ""
     ctx.add(kb.build(
-        body, rows.launch(), flops=lambda s: 3 * numel(s[logits]),
+        body, rows.launch(), flops=lambda s: (3 + 2 * len(siblings)) * numel(s[logits]),
         comment=f"sparse softmax cross-entropy over the last axis of {list(logits.shape)}: online "
-                "(max, sum exp) per row; an out-of-range label gives NaN",
+                f"(max, sum exp) per row; an out-of-range label gives NaN{also}",
         helpers=(HELPERS, ROW_HELPERS)))
 
 
