@@ -28,11 +28,8 @@ from .devices import CompileFailed, prelude
 from .dump import KernelInfo, dump_program
 from .emit import load_all
 from .emit import reduce as reduce_emit
-<<<<<<< HEAD
-from .emit.elementwise import SCALAR
-=======
 from .emit.custom import explain_compile_failure
->>>>>>> main
+from .emit.elementwise import SCALAR
 from .emit.fused import emit_fused
 from .fusion import ALIAS_OPS, HOST_OPS, alias_root, plan_groups
 from .kernel import EmitContext, Kernel, numel

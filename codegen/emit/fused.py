@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from graphflow.ops.state import ASSIGN_OPS
 
-<<<<<<< HEAD
-from ..fusion import INDEXED, Group, _loaded_inputs, alias_root, is_one_element, kernel_base_name
+from ..fusion import ALIAS_OPS, INDEXED, Group, _loaded_inputs, alias_root, is_one_element, kernel_base_name
 from ..kernel import (
     TILE,
     EmitContext,
@@ -25,10 +24,6 @@ from ..kernel import (
     tile_loop,
     tiled_launch,
 )
-=======
-from ..fusion import ALIAS_OPS, INDEXED, Group, _loaded_inputs, alias_root, is_one_element, kernel_base_name
-from ..kernel import TILE, EmitContext, KernelBuilder, ctype, index_type_for, numel, tile_loop, tiled_launch
->>>>>>> main
 from .elementwise import HELPERS, SCALAR, Dialect, operand_offset
 
 
@@ -145,7 +140,7 @@ class FusedCode:
         """Bind external tensor t at this element (once per kernel when it is one element)."""
         name = self.fresh("x")
         if self.column is not None and _row_vector(t, over):  # a bias: index by column, which
-            lines.append(f"const {ctype(t.dtype)} {name} = {self.kb.input(t)}[{self.column}];")
+            lines.append(f"const {compute_ctype(t.dtype)} {name} = {self.kb.input(t)}[{self.column}];")
             return name  # vectorizes (the flat index's `i % N` does not)
         offset = operand_offset(self.kb, t, over, "i", self.checks)
         if offset == "0" and alias_root(t).op not in self.written and not is_one_element(over):
