@@ -3,7 +3,10 @@
 Elementwise ops fuse vertically (producer into consumer: one kernel, the intermediate stays
 in a register) when they share an iteration space, and independent elementwise groups fuse
 horizontally (one launch, one segment each: all of an optimizer's updates become one kernel).
-Every other op keeps its own template kernel(s). The rules, each checked here:
+Every other op keeps its own template kernel(s), which may take an elementwise epilogue (GEMM)
+or prologue (reductions), and share a pass with a sibling that reads the same data (the
+softmax beside sparse cross-entropy; a bias gradient summed by the GEMM that loads dY). The
+rules, each checked here:
 
 - a group is convex: no path leaves it and comes back (else the merged graph has a cycle);
 - members of a segment have the segment's shape, or are one element (computed once per
@@ -167,6 +170,7 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
         _fuse_epilogues(graph, group_of, groups, dag, debug)
         _fuse_prologues(group_of, groups, dag, debug)
         _fuse_row_siblings(groups, dag, debug)
+        _fuse_column_sums(groups, dag, debug)
         _fuse_horizontally(groups, dag, inline, debug)
     order = list(nx.lexicographical_topological_sort(dag, key=lambda g: g.first))
     for g in order:
@@ -178,7 +182,7 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
     return order, inline
 
 
-EPILOGUE_TEMPLATES = ("MatMul",)
+EPILOGUE_TEMPLATES = ("MatMul", "Softmax")
 PROLOGUE_TEMPLATES = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "SumToLike")
 
 
@@ -205,12 +209,14 @@ def _fuse_prologues(group_of, groups, dag, debug) -> None:
 
 def _fuse_row_siblings(groups, dag, debug) -> None:
     """Sparse softmax cross-entropy and the softmax of the same logits (its gradient's) share
-    one row kernel: the row's max and sum of exponentials are computed once for both."""
+    one row kernel: the row's max and sum of exponentials are computed once for both, and the
+    softmax's epilogue (the gradient's `(p - onehot) * g`) runs on its values there."""
     def plain(g: Group, kind: str) -> bool:
         return (not g.fused and not g.epilogue and not g.prologue and not g.siblings
                 and len(g.ops) == 1 and g.ops[0].type == kind)
 
-    softmaxes = [g for g in groups if plain(g, "Softmax")]
+    softmaxes = [g for g in groups if not g.fused and g.ops[0].type == "Softmax" and not g.prologue
+                 and not g.siblings]  # with its epilogue, if it has one
     for g in [g for g in groups if plain(g, "SparseSoftmaxCrossEntropy")]:
         logits = alias_root(g.ops[0].inputs[0])
         for s in softmaxes:
@@ -222,10 +228,57 @@ def _fuse_row_siblings(groups, dag, debug) -> None:
                 continue
             debug(f"fuse {s.title()} beside {g.title()}: one pass over the same logits rows")
             g.siblings = [op]
-            g.ops = g.ops + [op]
+            g.epilogue = s.epilogue  # the softmax's: applied to its values in the same loop
+            g.ops = g.ops + s.ops
             _contract(dag, g, s, {}, groups)
             softmaxes.remove(s)
             break
+
+
+def _column_sum_input(g: Group) -> LTensor | None:
+    """x, when g is a lone reduction of a [K, N] x over axis 0 into N values (a bias gradient)."""
+    if g.fused or g.epilogue or g.prologue or g.siblings or len(g.ops) != 1:
+        return None
+    op = g.ops[0]
+    x = op.inputs[0] if op.inputs else None
+    if x is None or len(x.shape) != 2 or x.shape[1] is None:
+        return None
+    n = x.shape[1]
+    if op.type == "SumToLike" and tuple(op.inputs[1].shape) in ((n,), (1, n)):
+        return x
+    if op.type == "ReduceSum" and list(op.attrs["axis"]) == [0]:
+        return x
+    return None
+
+
+def _fuse_column_sums(groups, dag, debug) -> None:
+    """A bias gradient (the column sums of dY) is computed by the GEMM that reads dY as its B
+    operand (dW = X^T dY): the tiles of the first row block sum the B values they load."""
+    gemms = [g for g in groups if not g.fused and g.ops[0].type == "MatMul" and not g.siblings
+             and len(g.ops[0].inputs[0].shape) == 2
+             and len(g.ops[0].inputs[1].shape) == 2 and not g.ops[0].attrs["transpose_b"]]
+    for r in list(groups):
+        x = _column_sum_input(r)
+        if x is None or r not in dag:
+            continue
+        for m in gemms:
+            b = m.ops[0].inputs[1]
+            if m not in dag or alias_root(b) != alias_root(x) or tuple(b.shape) != tuple(x.shape) \
+                    or b.dtype != r.ops[0].outputs[0].dtype:
+                continue
+            if _merge_creates_cycle(dag, m, r):
+                continue
+            debug(f"fuse {r.title()} into {m.title()}: the column sums of its B operand, "
+                  "summed as the GEMM loads it")
+            m.siblings = [r.ops[0]]
+            m.ops = m.ops + r.ops
+            _contract(dag, m, r, {}, groups)
+            gemms.remove(m)
+            break
+
+
+def _last_axis(op: LOp) -> bool:
+    return op.attrs["axis"] in (-1, len(op.inputs[0].shape) - 1)
 
 
 def _fuse_epilogues(graph, group_of, groups, dag, debug) -> None:
@@ -235,6 +288,8 @@ def _fuse_epilogues(graph, group_of, groups, dag, debug) -> None:
     for g in list(groups):
         if g.fused or g.ops[0].type not in EPILOGUE_TEMPLATES or g not in dag:
             continue
+        if g.ops[0].type == "Softmax" and not _last_axis(g.ops[0]):
+            continue  # the row kernel's flat index is the element's only along the last axis
         out = g.ops[0].outputs[0]
         takers = {group_of[u] for u in users.get(out, []) if u in group_of}
         candidates = [c for c in takers if c.fused and len(c.segments) == 1]

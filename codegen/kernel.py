@@ -122,6 +122,13 @@ class Kernel:
     def helper_text(self) -> str:
         return "".join(h.strip() + "\n" for h in self.helpers if h.strip())
 
+    @property
+    def static_shared_bytes(self) -> int | None:
+        """Bytes of the static __shared__ arrays the kernel declares (ptxas's smem figure;
+        the launch's dynamic shared bytes come on top); None if they cannot be worked out."""
+        from .ctext import static_shared_bytes
+        return static_shared_bytes(self.body, self.helper_text())
+
     def bytes_moved(self, shapes: Shapes) -> tuple[int, int]:
         """(bytes read, bytes written), counting each buffer once."""
         read = written = 0

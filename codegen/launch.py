@@ -2,10 +2,14 @@
 
 Native kernels go to the driver's prepared sequence (on the cpu device: one native call runs
 them all). A host step (a Kernel with `host` set, e.g. a collective over MPI) splits the table:
-the kernels before it run, then the step, then the rest. Arguments are addressed by the
-table-wide launch index, whichever part holds the launch.
+the kernels before it run, then the step, then the rest; unless its function offers a native
+form (`host.native(args, shapes)` -> NativeCall, only on the cpu device), which joins the
+sequence as one more entry. Arguments are addressed by the table-wide launch index, whichever
+part holds the launch.
 """
 from __future__ import annotations
+
+import ctypes
 
 
 class HostStep:
@@ -21,9 +25,29 @@ class HostStep:
         self.fn(self.args, self.shapes)
 
 
+class NativeCall:
+    """A host C function run as an entry of the cpu device's native launch sequence:
+    `int function(void* block, char* error, int error_bytes)`, nonzero on failure with the
+    reason in `error` (raised as `error_type`). `block` (a ctypes object kept alive here,
+    with `keep`) starts with one pointer per argument, bound like a kernel's by set_arg."""
+
+    def __init__(self, name: str, function: int, block, nargs: int, error_type: type,
+                 keep: tuple = ()) -> None:
+        self.name, self.function, self.block = name, function, block
+        self.nargs, self.error_type, self._keep = nargs, error_type, keep
+        self.address = ctypes.addressof(block)
+
+    def set_arg(self, i: int, value) -> None:
+        if not 0 <= i < self.nargs:
+            raise IndexError(f"{self.name}: argument {i} of {self.nargs}")
+        slot = ctypes.c_void_p.from_address(self.address + i * ctypes.sizeof(ctypes.c_void_p))
+        slot.value = int(value) if value is not None else None
+
+
 class LaunchTable:
     """entries: ('kernel', (function, args, grid, block, shared, threads)) or
-    ('host', HostStep); `prepare` is the driver's sequence builder."""
+    ('host', HostStep); `prepare` is the driver's sequence builder (given NativeCalls too
+    where a host step has a native form)."""
 
     def __init__(self, entries: list, prepare) -> None:
         self._parts: list = []
@@ -36,6 +60,10 @@ class LaunchTable:
                 run.clear()
 
         for kind, entry in entries:
+            native = getattr(entry.fn, "native", None) if kind == "host" else None
+            call = native(entry.args, entry.shapes) if native is not None else None
+            if call is not None:
+                kind, entry = "kernel", call
             if kind == "host":
                 close_run()
                 self._where.append((len(self._parts), 0))
@@ -44,6 +72,8 @@ class LaunchTable:
                 self._where.append((len(self._parts), len(run)))
                 run.append(entry)
         close_run()
+        if len(self._parts) == 1:  # the common case: one native call, no loop
+            self.run = self._parts[0].run
 
     def set_arg(self, k: int, i: int, value) -> None:
         part, index = self._where[k]

@@ -132,14 +132,12 @@ def emit_kernels(graph: LGraph, device: str, fuse: bool = True) -> tuple[list, s
         if emit is None:
             raise CompileError(f"no CUDA emitter for {op.describe()}")
         stored = stored_outputs(group, fetched, users)
-        if group.siblings:
-            emit(ctx, op, siblings=group.siblings)
-        elif group.epilogue:
-            emit(ctx, op, epilogue=(group.epilogue, inline, stored))
+        extra: dict = {"siblings": group.siblings} if group.siblings else {}
+        if group.epilogue:
+            extra["epilogue"] = (group.epilogue, inline, stored)
         elif group.prologue:
-            emit(ctx, op, prologue=(group.prologue, inline, stored))
-        else:
-            emit(ctx, op)
+            extra["prologue"] = (group.prologue, inline, stored)
+        emit(ctx, op, **extra)
     if device == "cpu":  # the cpu schedules' block-wide steps (see reduce.CPU_HELPERS)
         gpu, cpu = reduce_emit.HELPERS, reduce_emit.CPU_HELPERS
         for kernel in ctx.kernels:

@@ -11,7 +11,7 @@ from .ops.composite import (
     moments,
     sigmoid_cross_entropy_with_logits,
 )
-from .ops.core import as_tensor, zeros_like
+from .ops.core import as_tensor, builder, zeros_like
 from .ops.elementwise import gelu, relu, sigmoid, silu, softplus, tanh, where
 from .ops.nn import (
     avg_pool2d,
@@ -34,11 +34,13 @@ __all__ = ["relu", "gelu", "silu", "softplus", "sigmoid", "tanh", "softmax", "lo
            "selective_scan"]
 
 
+@builder("embedding_lookup")
 def embedding_lookup(params, ids, name: str | None = None) -> Tensor:
     """Rows of params picked by ids (a gather on axis 0; its gradient is dense)."""
     return gather(params, ids, axis=0, name=name or "embedding_lookup")
 
 
+@builder("dropout")
 def dropout(x, rate: float, seed: int | None = None, name: str | None = None) -> Tensor:
     """Zero each element with probability `rate`; scale kept ones by 1/(1-rate).
 
@@ -54,6 +56,7 @@ def dropout(x, rate: float, seed: int | None = None, name: str | None = None) ->
         return where(keep, x * (1.0 / (1.0 - float(rate))), zeros_like(x), name=name or "dropout")
 
 
+@builder("bias_add")
 def bias_add(value, bias, name: str | None = None) -> Tensor:
     """value + bias along the last axis."""
     return as_tensor(value) + bias

@@ -77,13 +77,6 @@ def _rebuild(template, values: list) -> Any:
     return kind(built)
 
 
-def _fetched(value):
-    """A fetched value as the user sees it: a 0-d result is a numpy scalar (np.float32), as in TF1."""
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        return value[()]
-    return value
-
-
 def _resolve_fetch(item, graph: Graph) -> Tensor | Operation:
     if isinstance(item, str):
         try:
@@ -271,7 +264,12 @@ class Session:
             values, updates, plan.stats = reference.execute(self, plan.order, feeds, fetch_ops)
         if updates:
             self._values.update(updates)
-        return [_fetched(values[x]) if isinstance(x, Tensor) else None for x in plan.fetches]
+        out = []
+        for x in plan.fetches:
+            value = values[x] if isinstance(x, Tensor) else None  # an Operation: for its effect
+            # a 0-d result is a numpy scalar (np.float32), as in TF1
+            out.append(value[()] if type(value) is np.ndarray and value.ndim == 0 else value)
+        return out
 
     def _watch_growth(self) -> None:
         version = self.graph.version
@@ -366,7 +364,7 @@ class Compiled:
         feeds = {}
         for (t, dtype, ndim, static), v in zip(self._ready, feed_values):
             if type(v) is np.ndarray and v.dtype is dtype and v.ndim == ndim \
-                    and v.flags.c_contiguous and all(v.shape[k] == d for k, d in static):
+                    and v.flags.c_contiguous and (not static or all(v.shape[k] == d for k, d in static)):
                 feeds[t] = v
             else:
                 feeds[t] = convert_feed(t, v)

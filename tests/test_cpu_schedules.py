@@ -1,13 +1,18 @@
 """The cpu device's own schedules: every kernel of the benchmark workloads W1, W2, W3 runs
-without fibers (no barrier or shuffle left in what the cpu device launches), and the step
-still matches the numpy reference."""
+without fibers (no barrier or shuffle left in what the cpu device launches), the step still
+matches the numpy reference, and every kernel (either schedule) is valid CUDA that does not
+spill."""
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from graphflow.codegen.dump import ptxas_usage
+from graphflow.codegen.program import assemble, emit_kernels
 
 import graphflow as gf
+from graphflow.passes import PIPELINE, lower, run_passes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import workloads  # noqa: E402
@@ -35,3 +40,23 @@ def test_workload_kernels_run_without_fibers_and_match_reference(name):
                 np.testing.assert_allclose(gc, gr, rtol=1e-3, atol=1e-5 * np.abs(gr).max())
     for r, c in zip(ref_vars, cpu_vars):
         np.testing.assert_allclose(c, r, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
+def test_workload_kernels_compile_with_nvcc_without_spills(tmp_path):
+    """Every kernel of the fused W1, W2, W3 steps, in the GPU's schedules and in the cpu
+    device's own, is valid CUDA for sm_80, and none spills registers (ptxas's report)."""
+    pytest.importorskip("sklearn")
+    for name in ("W1", "W2", "W3"):
+        g, x, y, fetches, _, _ = workloads.build(name)
+        flat = [t for f in fetches for t in (f if isinstance(f, list) else [f])]
+        order = g.subgraph_order([t.op if isinstance(t, gf.Tensor) else t for t in flat], {x, y})
+        lowered = run_passes(lower(order, flat, (x, y)), PIPELINE)
+        for device in ("cuda", "cpu"):
+            _, _, kernels = emit_kernels(lowered, device)
+            path = tmp_path / f"{name}_{device}.cu"
+            path.write_text(assemble(kernels))
+            usage = ptxas_usage(str(path))
+            assert set(usage) == {k.name for k in kernels}, (name, device)
+            spills = {k: u for k, u in usage.items() if u["spill_stores"] or u["spill_loads"]}
+            assert not spills, (name, device, spills)

@@ -64,15 +64,30 @@ def train(device, opt, steps, ranks, rank, distributed, bucket_bytes=None, hidde
         sess.run(init)
         if bcast is not None:
             sess.run(bcast)
-        before = gf.distributed.STATS["allreduce_calls"] if distributed else 0
+        stats = gf.distributed.STATS
+        before = stats["allreduce_calls"] if distributed else 0
         for i in range(steps):
             if rank == 1 and i == 2 and fault == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
             if rank == 1 and i == 2 and fault == "stall":
                 time.sleep(120)
+            if i == 1:  # the warm steps: how their collectives ran (native or Python host steps)
+                warm = (stats["native_calls"], stats["host_step_calls"])
             sess.run(step, {x: X[i, shard], y: Y[i, shard]})
-        calls = (gf.distributed.STATS["allreduce_calls"] - before) / steps if distributed else 0
-        return {v.op.name: sess.run(v) for v in (w1, b1, w2, b2)}, calls
+        calls = (stats["allreduce_calls"] - before) / steps if distributed else 0
+        runs = {"native_calls": (stats["native_calls"] - warm[0]) / (steps - 1),
+                "host_step_calls": (stats["host_step_calls"] - warm[1]) / (steps - 1),
+                "native": stats["native"]}
+        return {v.op.name: sess.run(v) for v in (w1, b1, w2, b2)}, calls, runs
+
+
+def mean_of_ranks(device, rank):
+    """gf.distributed.allreduce of a float64 tensor that differs by rank."""
+    g = gf.Graph()
+    with g.as_default():
+        mean = gf.distributed.allreduce(gf.constant(np.arange(4.0) + 10 * rank))
+    with gf.Session(graph=g, device=device) as sess:
+        return sess.run(mean)
 
 
 if __name__ == "__main__":
@@ -80,9 +95,10 @@ if __name__ == "__main__":
     gf.distributed.init()
     rank, ranks = gf.distributed.rank(), gf.distributed.size()
     hidden = 9 if args.get("fault") == "mismatch" and rank == 1 else 8
-    weights, calls = train(args["device"], args["opt"], args["steps"], ranks, rank, True,
-                           args.get("bucket_bytes"), hidden, args.get("fault", "none"))
-    np.savez(f"{args['out']}.{rank}.npz", calls=calls, **weights)
+    weights, calls, runs = train(args["device"], args["opt"], args["steps"], ranks, rank, True,
+                                 args.get("bucket_bytes"), hidden, args.get("fault", "none"))
+    np.savez(f"{args['out']}.{rank}.npz", calls=calls, mean_of_ranks=mean_of_ranks(args["device"], rank),
+             **runs, **weights)
 '''
 
 
@@ -94,10 +110,12 @@ def _load_worker(tmp_path):
     return path, namespace
 
 
-def _mpirun(tmp_path, ranks: int, args: dict, timeout_s: float = 40.0, mpi_timeout: float = 30.0):
+def _mpirun(tmp_path, ranks: int, args: dict, timeout_s: float = 40.0, mpi_timeout: float = 30.0,
+            **env_vars):
     path, _ = _load_worker(tmp_path)
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               GRAPHFLOW_MPI_TIMEOUT=str(mpi_timeout), OMPI_MCA_btl_vader_single_copy_mechanism="none")
+               GRAPHFLOW_MPI_TIMEOUT=str(mpi_timeout), OMPI_MCA_btl_vader_single_copy_mechanism="none",
+               **env_vars)
     cmd = [MPIRUN, "--oversubscribe", "-np", str(ranks), sys.executable, str(path), json.dumps(args)]
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
@@ -105,32 +123,46 @@ def _mpirun(tmp_path, ranks: int, args: dict, timeout_s: float = 40.0, mpi_timeo
 
 
 @needs_mpi
-@pytest.mark.parametrize("device,opt,ranks,bucket_bytes,calls", [
-    ("cpu", "sgd", 2, None, 1),          # one bucket: every gradient packed into one message
-    ("cpu", "adam", 2, 0, 4),            # no bucketing: one all-reduce per gradient
-    ("reference", "adam", 3, 128, 3),    # 128-byte buckets: [b2, W2] packed, [b1], [W1]
-    ("reference", "sgd", 2, None, 1),
+@pytest.mark.parametrize("device,opt,ranks,bucket_bytes,calls,mpicc", [
+    ("cpu", "sgd", 2, None, 1, "mpicc"),          # one bucket: every gradient packed into one message
+    ("cpu", "adam", 2, 0, 4, "mpicc"),            # no bucketing: one all-reduce per gradient
+    ("cpu", "adam", 2, 128, 3, "no-such-mpicc"),  # no native collectives: Python host steps
+    ("reference", "adam", 3, 128, 3, "mpicc"),    # 128-byte buckets: [b2, W2] packed, [b1], [W1]
+    ("reference", "sgd", 2, None, 1, "mpicc"),
 ])
 def test_weights_equal_one_process_on_the_concatenated_batch(tmp_path, device, opt, ranks,
-                                                             bucket_bytes, calls):
+                                                             bucket_bytes, calls, mpicc):
+    if device == "cpu" and mpicc == "mpicc" and shutil.which("mpicc") is None:
+        pytest.skip("needs mpicc (apt-get install libopenmpi-dev) for the native collectives")
     steps = 4
     out = tmp_path / "weights"
     proc, _ = _mpirun(tmp_path, ranks, {"device": device, "opt": opt, "steps": steps,
-                                        "bucket_bytes": bucket_bytes, "out": str(out)})
+                                        "bucket_bytes": bucket_bytes, "out": str(out)}, GRAPHFLOW_MPICC=mpicc)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     _, worker = _load_worker(tmp_path)
-    expected, _ = worker["train"]("reference", opt, steps, ranks, 0, False)
+    expected, _, _ = worker["train"]("reference", opt, steps, ranks, 0, False)
     for r in range(ranks):
         got = np.load(f"{out}.{r}.npz")
         for name, value in expected.items():
             np.testing.assert_allclose(got[name], value, rtol=1e-4, atol=1e-5,
                                        err_msg=f"rank {r}, variable {name}")
         assert got["calls"] == calls
+        np.testing.assert_allclose(got["mean_of_ranks"], np.arange(4.0) + 10 * (ranks - 1) / 2, rtol=1e-15)
+        if device == "cpu" and mpicc == "mpicc":
+            # a warm step is one native launch sequence: each bucket's start and wait are entries
+            # of it, and no collective returns to Python
+            assert str(got["native"]) == "yes"
+            assert (got["native_calls"], got["host_step_calls"]) == (2 * calls, 0)
+        elif device == "cpu":
+            assert str(got["native"]) == ("no: no-such-mpicc not found; collectives run as Python "
+                                          "host steps")
+            assert (got["native_calls"], got["host_step_calls"]) == (0, 2 * calls)
 
 
 @needs_mpi
-def test_a_killed_rank_ends_the_job_with_a_clear_report(tmp_path):
-    proc, took = _mpirun(tmp_path, 2, {"device": "reference", "opt": "sgd", "steps": 5, "fault": "kill",
+@pytest.mark.parametrize("device", ["reference", "cpu"])
+def test_a_killed_rank_ends_the_job_with_a_clear_report(tmp_path, device):
+    proc, took = _mpirun(tmp_path, 2, {"device": device, "opt": "sgd", "steps": 5, "fault": "kill",
                                        "out": str(tmp_path / "w")}, mpi_timeout=10)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
@@ -140,8 +172,9 @@ def test_a_killed_rank_ends_the_job_with_a_clear_report(tmp_path):
 
 
 @needs_mpi
-def test_a_stalled_rank_gives_the_others_a_timeout_error(tmp_path):
-    proc, took = _mpirun(tmp_path, 2, {"device": "reference", "opt": "sgd", "steps": 5, "fault": "stall",
+@pytest.mark.parametrize("device", ["reference", "cpu"])  # cpu: the wait is a native entry
+def test_a_stalled_rank_gives_the_others_a_timeout_error(tmp_path, device):
+    proc, took = _mpirun(tmp_path, 2, {"device": device, "opt": "sgd", "steps": 5, "fault": "stall",
                                        "out": str(tmp_path / "w")}, mpi_timeout=3)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0
@@ -152,8 +185,9 @@ def test_a_stalled_rank_gives_the_others_a_timeout_error(tmp_path):
 
 
 @needs_mpi
-def test_mismatched_graphs_are_refused_before_any_data_moves(tmp_path):
-    proc, took = _mpirun(tmp_path, 2, {"device": "reference", "opt": "sgd", "steps": 2, "fault": "mismatch",
+@pytest.mark.parametrize("device", ["reference", "cpu"])
+def test_mismatched_graphs_are_refused_before_any_data_moves(tmp_path, device):
+    proc, took = _mpirun(tmp_path, 2, {"device": device, "opt": "sgd", "steps": 2, "fault": "mismatch",
                                        "out": str(tmp_path / "w")}, mpi_timeout=10)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0

@@ -139,3 +139,50 @@ def test_no_fusion_is_one_kernel_per_op():
     f(np.ones(8, np.float32))
     assert [k.name for k in f.kernels] == ["mul_0", "exp_0", "add_0"]
     s.close()
+
+
+def test_loss_and_its_gradient_fuse_into_fewer_kernels():
+    """The mean's gradient broadcast to the batch is inlined (the same value everywhere), the
+    cross-entropy and its gradient's softmax share one row kernel, and each bias gradient is
+    summed by the GEMM that reads the same data (dW = X^T dY); values match the reference."""
+    rng = np.random.default_rng(3)
+    x = gf.placeholder(gf.float32, [None, 7])
+    y = gf.placeholder(gf.int32, [None])
+    w1 = gf.Variable(rng.standard_normal((7, 9)).astype(np.float32))
+    b1 = gf.Variable(rng.standard_normal(9).astype(np.float32))
+    w2 = gf.Variable(rng.standard_normal((9, 5)).astype(np.float32))
+    b2 = gf.Variable(rng.standard_normal(5).astype(np.float32))
+    h = gf.nn.relu(gf.matmul(x, w1) + b1)
+    logits = gf.matmul(h, w2) + b2
+    loss = gf.reduce_mean(gf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+    grads = gf.gradients(loss, [w1, b1, w2, b2])
+    xv = rng.standard_normal((13, 7)).astype(np.float32)
+    yv = rng.integers(0, 5, 13).astype(np.int32)
+    s, f = compiled([loss, *grads], [x, y])
+    got = f(xv, yv)
+    names = [k.name for k in f.kernels]
+    assert "sparse_softmax_xent_softmax_0" in names and not any(n.startswith("softmax") for n in names)
+    assert not any("broadcast_like" in n for n in names), names
+    assert sum(n.startswith("gemm") and "sum_to_like" in n for n in names) == 1, names
+    for a, b_ in zip(got, reference([loss, *grads], {x: xv, y: yv})):
+        np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-5)
+    s.close()
+
+
+def test_bias_gradient_summed_by_the_gemm_matches_reference_on_odd_sizes():
+    """Column sums of B done while the GEMM packs it: more columns than one tile, rows not a
+    multiple of the register tile, and a K longer than one packed panel."""
+    rng = np.random.default_rng(4)
+    for k, n in ((300, 200), (5, 3), (257, 193)):
+        a = gf.placeholder(gf.float32, [k, 11])
+        dy = gf.placeholder(gf.float32, [k, n])
+        dw = gf.matmul(a, dy, transpose_a=True)
+        db = gf.reduce_sum(dy, axis=0)
+        av = rng.standard_normal((k, 11)).astype(np.float32)
+        dv = rng.standard_normal((k, n)).astype(np.float32)
+        s, f = compiled([dw, db], [a, dy])
+        got = f(av, dv)
+        assert len(f.kernels) == 1 and f.kernels[0].name.startswith("gemm"), [k.name for k in f.kernels]
+        np.testing.assert_allclose(got[0], av.T.astype(np.float64) @ dv, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got[1], dv.astype(np.float64).sum(0), rtol=1e-4, atol=1e-4)
+        s.close()

@@ -36,6 +36,7 @@ def test_non_editable_install_runs_a_compiled_graph(tmp_path):
                             str(target), str(REPO)], capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stderr
     assert (target / "graphflow" / "codegen" / "devices" / "cuda_shim.h").exists()
+    assert (target / "graphflow" / "codegen" / "devices" / "mpi_collectives.c").exists()
     assert not (target / "codegen").exists()  # never a top-level package named codegen
     # every package of the source tree is installed (the list in pyproject.toml is explicit)
     source = {p.parent.relative_to(REPO) for p in REPO.glob("graphflow/**/__init__.py")}

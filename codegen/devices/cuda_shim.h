@@ -451,7 +451,7 @@ struct gf_launch {
   void** args;
   unsigned grid[3], block[3];
   unsigned long long shared_bytes;
-  int fibers, nthreads, shuffle, reserved;
+  int fibers, nthreads, shuffle, kind; /* kind: 0 a kernel, GF_HOST_CALL see gf_emu_launch_seq */
   unsigned long long seed;
 };
 
@@ -927,10 +927,23 @@ extern "C" GF_EXPORT int gf_emu_launch(const gf_launch* p) {
   return rc;
 }
 /* A launch table run in one native call (a whole graph step): launches in order, stopping
-   at the first that fails. Returns 0, or 1 + the index of the failed launch. */
+   at the first that fails. Returns 0, or 1 + the index of the failed launch. An entry of kind
+   GF_HOST_CALL is a host function, int body(void* args, char* error, int error_bytes) (e.g. an
+   MPI collective), called once on this thread: nonzero means it failed, with the reason in error. */
+enum { GF_HOST_CALL = 1 };
+typedef int (*gf_host_call)(void*, char*, int);
 extern "C" GF_EXPORT int gf_emu_launch_seq(const gf_launch* p, int n) {
-  for (int i = 0; i < n; i++)
-    if (gf_emu_launch(p + i) != 0) return i + 1;
+  for (int i = 0; i < n; i++) {
+    if (p[i].kind == GF_HOST_CALL) {
+      gf_err_msg[0] = 0;
+      if (((gf_host_call)(void*)p[i].body)((void*)p[i].args, gf_err_msg, (int)sizeof gf_err_msg)) {
+        if (!gf_err_msg[0]) snprintf(gf_err_msg, sizeof gf_err_msg, "host call '%s' failed", p[i].name);
+        return i + 1;
+      }
+    } else if (gf_emu_launch(p + i) != 0) {
+      return i + 1;
+    }
+  }
   return 0;
 }
 extern "C" GF_EXPORT const char* gf_emu_error(void) { return gf_err_msg; }

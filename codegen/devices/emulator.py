@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..launch import NativeCall
 from . import DeviceUnavailable, LaunchFailed, cache
 
 __all__ = [
@@ -58,6 +59,7 @@ FLAGS = (
 SANITIZE_FLAGS = [*FLAGS[1:], "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"]
 MAX_BLOCK, MAX_BLOCK_DIM, MAX_GRID_DIM = 1024, (1024, 1024, 64), (2**31 - 1, 65535, 65535)
 MAX_DYNAMIC_SHARED = 48 * 1024  # CUDA's default limit without opting in per kernel
+GF_HOST_CALL = 1  # gf_launch.kind of a NativeCall (cuda_shim.h)
 
 
 def _env_flag(name: str) -> bool:
@@ -150,7 +152,7 @@ class _Launch(ctypes.Structure):
         ("fibers", ctypes.c_int),
         ("nthreads", ctypes.c_int),
         ("shuffle", ctypes.c_int),
-        ("reserved", ctypes.c_int),
+        ("kind", ctypes.c_int),  # 0: a kernel; GF_HOST_CALL: a host function (see NativeCall)
         ("seed", ctypes.c_ulonglong),
     ]
 
@@ -348,8 +350,9 @@ class LaunchSequence:
     """Launches prepared once (arguments packed, launch structs built) and run in order by one
     native call: the cpu device's launch table for a whole graph step.
 
-    entries: (Function, args, grid, block, shared bytes, OS threads); an argument may be None
-    and set later with ``set_arg``. Environment variables are read here, not per run.
+    entries: (Function, args, grid, block, shared bytes, OS threads), or a NativeCall (a host
+    C function called in turn, e.g. an MPI collective); an argument may be None and set later
+    with ``set_arg``. Environment variables are read here, not per run.
     """
 
     def __init__(self, entries: Sequence[tuple]) -> None:
@@ -359,7 +362,15 @@ class LaunchSequence:
         self._slots: list[list[int]] = []
         self._functions = []
         launches = []
-        for fn, args, grid, block, shared, nthreads in entries:
+        for entry in entries:
+            if isinstance(entry, NativeCall):
+                self._keep.append(entry)
+                self._slots.append([])
+                self._functions.append(entry)
+                launches.append(_Launch(name=entry.name.encode(), body=entry.function, args=entry.address,
+                                        grid=(1, 1, 1), block=(1, 1, 1), kind=GF_HOST_CALL))
+                continue
+            fn, args, grid, block, shared, nthreads = entry
             packed = [a if a is not None else _zero_like(fn, i) for i, a in enumerate(args)]
             store, pointers = fn._pack(packed)
             self._keep.append((store, pointers))
@@ -370,16 +381,25 @@ class LaunchSequence:
             launches.append(fn._launch_struct(pointers, grid3, block3, shared, nthreads))
         self._count = len(launches)
         self._array = (_Launch * max(1, self._count))(*launches)
+        # the native call with its arguments bound once: a warm step pays one ctypes call
+        self._call = functools.partial(runtime.gf_emu_launch_seq,
+                                       ctypes.cast(self._array, ctypes.POINTER(_Launch)), self._count)
 
     def set_arg(self, k: int, i: int, value: object) -> None:
         """Argument i of launch k (a device allocation or a numpy scalar of the parameter's size)."""
-        self._functions[k]._write_arg(self._slots[k][i], i, value)
+        target = self._functions[k]
+        if isinstance(target, NativeCall):
+            target.set_arg(i, value)
+        else:
+            target._write_arg(self._slots[k][i], i, value)
 
     def run(self) -> None:
         with _lock:
-            failed = self._runtime.gf_emu_launch_seq(self._array, self._count)
+            failed = self._call()
             if failed:
-                raise LaunchFailed(self._runtime.gf_emu_error().decode(errors="replace"))
+                target = self._functions[failed - 1]
+                error = target.error_type if isinstance(target, NativeCall) else LaunchFailed
+                raise error(self._runtime.gf_emu_error().decode(errors="replace"))
 
 
 def _zero_like(fn: Function, i: int) -> np.generic:

@@ -170,6 +170,7 @@ def gemm_body(
     batch: str = "1",
     batch_setup: str = "",
     split_k: bool = False,
+    col_sums: str | None = None,
 ) -> str:
     """Kernel body computing C[z] = A[z] @ B[z] for z < batch.
 
@@ -181,7 +182,10 @@ def gemm_body(
     split_k (batch must be 1): blockIdx.z picks a K range instead of a batch entry, so a
     small C with a long K still fills the GPU; `store` must then accumulate (atomicAdd into
     a zeroed C).
+    col_sums (batch 1, no split K): where the first row block's threads of row ty == 0 store
+    B's column sums, added up from the B fragments they multiply anyway.
     """
+    assert col_sums is None or (batch == "1" and not split_k)
     if split_k:
         assert batch == "1" and not batch_setup
         batch = "gridDim.z"
@@ -220,7 +224,7 @@ def gemm_body(
         for (int j = 0; j < {t.tn}; ++j) acc[i][j] = ({c_type})0;
       }}
       {c_type} a_next[{a_regs}], b_next[{b_regs}];
-      int nbuf = 0;
+{_gpu_sums_init(col_sums, c_type, t.tn)}      int nbuf = 0;
       // prologue: stage the first K slice
 {_indent(a_load("k_begin") + b_load("k_begin") + a_store + b_store, 6)}      __syncthreads();
       for ({itype} k0 = k_begin; k0 < k_end; k0 += {t.bk}) {{
@@ -236,7 +240,7 @@ def gemm_body(
           for (int i = 0; i < {t.tm}; ++i) a_frag[i] = As[buf][k][ty * {t.tm} + i];
           #pragma unroll
           for (int j = 0; j < {t.tn}; ++j) b_frag[j] = Bs[buf][k][tx * {t.tn} + j];
-          #pragma unroll
+{_gpu_sums_add(col_sums, t.tn)}          #pragma unroll
           for (int i = 0; i < {t.tm}; ++i) {{
             #pragma unroll
             for (int j = 0; j < {t.tn}; ++j) acc[i][j] += a_frag[i] * b_frag[j];
@@ -256,7 +260,7 @@ def gemm_body(
           if (col < N) {store("row", "col", "acc[i][j]")};
         }}
       }}
-    }}
+{_gpu_sums_store(col_sums, t.tn)}    }}
   }}
 """
 
@@ -374,15 +378,69 @@ def _pack_a(a: Operand, stmts: str, value: str, c_type: str, itype: str, mr: int
 """
 
 
+def _gpu_sums_init(col_sums: str | None, c_type: str, tn: int) -> str:
+    if col_sums is None:
+        return ""
+    return (f"      const bool sums = m0 == 0 && ty == 0;  // B's column sums: one thread per column\n"
+            f"      {c_type} bsum[{tn}];\n"
+            f"      #pragma unroll\n"
+            f"      for (int j = 0; j < {tn}; ++j) bsum[j] = ({c_type})0;\n")
+
+
+def _gpu_sums_add(col_sums: str | None, tn: int) -> str:
+    if col_sums is None:
+        return ""
+    return (f"          if (sums) {{\n"
+            f"            #pragma unroll\n"
+            f"            for (int j = 0; j < {tn}; ++j) bsum[j] += b_frag[j];\n"
+            f"          }}\n")
+
+
+def _gpu_sums_store(col_sums: str | None, tn: int) -> str:
+    if col_sums is None:
+        return ""
+    return (f"      if (sums) {{\n"
+            f"        #pragma unroll\n"
+            f"        for (int j = 0; j < {tn}; ++j)\n"
+            f"          if (n0 + tx * {tn} + j < N) {col_sums}[n0 + tx * {tn} + j] = bsum[j];\n"
+            f"      }}\n")
+
+
+def _sums_decl(col_sums: str | None, c_type: str, bn: int) -> str:
+    return "" if col_sums is None else f"  {c_type} bsum[{bn}];  // B's column sums (first row block)\n"
+
+
+def _sums_init(col_sums: str | None, c_type: str, bn: int) -> str:
+    if col_sums is None:
+        return ""
+    return (f"      const bool sums = m0 == 0;\n"
+            f"      for (int q = 0; q < {bn}; ++q) bsum[q] = ({c_type})0;\n")
+
+
+def _sums_add(col_sums: str | None, nr: int) -> str:
+    if col_sums is None:
+        return ""
+    return (f"          if (sums)\n"
+            f"            for (int kk = 0; kk < kc; ++kk)\n"
+            f"              for (int j = 0; j < {nr}; ++j) bsum[jp * {nr} + j] += dst[kk * {nr} + j];\n")
+
+
+def _sums_store(col_sums: str | None) -> str:
+    if col_sums is None:
+        return ""
+    return f"      if (sums)\n        for (int j = 0; j < cols; ++j) {col_sums}[n0 + j] = bsum[j];\n"
+
+
 def _tile_comment(mr: int, nr: int) -> str:
     return f"          // the {mr}x{nr} register tile over each strip"
 
 
 def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str, a: Operand,
                   b: Operand, store: Callable[[str, str, str], str], batch: str = "1",
-                  batch_setup: str = "") -> str:
+                  batch_setup: str = "", col_sums: str | None = None) -> str:
     """Kernel body of the cpu schedule (see CpuTiling): launch with blockDim (1, 1, 1), one
-    block per tile on x, batch entries on z."""
+    block per tile on x, batch entries on z. col_sums (batch 1, B not transposed): where the
+    tiles of the first row block store B's column sums, added up as they pack B."""
     a_stmts, a_value = _element(a, "a", "gm", "gk")
     b_stmts, b_value = _element(b, "b", "gk", "gn")
     mr, nr, kc = t.mr, t.nr, t.kc
@@ -391,7 +449,7 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
   {c_type} Ap[{kc} * {mr}];  // A micro-panel [KC][MR], zero-padded
   {c_type} Bp[{kc} * {t.bn}];  // B panel: NR-wide strips, each [KC][NR], zero-padded
   {c_type} Ct[{t.bm} * {t.bn}];  // the tile's accumulators
-  const {itype} M = {m}, N = {n}, K = {k};
+{_sums_decl(col_sums, c_type, t.bn)}  const {itype} M = {m}, N = {n}, K = {k};
   const {itype} tiles_n = (N + {t.bn - 1}) / {t.bn};
   const {itype} tiles = ((M + {t.bm - 1}) / {t.bm}) * tiles_n;
   const long long batch = {batch};
@@ -401,12 +459,12 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
       const int rows = M - m0 < {t.bm} ? (int)(M - m0) : {t.bm};
       const int cols = N - n0 < {t.bn} ? (int)(N - n0) : {t.bn};
       for (int q = 0; q < {t.bm * t.bn}; ++q) Ct[q] = ({c_type})0;
-      for ({itype} k0 = 0; k0 < K; k0 += {kc}) {{
+{_sums_init(col_sums, c_type, t.bn)}      for ({itype} k0 = 0; k0 < K; k0 += {kc}) {{
         const int kc = K - k0 < {kc} ? (int)(K - k0) : {kc};
         for (int jp = 0; jp * {nr} < cols; ++jp) {{  // pack B[k0 + kk][n0 + jp * NR + j]
           {c_type}* __restrict__ dst = Bp + jp * {kc * nr};
           const {itype} nb = n0 + jp * {nr};
-{_pack_b(b, b_stmts, b_value, c_type, itype, nr)}        }}
+{_pack_b(b, b_stmts, b_value, c_type, itype, nr)}{_sums_add(col_sums, nr)}        }}
         for (int i0 = 0; i0 < rows; i0 += {mr}) {{  // pack A[m0 + i0 + i][k0 + kk]
 {_pack_a(a, a_stmts, a_value, c_type, itype, mr)}{_tile_comment(mr, nr)}
           for (int jp = 0; jp * {nr} < cols; ++jp) {{
@@ -433,7 +491,7 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
           {store("row", "col", f"Ct[i * {t.bn} + j]")};
         }}
       }}
-    }}
+{_sums_store(col_sums)}    }}
   }}
 """
 
@@ -503,10 +561,13 @@ def _batch_setup(kb: KernelBuilder, a: Tensor, b: Tensor, out: Tensor, m: str, n
 
 
 @emitter("MatMul")
-def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None) -> None:
+def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
+                siblings: tuple = ()) -> None:
     """C = A @ B (batched, broadcasting batch dims). `epilogue` = (elementwise ops, inlined
     ops, tensors to store): fused elementwise code applied to each C element in registers
-    (bias, activation, residual add, the activation's derivative) before it is stored."""
+    (bias, activation, residual add, the activation's derivative) before it is stored.
+    `siblings`: a reduction of B over its rows (a bias gradient, 2-D only), summed as the
+    tiles of the first row block load B."""
     check_gemm_dtype(op)
     a, b = op.inputs
     out = op.outputs[0]
@@ -519,8 +580,10 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None) 
         for e in epilogue[0]:
             if _default_name(e.type) not in fused_names:
                 fused_names.append(_default_name(e.type))
-    kb = ctx.builder("_".join([f"gemm_{t.name}", *fused_names[:4]]), [op])
+    kb = ctx.builder("_".join([f"gemm_{t.name}", *fused_names[:4],
+                               *(["sum_to_like"] if siblings else [])]), [op, *siblings])
     pa, pb = kb.input(a), kb.input(b)
+    col_sums = kb.output(siblings[0].outputs[0], "col_sums") if siblings else None
     ra, rb = len(a.shape), len(b.shape)
     # M, N, K from the operands' own dims (a None dim becomes a run-time parameter)
     m = kb.dim(a, ra - 1 if ta else ra - 2)
@@ -545,7 +608,7 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None) 
         ops, inline, stored = epilogue
         code = FusedCode(kb, ops, inline, stored)
         code.column = "col"
-        kb.nodes = [op, *ops, *code.used_inline]
+        kb.nodes = [op, *ops, *code.used_inline, *siblings]
         lines = code.segment(ops, out, bound={out: "acc_v"})
         itype = index_type_for(a, b, out, *[p.tensor for p in kb.params if p.tensor is not None])
         prologue = "".join(f"  {line}\n" for line in code.prologue)
@@ -559,6 +622,7 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None) 
     make_body = gemm_body_cpu if cpu else gemm_body
     body = prologue + make_body(
         ctype(out.dtype), itype, t, m, n, k, a_op, b_op, store, batch=count, batch_setup=setup,
+        col_sums=col_sums,
     )
 
     def mnkb(shapes):
@@ -571,6 +635,7 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None) 
     shape_text = (f"{list(a.shape)}{'^T' if ta else ''} @ {list(b.shape)}{'^T' if tb else ''}"
                   f" -> {list(out.shape)}")
     extra = f"; epilogue: {', '.join(e.type for e in epilogue[0])}" if epilogue else ""
+    extra += "; also the column sums of B (a bias gradient)" if siblings else ""
     ctx.add(
         kb.build(
             body,

@@ -36,7 +36,7 @@ from . import emitter
 GPU_THREADS = 256  # threads per block on the GPU (the shared-memory helpers assume <= 256)
 CPU_THREADS = 32  # the emulator runs a block's threads as fibers: keep blocks small
 CPU_MAX_BLOCKS = 256
-CPU_COLUMNS = 64  # cpu column reductions: consecutive outputs one thread combines side by side
+CPU_COLUMNS = 16  # cpu column reductions: consecutive outputs one thread combines side by side
 GPU_MAX_BLOCKS = 65535
 TWO_PASS_MIN_LEN = 65536  # reductions at least this long may be split over several blocks
 CHUNK_LEN = 16384  # about this many elements per chunk in the two-pass scheme

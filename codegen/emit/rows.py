@@ -19,7 +19,7 @@ input dtype:
 
 from __future__ import annotations
 
-from graphflow.graph import Operation, Tensor
+from graphflow.graph import Operation, Tensor, _default_name
 
 from ..kernel import EmitContext, KernelBuilder, Launch, ctype, index_type_for, numel
 from . import emitter
@@ -180,35 +180,65 @@ def _float_rows(ctx: EmitContext, op: Operation, name: str, x: Tensor, axis: int
     return kb, x_ptr, rows, index_type_for(x), ctype(x.dtype)
 
 
+def _softmax_values(kb: KernelBuilder, rows: Rows, itype: str, c: str, x_ptr: str, softmax,
+                    epilogue: tuple | None) -> tuple[list, str, list, tuple]:
+    """(row-loop lines writing softmax's values, or applying `epilogue` (elementwise ops,
+    inlined ops, stored tensors) to them in registers; kernel-top lines; checks; helpers)."""
+    out = softmax.outputs[0]
+    at = rows.at("j")
+    value = f"gf_row_exp({x_ptr}[{at}] - m) / s"
+    if epilogue is None:
+        return row_loop(itype, [f"{kb.output(out, 'probs')}[{at}] = {value};"]), "", [], ()
+    from .elementwise import HELPERS as SCALAR_HELPERS
+    from .fused import FusedCode
+    ops, inline, stored = epilogue
+    code = FusedCode(kb, ops, inline, stored)
+    kb.nodes = [*kb.nodes, *ops, *code.used_inline]
+    lines = code.segment(ops, out, bound={out: "p_v"})
+    body = [f"const {c} p_v = {value};", f"const {itype} i = {at};", *lines]
+    top = "".join(f"  {line}\n" for line in code.prologue)
+    return row_loop(itype, body), top, code.checks, (SCALAR_HELPERS,)
+
+
 @emitter("Softmax", "LogSoftmax")
-def emit_softmax(ctx: EmitContext, op: Operation) -> None:
+def emit_softmax(ctx: EmitContext, op: Operation, epilogue: tuple | None = None) -> None:
+    """`epilogue` (Softmax along the last axis): elementwise ops applied to each value in
+    registers before anything is stored (the cross-entropy gradient's `(p - onehot) * g`)."""
     x = op.inputs[0]
     log = op.type == "LogSoftmax"
-    kb, x_ptr, rows, itype, c = _float_rows(ctx, op, "log_softmax" if log else "softmax", x,
-                                            op.attrs["axis"])
-    out = kb.output(op.outputs[0])
+    name = "log_softmax" if log else "softmax"
+    if epilogue is not None:
+        name = "_".join([name, *list(dict.fromkeys(_default_name(e.type) for e in epilogue[0]))[:4]])
+    kb, x_ptr, rows, itype, c = _float_rows(ctx, op, name, x, op.attrs["axis"])
+    top, checks, helpers = "", [], ()
     if log:
+        out = kb.output(op.outputs[0])
         write = [f"const {c} log_s = gf_row_log(s);",
                  *row_loop(itype, [f"{out}[{rows.at('j')}] = ({x_ptr}[{rows.at('j')}] - m) - log_s;"])]
     else:
-        write = row_loop(itype, [f"{out}[{rows.at('j')}] = gf_row_exp({x_ptr}[{rows.at('j')}] - m) / s;"])
-    body = row_kernel(itype, rows, f"gf_red_softmax<{c}>::acc", online_softmax(itype, c, x_ptr, rows)
-                      + write)
+        write, top, checks, helpers = _softmax_values(kb, rows, itype, c, x_ptr, op, epilogue)
+    body = top + row_kernel(itype, rows, f"gf_red_softmax<{c}>::acc",
+                            online_softmax(itype, c, x_ptr, rows) + write)
+    extra = f"; epilogue: {', '.join(e.type for e in epilogue[0])}" if epilogue else ""
     ctx.add(kb.build(
         body, rows.launch(), flops=lambda s: 4 * numel(s[x]),
         comment=f"{op.type} along axis {op.attrs['axis']} of {list(x.shape)}: a row per threadIdx.x; "
-                "online (max, sum exp) per thread, block combine, then the write pass",
-        helpers=(HELPERS, ROW_HELPERS)))
+                f"online (max, sum exp) per thread, block combine, then the write pass{extra}",
+        helpers=(HELPERS, ROW_HELPERS, *helpers), checks=checks))
 
 
 @emitter("SparseSoftmaxCrossEntropy")
-def emit_sparse_xent(ctx: EmitContext, op: Operation, siblings: tuple = ()) -> None:
+def emit_sparse_xent(ctx: EmitContext, op: Operation, siblings: tuple = (),
+                     epilogue: tuple | None = None) -> None:
     """loss = log(sum exp(x - m)) - (x[label] - m). A label outside [0, classes) cannot raise
     from a kernel: that row's loss is NaN (the reference raises). `siblings`: a Softmax of the
-    same logits (the loss's gradient needs it), written by the same pass over each row."""
+    same logits (the loss's gradient needs it), written by the same pass over each row, with
+    its `epilogue` if it has one."""
     logits, labels = op.inputs
     rank = len(logits.shape)
     name = "sparse_softmax_xent" + ("_softmax" if siblings else "")
+    if epilogue is not None:
+        name = "_".join([name, *list(dict.fromkeys(_default_name(e.type) for e in epilogue[0]))[:3]])
     kb, x_ptr, rows, itype, c = _float_rows(ctx, op, name, logits, rank - 1)
     kb.nodes = [op, *siblings]
     label_ptr = kb.input(labels, "labels")
@@ -221,17 +251,19 @@ def emit_sparse_xent(ctx: EmitContext, op: Operation, siblings: tuple = ()) -> N
         f"      ? gf_row_log(s) - ({x_ptr}[base + label] - m) : ({c}){nan};",
         "}",
     ]
+    top, checks, helpers = "", [], ()
     for sib in siblings:
-        probs = kb.output(sib.outputs[0], "probs")
-        write += row_loop(itype, [f"{probs}[{rows.at('j')}] = gf_row_exp({x_ptr}[{rows.at('j')}] - m) / s;"])
-    body = row_kernel(itype, rows, f"gf_red_softmax<{c}>::acc",
-                      online_softmax(itype, c, x_ptr, rows) + write)
+        lines, top, checks, helpers = _softmax_values(kb, rows, itype, c, x_ptr, sib, epilogue)
+        write += lines
+    body = top + row_kernel(itype, rows, f"gf_red_softmax<{c}>::acc",
+                            online_softmax(itype, c, x_ptr, rows) + write)
     also = "; also the softmax of each row" if siblings else ""
+    also += f" and its epilogue: {', '.join(e.type for e in epilogue[0])}" if epilogue else ""
     ctx.add(kb.build(
         body, rows.launch(), flops=lambda s: (3 + 2 * len(siblings)) * numel(s[logits]),
         comment=f"sparse softmax cross-entropy over the last axis of {list(logits.shape)}: online "
                 f"(max, sum exp) per row; an out-of-range label gives NaN{also}",
-        helpers=(HELPERS, ROW_HELPERS)))
+        helpers=(HELPERS, ROW_HELPERS, *helpers), checks=checks))
 
 
 @emitter("SoftmaxCrossEntropy")

@@ -12,13 +12,53 @@ import hashlib
 import os
 import sys
 import time
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
 from ..errors import DistributedError
 
-STATS = {"allreduce_calls": 0, "allreduce_bytes": 0, "broadcast_calls": 0, "broadcast_bytes": 0}
-_state: dict = {"comm": None, "MPI": None, "verified": set(), "pending": {}}
+# Counters in one int64 array: the native collectives (codegen/devices/mpi_collectives.c, same
+# order) add to it in place. native_calls: collectives run inside the cpu device's native launch
+# sequence; host_step_calls: collectives run from Python between kernels (cpu without mpicc, cuda).
+COUNTER_NAMES = ("allreduce_calls", "allreduce_bytes", "broadcast_calls", "broadcast_bytes",
+                 "native_calls", "host_step_calls")
+COUNTERS = np.zeros(len(COUNTER_NAMES), np.int64)
+_state: dict = {"comm": None, "MPI": None, "verified": set(), "pending": {}, "native": ""}
+
+
+class _Stats(Mapping):
+    """gf.distributed.STATS: the counters above, and 'native': how compiled collectives run on
+    the cpu device ('' before any ran, 'yes', or 'no: <why>' when they are Python host steps)."""
+
+    def __getitem__(self, key: str):
+        if key == "native":
+            return _state["native"]
+        if key not in COUNTER_NAMES:
+            raise KeyError(key)
+        return int(COUNTERS[COUNTER_NAMES.index(key)])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter((*COUNTER_NAMES, "native"))
+
+    def __len__(self) -> int:
+        return len(COUNTER_NAMES) + 1
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+STATS = _Stats()
+
+
+def count(name: str, amount: int = 1) -> None:
+    """Add to one of STATS's counters."""
+    COUNTERS[COUNTER_NAMES.index(name)] += amount
+
+
+def note_native(text: str) -> None:
+    """Record how compiled collectives run (STATS['native'])."""
+    _state["native"] = text
 
 
 def init():
@@ -48,6 +88,12 @@ def _abort_on_uncaught_exception(comm) -> None:
     sys.excepthook = hook
 
 
+def mpi():
+    """mpi4py's MPI module (MPI started)."""
+    init()
+    return _state["MPI"]
+
+
 def rank() -> int:
     """This process's rank in the world communicator (0 .. size()-1)."""
     return init().Get_rank()
@@ -70,6 +116,14 @@ def timeout() -> float:
     return value
 
 
+def timeout_message(what: str, limit: float) -> str:
+    """The error of a wait for `what` past `limit` seconds."""
+    comm = init()
+    return (f"rank {comm.Get_rank()} of {comm.Get_size()}: {what} did not complete within "
+            f"{limit:g} s (GRAPHFLOW_MPI_TIMEOUT): another rank died, stalled, or runs a "
+            "different number of steps")
+
+
 def wait(request, what: str) -> None:
     """Poll a nonblocking request until it completes or the timeout passes."""
     limit = timeout()
@@ -77,11 +131,7 @@ def wait(request, what: str) -> None:
     pause = 0.0
     while not request.Test():
         if time.monotonic() > deadline:
-            comm = _state["comm"]
-            raise DistributedError(
-                f"rank {comm.Get_rank()} of {comm.Get_size()}: {what} did not complete within "
-                f"{limit:g} s (GRAPHFLOW_MPI_TIMEOUT): another rank died, stalled, or runs a "
-                "different number of steps")
+            raise DistributedError(timeout_message(what, limit))
         time.sleep(pause)
         pause = min(1e-3, pause * 2 + 1e-5)
 
@@ -121,8 +171,8 @@ def allreduce_average(src: np.ndarray, dst: np.ndarray, what: str, fingerprint: 
     """dst = the mean over ranks of src (src may be dst)."""
     check_agreement(fingerprint, what)
     comm, MPI = init(), _state["MPI"]
-    STATS["allreduce_calls"] += 1
-    STATS["allreduce_bytes"] += dst.nbytes
+    count("allreduce_calls")
+    count("allreduce_bytes", dst.nbytes)
     if comm.Get_size() == 1 or dst.size == 0:
         if dst.ctypes.data != src.ctypes.data:
             dst[...] = src
@@ -142,8 +192,8 @@ def start_allreduce(key: str, src: np.ndarray, dst: np.ndarray, label: str, fing
     comm, MPI = init(), _state["MPI"]
     if key in _state["pending"]:
         raise DistributedError(f"{label}: started twice without finishing (internal error)")
-    STATS["allreduce_calls"] += 1
-    STATS["allreduce_bytes"] += dst.nbytes
+    count("allreduce_calls")
+    count("allreduce_bytes", dst.nbytes)
     if dst.ctypes.data != src.ctypes.data:
         dst[...] = src
     request = None
@@ -166,8 +216,8 @@ def broadcast(src: np.ndarray, dst: np.ndarray, root: int, what: str, fingerprin
     comm = init()
     if not 0 <= root < comm.Get_size():
         raise DistributedError(f"{what}: root {root} is not a rank (size {comm.Get_size()})")
-    STATS["broadcast_calls"] += 1
-    STATS["broadcast_bytes"] += dst.nbytes
+    count("broadcast_calls")
+    count("broadcast_bytes", dst.nbytes)
     if dst.ctypes.data != src.ctypes.data:
         dst[...] = src
     if comm.Get_size() > 1 and dst.size:

@@ -15,7 +15,7 @@ from ..errors import DTypeError, GraphflowError, ShapeError
 from ..graph import Tensor
 from ..registry import NO_GRADIENT, Spec, register
 from ..shapes import broadcast_shapes, normalize_axis, num_elements, same_dim
-from .core import as_tensor, make, normalize_shape
+from .core import as_tensor, builder, make, normalize_shape
 
 # ---- Reshape ---------------------------------------------------------------
 
@@ -41,6 +41,7 @@ register("Reshape", infer=_reshape_infer, compute=lambda x, shape: np.reshape(x,
          grad=lambda op, g: [reshape_like(g, op.inputs[0])])
 
 
+@builder("reshape")
 def reshape(x, shape, name: str | None = None) -> Tensor:
     """Reshape to `shape`; one dim may be -1 (inferred)."""
     x = as_tensor(x)
@@ -86,6 +87,7 @@ register("ExpandDims", infer=_expand_infer, compute=lambda x, axis: np.expand_di
          grad=lambda op, g: [reshape_like(g, op.inputs[0])])
 
 
+@builder("expand_dims")
 def expand_dims(x, axis: int, name: str | None = None) -> Tensor:
     """Insert a dim of size 1 at `axis` (negative counts from the end, -1 appends)."""
     x = as_tensor(x)
@@ -105,6 +107,7 @@ register("Squeeze", infer=_squeeze_infer, compute=lambda x, axis: np.squeeze(x, 
          grad=lambda op, g: [reshape_like(g, op.inputs[0])])
 
 
+@builder("squeeze")
 def squeeze(x, axis=None, name: str | None = None) -> Tensor:
     """Drop size-1 dims: all statically known ones, or those in `axis`."""
     x = as_tensor(x)
@@ -126,6 +129,7 @@ register("Transpose", infer=_transpose_infer, compute=lambda x, perm: np.transpo
          grad=lambda op, g: [transpose(g, tuple(np.argsort(op.attrs["perm"])))])
 
 
+@builder("transpose")
 def transpose(x, perm=None, name: str | None = None) -> Tensor:
     """Permute dims; perm=None reverses them."""
     x = as_tensor(x)
@@ -154,6 +158,7 @@ register("BroadcastTo", infer=_broadcast_to_infer,
          grad=lambda op, g: [sum_to_like(g, op.inputs[0])])
 
 
+@builder("broadcast_to")
 def broadcast_to(x, shape, name: str | None = None) -> Tensor:
     """x broadcast (numpy rules) to the fully known `shape`."""
     x = as_tensor(x)
@@ -297,13 +302,14 @@ register("StridedSliceGrad", infer=lambda specs, key: Spec(specs[1].shape, specs
          grad=lambda op, g: [strided_slice(g, _decode_key(op.attrs["key"])), None])
 
 
+@builder("strided_slice")
 def strided_slice(x, key, name: str | None = None) -> Tensor:
     """x[key] with numpy basic-indexing rules (also Tensor.__getitem__)."""
     x = as_tensor(x)
     try:
         norm = _normalize_key(key, x.shape)
-    except ShapeError as e:
-        raise ShapeError(f"slicing {x.name} of shape {list(x.shape)} at {_site()}: {e}") from None
+    except (ShapeError, TypeError) as e:  # @builder adds the user's file:line
+        raise type(e)(f"slicing {x.name} of shape {list(x.shape)}: {e}") from None
     return make("StridedSlice", [x], {"key": norm}, name or "strided_slice")
 
 
@@ -358,6 +364,7 @@ register("ConcatSlice",
          compute=_concat_slice_compute, grad=_concat_slice_grad)
 
 
+@builder("concat")
 def concat(values, axis: int, name: str | None = None) -> Tensor:
     """Join tensors along an existing axis."""
     values = [as_tensor(v) for v in values]
@@ -369,6 +376,7 @@ def concat(values, axis: int, name: str | None = None) -> Tensor:
     return make("Concat", values, {"axis": axis}, name)
 
 
+@builder("stack")
 def stack(values, axis: int = 0, name: str | None = None) -> Tensor:
     """Join tensors along a new axis."""
     values = [as_tensor(v) for v in values]
@@ -414,6 +422,7 @@ register("GatherGrad", infer=lambda specs, axis: Spec(specs[2].shape, specs[0].d
          grad=lambda op, g: [gather(g, op.inputs[1], op.attrs["axis"]), None, None])
 
 
+@builder("gather")
 def gather(params, indices, axis: int = 0, name: str | None = None) -> Tensor:
     """Pick slices of params along axis; the gradient comes back dense."""
     params = as_tensor(params)
@@ -436,6 +445,7 @@ def _one_hot_compute(indices, depth, dtype):
 register("OneHot", infer=_one_hot_infer, compute=_one_hot_compute, grad=NO_GRADIENT)
 
 
+@builder("one_hot")
 def one_hot(indices, depth: int, dtype=dtypes.float32, name: str | None = None) -> Tensor:
     """1 at each index along a new last axis; out-of-range indices give all zeros."""
     if not isinstance(depth, numbers.Integral) or depth < 0:
@@ -460,6 +470,7 @@ register("Cumsum", infer=lambda specs, axis, exclusive, reverse: specs[0],
                                     not op.attrs["reverse"])])
 
 
+@builder("cumsum")
 def cumsum(x, axis: int = 0, exclusive: bool = False, reverse: bool = False,
            name: str | None = None) -> Tensor:
     """Running sum along axis (TF1's exclusive/reverse flags)."""

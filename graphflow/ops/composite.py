@@ -9,7 +9,7 @@ from ..errors import DTypeError, ShapeError
 from ..graph import Tensor
 from ..shapes import normalize_axes, same_dim
 from .array import squeeze
-from .core import as_tensor, match_dtypes, stop_gradient, zeros_like
+from .core import as_tensor, builder, match_dtypes, stop_gradient, zeros_like
 from .elementwise import elu as _elu
 from .elementwise import exp, greater_equal, log1p, maximum, minimum, rsqrt, square, where
 from .reduction import reduce_mean, reduce_sum
@@ -20,6 +20,7 @@ def _site() -> str:
     return definition_site()
 
 
+@builder("clip_by_value")
 def clip_by_value(t, clip_value_min, clip_value_max, name: str | None = None) -> Tensor:
     """Clamp t to [clip_value_min, clip_value_max] (bounds broadcast against t).
 
@@ -30,6 +31,7 @@ def clip_by_value(t, clip_value_min, clip_value_max, name: str | None = None) ->
         return maximum(minimum(t, clip_value_max), clip_value_min)
 
 
+@builder("leaky_relu")
 def leaky_relu(features, alpha: float = 0.2, name: str | None = None) -> Tensor:
     """max(alpha * x, x) for alpha <= 1 (TF1's formula); x if x > 0 else alpha * x otherwise."""
     x = as_tensor(features)
@@ -39,11 +41,13 @@ def leaky_relu(features, alpha: float = 0.2, name: str | None = None) -> Tensor:
         return where(x > 0, x, x * float(alpha))
 
 
+@builder("elu")
 def elu(features, name: str | None = None) -> Tensor:
     """Exponential linear unit: x if x > 0 else exp(x) - 1 (one elementwise op, Elu)."""
     return _elu(features, name)
 
 
+@builder("sigmoid_cross_entropy_with_logits")
 def sigmoid_cross_entropy_with_logits(_sentinel=None, labels=None, logits=None,
                                       name: str | None = None) -> Tensor:
     """Per-element -z*log(sigmoid(x)) - (1-z)*log(1-sigmoid(x)), with TF's stable formula
@@ -68,6 +72,7 @@ def sigmoid_cross_entropy_with_logits(_sentinel=None, labels=None, logits=None,
         return relu_logits - x * z + log1p(exp(neg_abs_logits))
 
 
+@builder("l2_loss")
 def l2_loss(t, name: str | None = None) -> Tensor:
     """sum(t ** 2) / 2, a scalar."""
     t = as_tensor(t)
@@ -75,6 +80,7 @@ def l2_loss(t, name: str | None = None) -> Tensor:
         return reduce_sum(t * t) * 0.5
 
 
+@builder("moments")
 def moments(x, axes, shift=None, name: str | None = None, keep_dims: bool | None = None,
             keepdims: bool | None = None) -> tuple[Tensor, Tensor]:
     """(mean, variance) of x over `axes` (biased variance, as TF1). `shift` is ignored,
@@ -91,6 +97,7 @@ def moments(x, axes, shift=None, name: str | None = None, keep_dims: bool | None
         return squeeze(mean, axes), squeeze(variance, axes)
 
 
+@builder("batch_normalization")
 def batch_normalization(x, mean, variance, offset, scale, variance_epsilon: float,
                         name: str | None = None) -> Tensor:
     """(x - mean) * scale / sqrt(variance + epsilon) + offset, all broadcasting against x;

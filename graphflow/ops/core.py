@@ -6,14 +6,17 @@ tensors of different dtypes are an error, never promoted).
 """
 from __future__ import annotations
 
+import functools
 import numbers
+import re
+import threading
 
 import numpy as np
 
 from .. import dtypes
 from ..dtypes import DType, as_dtype
-from ..errors import DTypeError, ShapeError
-from ..graph import Graph, Operation, Tensor, get_default_graph
+from ..errors import DTypeError, GraphflowError, ShapeError
+from ..graph import Graph, Operation, Tensor, definition_site, get_default_graph
 from ..registry import NO_GRADIENT, Spec, register
 
 
@@ -23,6 +26,45 @@ def make(type_: str, inputs: list[Tensor], attrs: dict | None = None, name: str 
     graph = graph or (inputs[0].graph if inputs else get_default_graph())
     op = graph.create_op(type_, inputs, attrs, name)
     return op.outputs[0] if op.outputs else op
+
+
+_BUILDING = threading.local()  # .depth: how many builders are running in this thread
+
+
+def builder(label: str):
+    """Decorator for a public op builder (`label`: its public name, e.g. "reshape").
+
+    A shape rule's error already names its op and the user's file:line (Graph.create_op);
+    this does the same for the checks a builder makes before any op exists (arguments,
+    dims, indices): their error gets the builder's name and the user's file:line. When
+    builders call builders, the outermost one, the call the user wrote, names itself."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def build(*args, **kwargs):
+            depth = getattr(_BUILDING, "depth", 0)
+            _BUILDING.depth = depth + 1
+            try:
+                return fn(*args, **kwargs)
+            except (GraphflowError, ValueError, TypeError) as e:
+                if depth == 0:
+                    _name_the_builder(e, label)
+                raise
+            finally:
+                _BUILDING.depth = depth
+        return build
+    return wrap
+
+
+def _name_the_builder(e: Exception, label: str) -> None:
+    """Add what e's message lacks of "label (defined at file:line): "."""
+    if len(e.args) != 1 or not isinstance(e.args[0], str) or "defined at " in e.args[0]:
+        return  # an op's shape rule: create_op named the op and the site
+    message, site = e.args[0], definition_site()
+    if site not in message:
+        message = f"{label} (defined at {site}): {message.removeprefix(label + ': ')}"
+    elif not re.search(rf"(?<![\w.]){re.escape(label)}(?![\w])", message):
+        message = f"{label}: {message}"
+    e.args = (message,)
 
 
 def normalize_shape(shape, what: str = "shape") -> tuple:
@@ -109,6 +151,7 @@ register("Const",
          grad=NO_GRADIENT)
 
 
+@builder("constant")
 def constant(value, dtype=None, name: str | None = None, shape=None) -> Tensor:
     """A constant tensor. Python float -> float32, int -> int32, numpy keeps its dtype."""
     dtype = None if dtype is None else as_dtype(dtype)
@@ -134,6 +177,7 @@ register("Placeholder", infer=lambda specs, shape, dtype: Spec(shape, dtype),
          compute=_no_feed, grad=NO_GRADIENT, stateful=True)
 
 
+@builder("placeholder")
 def placeholder(dtype, shape=None, name: str | None = None) -> Tensor:
     """An input fed at run time. Dims of `shape` may be None (e.g. the batch size)."""
     if shape is None:
@@ -149,11 +193,13 @@ register("Identity", infer=lambda specs: specs[0], compute=lambda x: x,
 register("StopGradient", infer=lambda specs: specs[0], compute=lambda x: x, grad=NO_GRADIENT)
 
 
+@builder("identity")
 def identity(x, name: str | None = None) -> Tensor:
     """x unchanged, as a new op (useful to name a value or hang control dependencies on)."""
     return make("Identity", [as_tensor(x)], name=name)
 
 
+@builder("stop_gradient")
 def stop_gradient(x, name: str | None = None) -> Tensor:
     """Passes x through; no gradient flows back through it."""
     return make("StopGradient", [as_tensor(x)], name=name)
@@ -170,6 +216,7 @@ register("Cast", infer=lambda specs, dtype: Spec(specs[0].shape, dtype),
          compute=lambda x, dtype: x.astype(dtype.np), grad=_cast_grad)
 
 
+@builder("cast")
 def cast(x, dtype, name: str | None = None) -> Tensor:
     """Convert to `dtype`; float -> int truncates toward zero."""
     x, dtype = as_tensor(x), as_dtype(dtype)
@@ -190,21 +237,25 @@ def fill_like(ref: Tensor, value, dtype=None, name: str | None = None) -> Tensor
     return make("FillLike", [ref], {"value": value, "dtype": dtype}, name)
 
 
+@builder("zeros_like")
 def zeros_like(x, dtype=None, name: str | None = None) -> Tensor:
     """Zeros shaped like x at run time (its dtype unless `dtype`)."""
     return fill_like(as_tensor(x), 0, dtype, name or "zeros_like")
 
 
+@builder("ones_like")
 def ones_like(x, dtype=None, name: str | None = None) -> Tensor:
     """Ones shaped like x at run time (its dtype unless `dtype`)."""
     return fill_like(as_tensor(x), 1, dtype, name or "ones_like")
 
 
+@builder("zeros")
 def zeros(shape, dtype=dtypes.float32, name: str | None = None) -> Tensor:
     """A constant of zeros with a fully known shape."""
     return constant(0, as_dtype(dtype), name or "zeros", shape=shape)
 
 
+@builder("ones")
 def ones(shape, dtype=dtypes.float32, name: str | None = None) -> Tensor:
     """A constant of ones with a fully known shape."""
     return constant(1, as_dtype(dtype), name or "ones", shape=shape)

@@ -15,7 +15,7 @@ from ..graph import Tensor
 from ..registry import NO_GRADIENT, Spec, register
 from ..shapes import broadcast_shapes
 from .array import unbroadcast
-from .core import as_tensor, cast, make, match_dtypes, zeros_like
+from .core import as_tensor, builder, cast, make, match_dtypes, zeros_like
 
 _erf = np.frompyfunc(math.erf, 1, 1)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
@@ -128,9 +128,9 @@ def _unary_grad(rule):
 def _unary_builder(op_type: str, public: str):
     def build(x, name: str | None = None) -> Tensor:
         return make(op_type, [as_tensor(x)], name=name)
-    build.__name__ = public
+    build.__name__ = build.__qualname__ = public
     build.__doc__ = f"Elementwise {public}."
-    return build
+    return builder(public)(build)
 
 
 for _type, (_public, _np_fn, _rule, _kinds) in UNARY.items():
@@ -215,9 +215,9 @@ def _binary_builder(op_type: str, public: str):
     def build(x, y, name: str | None = None) -> Tensor:
         x, y = match_dtypes(public, x, y)
         return make(op_type, [x, y], name=name)
-    build.__name__ = public
+    build.__name__ = build.__qualname__ = public
     build.__doc__ = f"Elementwise {public}, with numpy broadcasting."
-    return build
+    return builder(public)(build)
 
 
 for _type, (_public, _np_fn, _rule, _kinds, _bool) in BINARY.items():
@@ -228,6 +228,7 @@ for _type, (_public, _np_fn, _rule, _kinds, _bool) in BINARY.items():
 _raw_divide = globals()["divide"]
 
 
+@builder("divide")
 def divide(x, y, name: str | None = None) -> Tensor:
     """x / y. Integer tensors divide as float64, as TF1's truediv does."""
     x, y = match_dtypes("divide", x, y)
@@ -236,6 +237,7 @@ def divide(x, y, name: str | None = None) -> Tensor:
     return _raw_divide(x, y, name)
 
 
+@builder("floordiv")
 def floordiv(x, y, name: str | None = None) -> Tensor:
     """x // y, rounding toward -inf (integers only here; floats use floor(x / y))."""
     x, y = match_dtypes("floordiv", x, y)
@@ -264,6 +266,7 @@ def _where_grad(op, g):
 register("Select", infer=_where_infer, compute=lambda c, a, b: np.where(c, a, b), grad=_where_grad)
 
 
+@builder("where")
 def where(condition, x, y, name: str | None = None) -> Tensor:
     """Pick x where condition is true, else y; all three broadcast."""
     condition = as_tensor(condition)
@@ -354,6 +357,7 @@ floormod = globals()["floormod"]
 right_shift = globals()["right_shift"]
 
 
+@builder("gelu")
 def gelu(x, approximate: bool = False, name: str | None = None) -> Tensor:
     """GELU; the erf form by default, the tanh form with approximate=True."""
     return gelu_tanh(x, name) if approximate else _gelu_exact(x, name)

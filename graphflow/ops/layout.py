@@ -17,7 +17,7 @@ from ..graph import Tensor
 from ..registry import Spec, register
 from ..shapes import normalize_axis
 from .array import strided_slice
-from .core import as_tensor, make
+from .core import as_tensor, builder, make
 
 
 def _site() -> str:
@@ -68,6 +68,7 @@ register("TileGrad", infer=lambda specs, multiples: Spec(specs[1].shape, specs[0
          grad=lambda op, g: [make("Tile", [g], dict(op.attrs)), None])
 
 
+@builder("tile")
 def tile(input, multiples, name: str | None = None) -> Tensor:  # noqa: A002 - TF1's name
     """Repeat `input` multiples[i] times along dim i (np.tile with one multiple per dim)."""
     x = as_tensor(input)
@@ -135,6 +136,7 @@ register("MirrorPadGrad", infer=lambda specs, **attrs: Spec(specs[1].shape, spec
          grad=lambda op, g: [make("MirrorPad", [g], dict(op.attrs)), None])
 
 
+@builder("pad")
 def pad(tensor, paddings, mode: str = "CONSTANT", name: str | None = None,
         constant_values=0) -> Tensor:
     """Pad each dim i with paddings[i] = [before, after] values (TF1's tf.pad).
@@ -172,6 +174,7 @@ def _axis_key(axis: int, item) -> tuple:
     return (builtins.slice(None),) * axis + (item,)
 
 
+@builder("split")
 def split(value, num_or_size_splits, axis: int = 0, num: int | None = None,
           name: str = "split") -> list[Tensor]:
     """Split `value` along `axis`: into num_or_size_splits equal pieces (an int), or into
@@ -222,6 +225,7 @@ def split(value, num_or_size_splits, axis: int = 0, num: int | None = None,
     return pieces
 
 
+@builder("unstack")
 def unstack(value, num: int | None = None, axis: int = 0, name: str = "unstack") -> list[Tensor]:
     """The slices of `value` along `axis`, each without that axis (a list)."""
     x = as_tensor(value)
@@ -238,6 +242,7 @@ def unstack(value, num: int | None = None, axis: int = 0, name: str = "unstack")
         return [strided_slice(x, _axis_key(axis, i)) for i in range(num)]
 
 
+@builder("slice")
 def slice(input_, begin, size, name: str | None = None) -> Tensor:  # noqa: A001 - TF1's name
     """input_[begin[i] : begin[i] + size[i]] in every dim; size -1 takes the rest of the dim."""
     x = as_tensor(input_)

@@ -8,7 +8,7 @@ from ..graph import Tensor
 from ..registry import Spec, register
 from ..shapes import broadcast_shapes, same_dim
 from .array import sum_to_like
-from .core import make, match_dtypes
+from .core import builder, make, match_dtypes
 
 
 def _matmul_infer(specs, transpose_a, transpose_b):
@@ -65,6 +65,7 @@ def _matmul_grad(op, g):
 register("MatMul", infer=_matmul_infer, compute=_matmul_compute, grad=_matmul_grad)
 
 
+@builder("matmul")
 def matmul(a, b, transpose_a: bool = False, transpose_b: bool = False,
            name: str | None = None) -> Tensor:
     """a @ b over the last two dims; leading (batch) dims broadcast."""

@@ -16,7 +16,7 @@ from ..registry import Spec, register
 from ..shapes import normalize_axis, same_dim
 from . import elementwise as ew
 from .array import expand_dims, one_hot, reshape
-from .core import as_tensor, make, match_dtypes
+from .core import as_tensor, builder, make, match_dtypes
 from .reduction import reduce_mean, reduce_sum
 
 
@@ -51,12 +51,14 @@ register("Softmax", infer=_float_infer, compute=_np_softmax, grad=_softmax_grad)
 register("LogSoftmax", infer=_float_infer, compute=_np_log_softmax, grad=_log_softmax_grad)
 
 
+@builder("softmax")
 def softmax(logits, axis: int = -1, name: str | None = None) -> Tensor:
     """Numerically stable softmax along axis."""
     x = as_tensor(logits)
     return make("Softmax", [x], {"axis": normalize_axis(axis, len(x.shape), "softmax axis")}, name)
 
 
+@builder("log_softmax")
 def log_softmax(logits, axis: int = -1, name: str | None = None) -> Tensor:
     """log(softmax(logits)) along axis, computed stably."""
     x = as_tensor(logits)
@@ -104,6 +106,7 @@ register("SparseSoftmaxCrossEntropy", infer=_sparse_xent_infer, compute=_sparse_
          grad=_sparse_xent_grad)
 
 
+@builder("sparse_softmax_cross_entropy_with_logits")
 def sparse_softmax_cross_entropy_with_logits(_sentinel=None, labels=None, logits=None,
                                              name: str | None = None) -> Tensor:
     """Per-example -log softmax(logits)[label]; no gradient flows into labels."""
@@ -136,6 +139,7 @@ register("SoftmaxCrossEntropy", infer=_xent_infer,
          grad=_xent_grad)
 
 
+@builder("softmax_cross_entropy_with_logits")
 def softmax_cross_entropy_with_logits(_sentinel=None, labels=None, logits=None,
                                       name: str | None = None) -> Tensor:
     """Per-example -sum(labels * log_softmax(logits)); labels get no gradient (TF1)."""
@@ -188,6 +192,7 @@ def _layer_norm_grad(op, g):
 register("LayerNorm", infer=_layer_norm_infer, compute=_layer_norm_compute, grad=_layer_norm_grad)
 
 
+@builder("layer_norm")
 def layer_norm(x, gamma, beta, axis: int = -1, epsilon: float = 1e-5,
                name: str | None = None) -> Tensor:
     """(x - mean) / sqrt(var + epsilon) * gamma + beta over `axis` (biased variance)."""
@@ -318,6 +323,7 @@ register("Conv2DBackpropFilter", infer=lambda specs, **a: Spec(specs[2].shape, s
          compute=_conv_filter_grad_compute, grad=_conv_filter_grad_grad)
 
 
+@builder("conv2d")
 def conv2d(x, filters, strides, padding: str, name: str | None = None) -> Tensor:
     """2-D convolution; x is NHWC, filters HWIO; SAME pads total//2 before."""
     x, filters = match_dtypes("conv2d", x, filters)
@@ -394,11 +400,13 @@ def _pool(op_type, x, ksize, strides, padding, name):
                                           "padding": _padding(padding)}, name)
 
 
+@builder("max_pool2d")
 def max_pool2d(x, ksize, strides, padding: str, name: str | None = None) -> Tensor:
     """Max over each window of an NHWC tensor; SAME pads with -inf."""
     return _pool("MaxPool", x, ksize, strides, padding, name)
 
 
+@builder("avg_pool2d")
 def avg_pool2d(x, ksize, strides, padding: str, name: str | None = None) -> Tensor:
     """Average pool; with SAME, each output divides by its number of unpadded cells."""
     return _pool("AvgPool", x, ksize, strides, padding, name)

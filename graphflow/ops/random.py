@@ -20,7 +20,7 @@ from ..dtypes import as_dtype, float32
 from ..errors import DTypeError
 from ..graph import Tensor
 from ..registry import NO_GRADIENT, Spec, register
-from .core import make, normalize_shape
+from .core import builder, make, normalize_shape
 
 PHILOX_M = (0xD2E7470EE14C6C93, 0xCA5A826395121157)
 PHILOX_W = (0x9E3779B97F4A7C15, 0xBB67AE8584CAA73B)
@@ -121,6 +121,7 @@ def op_seed(seed: int | None, graph) -> int:
     return (base * 1000003 + zlib.crc32(str(graph.version).encode())) & 0xFFFFFFFFFFFFFFFF
 
 
+@builder("random_uniform")
 def random_uniform(shape, minval=0.0, maxval=1.0, dtype=float32, seed=None,
                    name: str | None = None) -> Tensor:
     """Uniform in [minval, maxval)."""
@@ -133,6 +134,7 @@ def random_uniform(shape, minval=0.0, maxval=1.0, dtype=float32, seed=None,
     return u * (maxval - minval) + minval
 
 
+@builder("random_normal")
 def random_normal(shape, mean=0.0, stddev=1.0, dtype=float32, seed=None, truncated: bool = False,
                   name: str | None = None) -> Tensor:
     """Normal(mean, stddev); truncated=True redraws values beyond two stddevs."""
@@ -145,6 +147,7 @@ def random_normal(shape, mean=0.0, stddev=1.0, dtype=float32, seed=None, truncat
     return z * stddev + mean
 
 
+@builder("truncated_normal")
 def truncated_normal(shape, mean=0.0, stddev=1.0, dtype=float32, seed=None,
                      name: str | None = None) -> Tensor:
     """Normal(mean, stddev) with values beyond two stddevs redrawn."""

@@ -9,7 +9,7 @@ from ..graph import Tensor
 from ..registry import NO_GRADIENT, Spec, register
 from ..shapes import normalize_axes, normalize_axis, num_elements
 from .array import broadcast_like, expand_dims
-from .core import as_tensor, cast, make
+from .core import as_tensor, builder, cast, make
 
 
 def _reduce_infer(specs, axis, keepdims):
@@ -105,31 +105,37 @@ def _reduce(op_type: str, x, axis, keepdims: bool, name: str | None) -> Tensor:
     return make(op_type, [x], {"axis": axes, "keepdims": bool(keepdims)}, name)
 
 
+@builder("reduce_sum")
 def reduce_sum(x, axis=None, keepdims: bool = False, name: str | None = None) -> Tensor:
     """Sum over `axis` (None: all axes; an int or a list; negatives count from the end)."""
     return _reduce("ReduceSum", x, axis, keepdims, name)
 
 
+@builder("reduce_mean")
 def reduce_mean(x, axis=None, keepdims: bool = False, name: str | None = None) -> Tensor:
     """Mean over `axis` (None: all axes); integer means truncate toward zero."""
     return _reduce("ReduceMean", x, axis, keepdims, name)
 
 
+@builder("reduce_max")
 def reduce_max(x, axis=None, keepdims: bool = False, name: str | None = None) -> Tensor:
     """Maximum over `axis` (None: all axes); the gradient splits evenly between ties."""
     return _reduce("ReduceMax", x, axis, keepdims, name)
 
 
+@builder("reduce_min")
 def reduce_min(x, axis=None, keepdims: bool = False, name: str | None = None) -> Tensor:
     """Minimum over `axis` (None: all axes); the gradient splits evenly between ties."""
     return _reduce("ReduceMin", x, axis, keepdims, name)
 
 
+@builder("reduce_prod")
 def reduce_prod(x, axis=None, keepdims: bool = False, name: str | None = None) -> Tensor:
     """Product over `axis` (None: all axes); its gradient is exact when elements are 0."""
     return _reduce("ReduceProd", x, axis, keepdims, name)
 
 
+@builder("reduce_logsumexp")
 def reduce_logsumexp(x, axis=None, keepdims: bool = False, name: str | None = None) -> Tensor:
     """log(sum(exp(x))) over `axis`, computed stably as log(sum(exp(x - max))) + max."""
     from .array import squeeze
@@ -168,6 +174,7 @@ register("ArgMin", infer=_arg_infer, grad=NO_GRADIENT,
          compute=lambda x, axis, output_type: np.argmin(x, axis).astype(output_type.np))
 
 
+@builder("argmax")
 def argmax(x, axis: int = 0, output_type=dtypes.int64, name: str | None = None) -> Tensor:
     """Index of the largest value along axis (the first one on ties), int64."""
     x = as_tensor(x)
@@ -175,6 +182,7 @@ def argmax(x, axis: int = 0, output_type=dtypes.int64, name: str | None = None) 
     return make("ArgMax", [x], {"axis": axis, "output_type": dtypes.as_dtype(output_type)}, name)
 
 
+@builder("argmin")
 def argmin(x, axis: int = 0, output_type=dtypes.int64, name: str | None = None) -> Tensor:
     """Index of the smallest value along axis (the first one on ties), int64."""
     x = as_tensor(x)

@@ -23,7 +23,7 @@ from ..graph import Tensor
 from ..registry import Spec, register
 from ..shapes import merge_dim, same_dim
 from .array import reshape, reshape_like, strided_slice
-from .core import as_tensor, make, match_dtypes
+from .core import as_tensor, builder, make, match_dtypes
 from .elementwise import softplus
 
 # ---- shape rule ---------------------------------------------------------------------------------
@@ -134,6 +134,7 @@ def _check_vector(t: Tensor, d_in, what: str) -> None:
                          f"{list(t.shape)} (at {definition_site()})")
 
 
+@builder("selective_scan")
 def selective_scan(u, delta, A, B, C, D=None, delta_bias=None,  # noqa: N803 - Mamba's names
                    delta_softplus: bool = True, name: str | None = None) -> Tensor:
     """Mamba's selective scan (mamba-minimal's equations); returns y of shape (b, l, d_in).
