@@ -1,6 +1,7 @@
 """mamba-minimal's model on the selective-copying task: copy the 16 marked tokens out of 64.
 
-    python examples/mamba_copy.py [--steps 3000] [--device cpu] [--dump-kernels kernels/]
+    python examples/mamba_copy.py [--steps 1800] [--batch 32] [--lr 2e-3] [--device cpu]
+                                  [--eval-every 250] [--dump-kernels kernels/]
 
 The model is mamba-minimal's (johnma2006/mamba-minimal, model.py): token embedding, 2 residual
 blocks of RMSNorm -> Mamba block (input projection to x and a gate, depthwise causal conv1d,
@@ -10,8 +11,16 @@ dt_proj's bias starts as the official Mamba's (softplus^-1 of dt in [1e-3, 1e-1]
 
 The task (the Mamba paper's selective copying): 64 tokens of noise (token 0) hold 16 data
 tokens (from 8 symbols) at random places; then 16 marker tokens ask for the data tokens in
-order. The loss and the accuracy count the 16 answers. Held-out sequences come from their own
-seed.
+order. The loss and the accuracy count the 16 answers. Held-out sequences (512) come from their
+own seed. The paper's sequences are longer (4096); these are sized for a CPU.
+
+Training: Adam on 32 fresh sequences per step, learning rate 2e-3, then 2e-4 for the last fifth
+of the steps, 1800 steps; the held-out accuracy is printed every 250 steps. This run does NOT
+reach the issue's 95% yet. Measured on the cpu device (2-core x86_64, shared): the loss stays at
+ln 8 (uniform over the 8 symbols) for ~300 steps, then falls slowly (1.83 at the end); held-out
+token accuracy 15.1% at step 500, 18.6% at 1000, 19.5% at 1800 (1567 s); with --lr 5e-3,
+21.1% at 1800 (1363 s). Reaching 95% needs a much longer run (or a better schedule) than was
+measured here.
 """
 from __future__ import annotations
 
@@ -134,10 +143,13 @@ def forward(p: dict, ids: gf.Tensor, config: MambaConfig) -> gf.Tensor:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = make_parser(__doc__, steps=(3000, 30))
+    parser = make_parser(__doc__, steps=(1800, 30))
     parser.add_argument("--batch", type=int, default=None, help="sequences per step (32; 16 with --fast)")
     parser.add_argument("--lr", type=float, default=None,
-                        help="Adam's learning rate (2e-3; 1e-2 with --fast)")
+                        help="Adam's learning rate (2e-3; 1e-2 with --fast), a tenth of it for "
+                             "the last fifth of the steps")
+    parser.add_argument("--eval-every", type=int, default=250, metavar="N",
+                        help="print the held-out accuracy every N steps (0: only at the end)")
     args = parse_args(parser, argv)
     config = MambaConfig()
     if args.fast:  # a one-layer, 16-wide model: the tests check that its loss falls
@@ -158,7 +170,9 @@ def main(argv: list[str] | None = None) -> dict:
         labels = targets[:, SPAN:]
         loss = gf.reduce_mean(gf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=answers))
         accuracy = gf.reduce_mean(gf.cast(gf.equal(gf.argmax(answers, -1), labels), gf.float32))
-        train_op = gf.train.AdamOptimizer(lr).minimize(loss)
+        global_step = gf.train.get_or_create_global_step()
+        rate = gf.train.piecewise_constant(global_step, [int(0.8 * args.steps)], [lr, lr / 10])
+        train_op = gf.train.AdamOptimizer(rate).minimize(loss, global_step=global_step)
         init = gf.global_variables_initializer()
         gf.get_default_graph().finalize()
 
@@ -167,9 +181,12 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"device: {sess.device}")
             sess.run(init)
             step = sess.make_callable([train_op, loss], feed_list=[ids, targets])
-            for _ in (bar := progress(args.steps)):
+            for i in (bar := progress(args.steps)):
                 losses.append(float(step(*copying_task(rng, batch))[1]))
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                if args.eval_every and (i + 1) % args.eval_every == 0 and i + 1 < args.steps:
+                    acc = float(sess.run(accuracy, {ids: test_x, targets: test_y}))
+                    bar.write(f"step {i + 1}: held-out token accuracy {100 * acc:.1f}%")
             test_acc = float(sess.run(accuracy, {ids: test_x, targets: test_y}))
             dump_kernels(step, args.dump_kernels)
 

@@ -224,6 +224,38 @@ def test_mamba_forward_matches_mamba_minimal(device):
     np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-4)
 
 
+def test_mamba_gradients_match_finite_differences():
+    """The whole model's training gradient on cpu (float64, every parameter, tied embedding
+    head, causal conv, the scan) against central differences of the compiled loss."""
+    from mamba_copy import MambaConfig, forward, init_params
+    config = MambaConfig(d_model=8, n_layer=2, d_state=4)
+    rng = np.random.default_rng(3)
+    values = {name: v.astype(np.float64) + rng.normal(scale=0.1, size=v.shape)
+              for name, v in init_params(config).items()}
+    ids_np = rng.integers(config.vocab_size, size=(2, 11))
+    labels_np = rng.integers(config.vocab_size, size=(2, 11))
+    names = sorted(values)
+    params = {name: gf.placeholder(gf.float64, values[name].shape) for name in names}
+    ids, labels = gf.placeholder(gf.int64, [None, 11]), gf.placeholder(gf.int64, [None, 11])
+    loss = gf.reduce_mean(gf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=labels, logits=forward(params, ids, config)))
+    feed_list = [params[name] for name in names] + [ids, labels]
+    with gf.Session(device="cpu") as sess:
+        f_loss = sess.make_callable(loss, feed_list)
+        grads = sess.make_callable(gf.gradients(loss, [params[n] for n in names]), feed_list)(
+            *[values[n] for n in names], ids_np, labels_np)
+        eps = 1e-6
+        for name, grad in zip(names, grads):
+            for c in rng.choice(grad.size, min(grad.size, 3), replace=False):
+                f = []
+                for sign in (1, -1):
+                    feed = {n: values[n].copy() for n in names}
+                    feed[name].flat[c] += sign * eps
+                    f.append(f_loss(*[feed[n] for n in names], ids_np, labels_np))
+                numeric = (f[0] - f[1]) / (2 * eps)
+                assert abs(grad.flat[c] - numeric) <= 1e-7 + 1e-5 * abs(numeric), (name, c)
+
+
 @pytest.mark.parametrize("device", GPT_DEVICES)
 def test_mamba_copy_loss_falls(device, capsys):
     result = run_example("mamba_copy", "--fast", "--device", device)

@@ -143,8 +143,9 @@ def test_no_fusion_is_one_kernel_per_op():
 
 def test_loss_and_its_gradient_fuse_into_fewer_kernels():
     """The mean's gradient broadcast to the batch is inlined (the same value everywhere), the
-    cross-entropy and its gradient's softmax share one row kernel, and each bias gradient is
-    summed by the GEMM that reads the same data (dW = X^T dY); values match the reference."""
+    cross-entropy, its gradient's softmax and `(p - onehot) * g` share one row kernel, and each
+    bias gradient is summed by the GEMM that reads the same data (dW = X^T dY); values match
+    the reference."""
     rng = np.random.default_rng(3)
     x = gf.placeholder(gf.float32, [None, 7])
     y = gf.placeholder(gf.int32, [None])
@@ -161,9 +162,10 @@ def test_loss_and_its_gradient_fuse_into_fewer_kernels():
     s, f = compiled([loss, *grads], [x, y])
     got = f(xv, yv)
     names = [k.name for k in f.kernels]
-    assert "sparse_softmax_xent_softmax_0" in names and not any(n.startswith("softmax") for n in names)
-    assert not any("broadcast_like" in n for n in names), names
-    assert sum(n.startswith("gemm") and "sum_to_like" in n for n in names) == 1, names
+    # the loss, the softmax and the gradient's (p - onehot) * g: one row kernel
+    assert "sparse_softmax_xent_softmax_one_hot_sub_mul_0" in names, names
+    assert not any(n.startswith(("softmax", "fused")) or "broadcast_like" in n for n in names), names
+    assert sum(n.startswith("gemm") and "sum_to_like" in n for n in names) == 2, names  # db1, db2
     for a, b_ in zip(got, reference([loss, *grads], {x: xv, y: yv})):
         np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-5)
     s.close()

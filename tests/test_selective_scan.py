@@ -173,6 +173,12 @@ def test_emulator_walks_each_row_without_fibers():
         f = s.make_callable([y, grads], xs)
         f(*values)
         assert f._plan.program.fiber_kernels == []
+        # dB and dC (sums over channels) come from a finish kernel, not a float atomicAdd per
+        # state and position (the emulator's is a compare-and-swap loop); only dA's remain
+        names = [k.name for k in f.kernels]
+        assert "selective_scan_grad_finish_0" in names, names
+        grad = f.source.split("selective_scan_grad_0(")[1].split("\n}\n")[0]
+        assert grad.count("atomicAdd(") == 1, grad
 
 
 def test_cpu_gradients_match_finite_differences():

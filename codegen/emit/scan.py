@@ -21,7 +21,11 @@ atomicAdds into the packed, zeroed output (see graphflow/ops/scan.py for its lay
 When the launch gives a row a single thread (blockDim.y == 1: short sequences on the GPU,
 many rows on the emulator, where fiber switches at barriers cost more than they save),
 both kernels take their serial schedule instead: one loop over the sequence with all n
-states (and adjoints) in registers, no barriers.
+states (and adjoints) in registers, no barriers. Where every row gets one thread (the cpu
+device), the gradient keeps exp(delta * A) from its forward walk in a scratch buffer for the
+adjoint walk, which writes dB's terms over it; a finish kernel (one thread per batch and
+position) then sums dB and dC over the channels. The emulator's float atomicAdd is a
+compare-and-swap loop, and two per state and position cost more than the scan itself.
 """
 
 from __future__ import annotations
@@ -256,13 +260,20 @@ def emit_selective_scan_grad(ctx: EmitContext, op: Operation) -> None:
         from graphflow.errors import CompileError
         raise CompileError(f"{op.describe()}: selective scan kernels need float32 or float64")
     add_zero_kernel(ctx, op, "selective_scan_grad_zero",
-                    "SelectiveScanGrad pass 1 of 2: zero the packed gradient (atomics add into it)")
+                    "SelectiveScanGrad, first: zero the packed gradient (atomics add into it)")
     kb = ctx.builder("selective_scan_grad", [op])
     s = _Scan(kb, op, ctx.device)
     dy = kb.input(op.inputs[5], "dy")
     out = kb.output(packed)
     # the states of one state index (parallel schedule) or of all n (serial schedule)
-    states = kb.scratch("states", s.c, lambda shapes: numel(shapes[u]) * s.n)
+    def state_elements(shapes) -> int:
+        return numel(shapes[u]) * s.n
+
+    states = kb.scratch("states", s.c, state_elements)
+    # one-thread rows (the cpu schedule): dB's terms per (batch, position, channel, state),
+    # summed over the channels by a finish kernel instead of atomics (the emulator's float
+    # atomicAdd is a compare-and-swap loop, two per state per position: most of the time)
+    terms = kb.scratch("db_terms", s.c, state_elements) if s.serial_only else None
 
     def all_states(t: str) -> str:
         return f"({s.at(t)}) * {s.n} + k"
@@ -288,6 +299,21 @@ def emit_selective_scan_grad(ctx: EmitContext, op: Operation) -> None:
         "  // dC",
         "d_a += q * dt;",
     ]
+    if terms:  # exp(delta A) once per state and position, kept in the terms scratch until
+        # the adjoint loop reads it there and writes dB's term over it
+        walk = [f"const {c} e = {s.exp}(dt * a[k]);",
+                f"x[k] = e * x[k] + dt * {p['B']}[{s.bc('t')}] * ut;",
+                f"{states}[{all_states('t')}] = x[k];",
+                f"{terms}[{all_states('t')}] = e;"]
+        a_t = f"{terms}[{all_states('t')}]"
+        sums = [f"{terms}[{all_states('t')}] = lam[k] * dt * ut;  // dB's term (finish kernel)"]
+    else:
+        walk = [f"x[k] = {s.exp}(dt * a[k]) * x[k] + dt * {p['B']}[{s.bc('t')}] * ut;",
+                f"{states}[{all_states('t')}] = x[k];"]
+        a_t = f"{s.exp}(dt * a[k])"
+        sums = [f"atomicAdd(&row[2 * {paren(d_in)} + k], lam[k] * dt * ut);  // dB",
+                f"atomicAdd(&row[2 * {paren(d_in)} + {n} + k], g * {states}[{all_states('t')}]);"
+                "  // dC"]
     serial = [  # one thread per row: all n states and adjoints in registers
         f"{c} a[{n}], x[{n}], lam[{n}], a_next[{n}], d_a[{n}];",
         f"for (int k = 0; k < {n}; ++k) {{",
@@ -297,8 +323,7 @@ def emit_selective_scan_grad(ctx: EmitContext, op: Operation) -> None:
         f"for ({s.itype} t = 0; t < len; ++t) {{  // the states, into scratch",
         f"  const {c} dt = {p['delta']}[{s.at('t')}], ut = {p['u']}[{s.at('t')}];",
         f"  for (int k = 0; k < {n}; ++k) {{",
-        f"    x[k] = {s.exp}(dt * a[k]) * x[k] + dt * {p['B']}[{s.bc('t')}] * ut;",
-        f"    {states}[{all_states('t')}] = x[k];",
+        *["    " + line for line in walk],
         "  }",
         "}",
         f"for ({s.itype} t = len - 1; t >= 0; --t) {{  // the adjoints, from the end",
@@ -308,15 +333,14 @@ def emit_selective_scan_grad(ctx: EmitContext, op: Operation) -> None:
         f"  {c}* row = {out} + {d_in} * {n} + ((o / {paren(d_in)}) * len + t) * {width};",
         f"  for (int k = 0; k < {n}; ++k) {{",
         f"    lam[k] = a_next[k] * lam[k] + g * {p['C']}[{s.bc('t')}];",
-        f"    const {c} a_t = {s.exp}(dt * a[k]);",
+        f"    const {c} a_t = {a_t};",
         f"    const {c} h_prev = t > 0 ? {states}[{all_states('t - 1')}] : ({c})0;",
         f"    const {c} q = lam[k] * h_prev * a_t;",
         f"    lam_b += lam[k] * {p['B']}[{s.bc('t')}];",
         "    q_a += q * a[k];",
         "    d_a[k] += q * dt;",
         "    a_next[k] = a_t;",
-        f"    atomicAdd(&row[2 * {paren(d_in)} + k], lam[k] * dt * ut);  // dB",
-        f"    atomicAdd(&row[2 * {paren(d_in)} + {n} + k], g * {states}[{all_states('t')}]);  // dC",
+        *["    " + line for line in sums],
         "  }",
         "  row[chan] = dt * lam_b;  // du",
         f"  row[{d_in} + chan] = ut * lam_b + q_a;  // ddelta",
@@ -341,7 +365,56 @@ def emit_selective_scan_grad(ctx: EmitContext, op: Operation) -> None:
             + ["  " + line for line in s.split(serial, parallel)] + ["}"])
     ctx.add(kb.build(
         indent(body, 2), _launch(s.rows), flops=lambda sh: 24 * numel(sh[u]) * n,
-        comment=f"SelectiveScanGrad pass 2 of 2 for {list(u.shape)} with {n} states: per state, the "
+        comment=f"SelectiveScanGrad for {list(u.shape)} with {n} states: per state, the "
                 "forward scan into scratch, then the adjoint scanned from the end (parallel block "
-                "scans); dB, dC, dA by atomicAdd",
+                "scans); dB, dC, dA by atomicAdd"
+                + ("" if terms is None else " (one thread per row: dB, dC by the finish kernel)"),
         helpers=(HELPERS, SCAN_HELPERS)))
+    if terms is not None:
+        _emit_grad_finish(ctx, op, state_elements)
+
+
+def _emit_grad_finish(ctx: EmitContext, op: Operation, state_elements) -> None:
+    """dB[b, t] = sum over channels of the dB terms, dC[b, t] = sum over channels of
+    dy[b, t, d] * x[b, t, d]: one thread per (batch, position), the n sums in registers."""
+    u, packed = op.inputs[0], op.outputs[0]
+    c, (d_in, n) = ctype(u.dtype), op.inputs[2].shape
+    itype = index_type_for(*op.inputs, packed)
+    kb = ctx.builder("selective_scan_grad_finish", [op])
+    out = kb.output(packed)
+    dy = kb.input(op.inputs[5], "dy")
+    states = kb.scratch("states", c, state_elements)  # the same buffers as the grad kernel's
+    terms = kb.scratch("db_terms", c, state_elements)
+    positions = mul(kb.dim(u, 0), kb.dim(u, 1))
+    body = [
+        f"const {itype} positions = {positions};",
+        f"for ({itype} bt = ({itype})blockIdx.x * blockDim.x + threadIdx.x; bt < positions;"
+        f" bt += ({itype})gridDim.x * blockDim.x) {{",
+        f"  {c} db[{n}], dc[{n}];",
+        f"  for (int k = 0; k < {n}; ++k) db[k] = dc[k] = ({c})0;",
+        f"  for (int d = 0; d < {d_in}; ++d) {{",
+        f"    const {itype} at = (bt * {d_in} + d) * {n};",
+        f"    const {c} g = {dy}[bt * {d_in} + d];",
+        f"    for (int k = 0; k < {n}; ++k) {{",
+        f"      db[k] += {terms}[at + k];",
+        f"      dc[k] += g * {states}[at + k];",
+        "    }",
+        "  }",
+        f"  {c}* row = {out} + {d_in * n} + bt * {2 * d_in + 2 * n};",
+        f"  for (int k = 0; k < {n}; ++k) {{",
+        f"    row[{2 * d_in} + k] = db[k];",
+        f"    row[{2 * d_in + n} + k] = dc[k];",
+        "  }",
+        "}",
+    ]
+
+    def launch(shapes, device: str) -> Launch:
+        count = numel(shapes[u]) // d_in
+        if device == "cpu":  # one thread per block, a few blocks per core
+            return Launch((max(1, min(count, 64)), 1, 1), (1, 1, 1))
+        return Launch((grid_size(-(-count // 128), device), 1, 1), (128, 1, 1))
+
+    ctx.add(kb.build(
+        indent(body, 2), launch, flops=lambda sh: 3 * numel(sh[u]) * n,
+        comment="SelectiveScanGrad, last (one-thread rows): dB and dC, sums over the "
+                "channels of the terms the grad kernel left in scratch"))
