@@ -18,8 +18,14 @@ CTYPES = {
     "float16": "__half",
     "float32": "float",
     "float64": "double",
+    "int8": "signed char",
+    "int16": "short",
     "int32": "int",
     "int64": "long long",
+    "uint8": "unsigned char",
+    "uint16": "unsigned short",
+    "uint32": "unsigned int",
+    "uint64": "unsigned long long",
     "bool": "bool",
 }
 
@@ -30,7 +36,22 @@ GPU_BLOCK = 256
 
 
 def ctype(dtype: DType) -> str:
+    """The C type a dtype's elements have in memory."""
     return CTYPES[dtype.name]
+
+
+def compute_ctype(dtype: DType) -> str:
+    """The C type a kernel holds a dtype's values in: float16 (__half in memory) computes on
+    floats, every other dtype on its own type."""
+    return "float" if dtype.name == "float16" else CTYPES[dtype.name]
+
+
+def rounded(dtype: DType, expr: str) -> str:
+    """expr converted to dtype's compute type, rounded as dtype stores it (float16 goes
+    through __half, so each op rounds as numpy's float16 loops do)."""
+    if dtype.name == "float16":
+        return f"(float)(__half)({expr})"
+    return f"({CTYPES[dtype.name]})({expr})"
 
 
 Shapes = dict  # Tensor -> concrete shape tuple, for one run

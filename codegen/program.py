@@ -29,6 +29,7 @@ from .dump import KernelInfo, dump_program
 from .emit import load_all
 from .emit import reduce as reduce_emit
 from .emit.custom import explain_compile_failure
+from .emit.elementwise import SCALAR
 from .emit.fused import emit_fused
 from .fusion import ALIAS_OPS, HOST_OPS, alias_root, plan_groups
 from .kernel import EmitContext, Kernel, numel
@@ -102,6 +103,13 @@ def assemble(kernels: list[Kernel]) -> str:
     return "\n".join(parts)
 
 
+# Ops whose kernels take float16 (__half in memory, computed on floats, rounded per op):
+# elementwise math and data movement; reductions, GEMM, rows and the rest refuse it.
+FLOAT16_OPS = frozenset(SCALAR) - {"AddN"} | {"Cast", "FillLike", "OneHot", "Transpose",
+                                             "StridedSlice", "Concat", "ConcatSlice", "Gather",
+                                             "Tile", "Pad"}
+
+
 def emit_kernels(graph: LGraph, device: str, fuse: bool = True) -> tuple[list, set, list[Kernel]]:
     """Fusion groups, the inlined one-element ops, and the kernels for `device` ('cpu' picks
     the cpu schedules; any other name the GPU's). Nothing is compiled."""
@@ -112,9 +120,10 @@ def emit_kernels(graph: LGraph, device: str, fuse: bool = True) -> tuple[list, s
     users = graph.consumers()
     for group in groups:
         for op in group.ops:
-            for t in list(op.inputs) + op.outputs:
-                if t.dtype.name == "float16":
-                    raise CompileError(f"{op.describe()}: float16 kernels are not supported yet")
+            if op.type not in FLOAT16_OPS and any(
+                    t.dtype.name == "float16" for t in list(op.inputs) + op.outputs):
+                raise CompileError(f"{op.describe()}: float16 {op.type} kernels are not "
+                                   "supported yet")
         if group.fused:
             emit_fused(ctx, group, inline, stored_outputs(group, fetched, users))
             continue

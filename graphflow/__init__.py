@@ -10,7 +10,22 @@ from . import data, distributed, errors, initializers, io, nn, onnx, train, viz
 from .autodiff import add_n, gradients
 from .clip import clip_by_global_norm, global_norm
 from .custom_op import custom_op
-from .dtypes import DType, as_dtype, bool_, float16, float32, float64, int32, int64
+from .dtypes import (
+                    DType,
+                    as_dtype,
+                    bool_,
+                    float16,
+                    float32,
+                    float64,
+                    int8,
+                    int16,
+                    int32,
+                    int64,
+                    uint8,
+                    uint16,
+                    uint32,
+                    uint64,
+)
 from .graph import (
                     Graph,
                     Operation,
@@ -125,6 +140,7 @@ __all__ = [
     "gradients",
     "clip_by_global_norm", "custom_op",
     "global_norm", "DType", "as_dtype", "bool_", "float16", "float32", "float64", "int32", "int64",
+    "int8", "int16", "uint8", "uint16", "uint32", "uint64",
     "Graph", "Operation", "Tensor", "TensorShape", "control_dependencies", "get_default_graph",
     "name_scope", "reset_default_graph", "broadcast_to", "concat", "cumsum", "expand_dims",
     "gather", "one_hot", "reshape", "squeeze", "stack", "strided_slice", "transpose", "cast",

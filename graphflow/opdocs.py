@@ -104,6 +104,11 @@ def _probe() -> _Probe:
     p("gf.logical_and", b, b)
     p("gf.logical_or", b, b)
     p("gf.floordiv", i, i)
+    for name in ("bitwise_and", "bitwise_or", "bitwise_xor", "left_shift", "right_shift"):
+        p(f"gf.ops.elementwise.{name}", i, i)
+    p("gf.ops.elementwise.bitwise_not", i)
+    p("gf.ops.elementwise.fmod", x, c)
+    p("gf.ops.elementwise.floormod", x, c)
     p("gf.where", b, x, c)
     p("gf.cast", x, "float64")
     p("gf.identity", x)
@@ -290,7 +295,8 @@ def generate() -> str:
         "  whose gradient makes them).",
         "- **inputs; attrs**: the op's tensor inputs, then its attributes (fixed at build time).",
         "- **dtypes**: the dtypes its shape rule accepts for its main input (or output).",
-        "  The compiled devices have no float16 kernels yet: see [devices.md](devices.md).",
+        "  On the compiled devices float16 runs in elementwise and data-movement kernels",
+        "  only: see [devices.md](devices.md).",
         "- **gradient**: `yes` (differentiable), `none` (no gradient flows through it by",
         "  definition: comparisons, integer outputs, random numbers, state).",
         "- **devices**: `reference` is the numpy interpreter; `cpu` and `cuda` run the",

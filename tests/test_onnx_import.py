@@ -145,11 +145,11 @@ def test_unknown_attribute_value_and_dtype_are_refused():
                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
     with pytest.raises(UnsupportedOpError, match="some_future_flag"):
         gf.onnx.import_model(odd)
-    u8 = _model([helper.make_node("Identity", ["x"], ["y"])],
-                [helper.make_tensor_value_info("x", TensorProto.UINT8, [2])],
-                [helper.make_tensor_value_info("y", TensorProto.UINT8, [2])])
-    with pytest.raises(UnsupportedOpError, match="UINT8"):
-        gf.onnx.import_model(u8)
+    bf16 = _model([helper.make_node("Identity", ["x"], ["y"])],
+                  [helper.make_tensor_value_info("x", TensorProto.BFLOAT16, [2])],
+                  [helper.make_tensor_value_info("y", TensorProto.BFLOAT16, [2])])
+    with pytest.raises(UnsupportedOpError, match="BFLOAT16"):
+        gf.onnx.import_model(bf16)
 
 
 def test_malformed_files_raise_graphflow_errors(tmp_path):

@@ -38,6 +38,9 @@
   extern __shared__ __align__(16) unsigned char gf_dynamic_smem_[];    \
   type* name = reinterpret_cast<type*>(gf_dynamic_smem_)
 #endif
+#ifdef __CUDACC__ /* float16 tensors are __half in memory; kernels compute on floats */
+#include <cuda_fp16.h>
+#endif
 /* <<< graphflow cuda prelude */
 #else /* host */
 
@@ -77,6 +80,21 @@ GF_VEC2(int, int, 8) GF_VEC3(int, int) GF_VEC4(int, int, 16)
 GF_VEC2(unsigned, uint, 8) GF_VEC3(unsigned, uint) GF_VEC4(unsigned, uint, 16)
 GF_VEC2(long long, longlong, 16) GF_VEC2(unsigned char, uchar, 2) GF_VEC4(unsigned char, uchar, 4)
 GF_VEC4(signed char, char, 4)
+
+/* ---- __half: cuda_fp16.h's float16 storage type, minimal (kernels compute on floats) ---- */
+struct __half {
+  _Float16 __x; /* IEEE binary16; conversions round to nearest even, as __float2half */
+  __half() = default;
+  __half(float v) : __x((_Float16)v) {}
+  __half(double v) : __x((_Float16)v) {}
+  __half(int v) : __x((_Float16)v) {}
+  __half(unsigned v) : __x((_Float16)v) {}
+  __half(long long v) : __x((_Float16)v) {}
+  __half(unsigned long long v) : __x((_Float16)v) {}
+  operator float() const { return (float)__x; }
+};
+GF_INLINE float __half2float(__half h) { return (float)h.__x; }
+GF_INLINE __half __float2half(float v) { return __half(v); }
 
 struct dim3 {
   unsigned x, y, z;

@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from graphflow.graph import Operation, Tensor
 
-from ..kernel import EmitContext, KernelBuilder, Launch, add_map_kernel, ctype, index_type_for, numel
+from ..kernel import (
+    EmitContext,
+    KernelBuilder,
+    Launch,
+    add_map_kernel,
+    compute_ctype,
+    ctype,
+    index_type_for,
+    numel,
+)
 from . import emitter
 
 
@@ -18,9 +27,9 @@ class Dialect:
 
     def __init__(self, dtype) -> None:
         self.dtype = dtype
-        self.c = ctype(dtype)
+        self.c = compute_ctype(dtype)
         self.is_float = dtype.is_floating
-        self._suffix = "f" if dtype.name == "float32" else ""
+        self._suffix = "f" if self.c == "float" else ""
 
     def fn(self, name: str) -> str:
         return name + self._suffix
@@ -77,6 +86,14 @@ SCALAR = {
     "GreaterEqual": lambda a, t: f"({a[0]} >= {a[1]})",
     "LogicalAnd": lambda a, t: f"({a[0]} && {a[1]})",
     "LogicalOr": lambda a, t: f"({a[0]} || {a[1]})",
+    "BitwiseAnd": lambda a, t: f"({a[0]} & {a[1]})",
+    "BitwiseOr": lambda a, t: f"({a[0]} | {a[1]})",
+    "BitwiseXor": lambda a, t: f"({a[0]} ^ {a[1]})",
+    "BitwiseNot": lambda a, t: f"(~{a[0]})",
+    "FMod": lambda a, t: f"{t.fn('fmod')}({a[0]}, {a[1]})",
+    "FloorMod": lambda a, t: f"gf_floormod({a[0]}, {a[1]})",
+    "LeftShift": lambda a, t: f"gf_shl({a[0]}, {a[1]})",
+    "RightShift": lambda a, t: f"gf_shr({a[0]}, {a[1]})",
     "Neg": lambda a, t: f"(-{a[0]})",
     "Abs": _abs,
     "Sign": lambda a, t: f"({t.c})(({a[0]} > {t.lit(0)}) - ({a[0]} < {t.lit(0)}))",
@@ -123,6 +140,24 @@ __device__ __forceinline__ double gf_sigmoid(double x) {
 template <typename T> __device__ __forceinline__ T gf_floordiv(T a, T b) {
   const T q = a / b;  // C truncates; numpy floors
   return (q * b != a && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+// numpy's float mod: the remainder takes the divisor's sign (a zero one too)
+__device__ __forceinline__ float gf_floormod(float a, float b) {
+  float r = fmodf(a, b);
+  if (r != 0.0f) return ((r < 0.0f) != (b < 0.0f)) ? r + b : r;
+  return copysignf(0.0f, b);
+}
+__device__ __forceinline__ double gf_floormod(double a, double b) {
+  double r = fmod(a, b);
+  if (r != 0.0) return ((r < 0.0) != (b < 0.0)) ? r + b : r;
+  return copysign(0.0, b);
+}
+// shifts by the bit width or more: 0 (a right shift of a negative number: -1), as numpy
+template <typename T> __device__ __forceinline__ T gf_shl(T a, T b) {
+  return (unsigned long long)b >= 8 * sizeof(T) ? (T)0 : (T)((unsigned long long)a << b);
+}
+template <typename T> __device__ __forceinline__ T gf_shr(T a, T b) {
+  return (unsigned long long)b >= 8 * sizeof(T) ? (T)(a < 0 ? -1 : 0) : (T)(a >> b);
 }
 template <typename T> __device__ __forceinline__ T gf_ipow(T base, T e) {
   T r = 1;
@@ -197,7 +232,8 @@ def emit_map(
     loads = []
     for j, t in enumerate(operands):
         ptr = kb.input(t)
-        loads.append(f"const {ctype(t.dtype)} v{j} = {ptr}[{operand_offset(kb, t, out, 'i', checks)}];")
+        offset = operand_offset(kb, t, out, "i", checks)
+        loads.append(f"const {compute_ctype(t.dtype)} v{j} = {ptr}[{offset}];")
     value = expr([f"v{j}" for j in range(len(operands))])
     inner = "\n".join(loads + [f"{out_ptr}[i] = ({ctype(out.dtype)})({value});"])
     add_map_kernel(ctx, kb, out, inner, itype, f"{op.type} over {list(out.shape)}",

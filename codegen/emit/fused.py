@@ -12,7 +12,18 @@ from __future__ import annotations
 from graphflow.ops.state import ASSIGN_OPS
 
 from ..fusion import ALIAS_OPS, INDEXED, Group, _loaded_inputs, alias_root, is_one_element, kernel_base_name
-from ..kernel import TILE, EmitContext, KernelBuilder, ctype, index_type_for, numel, tile_loop, tiled_launch
+from ..kernel import (
+    TILE,
+    EmitContext,
+    KernelBuilder,
+    compute_ctype,
+    ctype,
+    index_type_for,
+    numel,
+    rounded,
+    tile_loop,
+    tiled_launch,
+)
 from .elementwise import HELPERS, SCALAR, Dialect, operand_offset
 
 
@@ -79,8 +90,9 @@ class FusedCode:
                     local[t] = self._load(t, over, lines)
                 args.append(local[t])
             name = self.fresh("v")
-            c = ctype(op.outputs[0].dtype)
-            lines.append(f"const {c} {name} = ({c})({scalar_expr(self.kb, op, args)});")
+            dt = op.outputs[0].dtype
+            lines.append(f"const {compute_ctype(dt)} {name} = "
+                         f"{rounded(dt, scalar_expr(self.kb, op, args))};")
             local[op.outputs[0]] = name
             if op.outputs[0] in self.outs:
                 lines.append(f"{self.outs[op.outputs[0]]}[i] = {name};")
@@ -116,26 +128,26 @@ class FusedCode:
         for t in _loaded_inputs(op):
             if t not in names:
                 name = self.fresh("s")
-                lines.append(f"const {ctype(t.dtype)} {name} = {self.kb.input(t)}[0];")
+                lines.append(f"const {compute_ctype(t.dtype)} {name} = {self.kb.input(t)}[0];")
                 names[t] = name
             args.append(names[t])
         name = self.fresh("s")
-        c = ctype(op.outputs[0].dtype)
-        lines.append(f"const {c} {name} = ({c})({scalar_expr(self.kb, op, args)});")
+        dt = op.outputs[0].dtype
+        lines.append(f"const {compute_ctype(dt)} {name} = {rounded(dt, scalar_expr(self.kb, op, args))};")
         return name
 
     def _load(self, t, over, lines: list) -> str:
         """Bind external tensor t at this element (once per kernel when it is one element)."""
         name = self.fresh("x")
         if self.column is not None and _row_vector(t, over):  # a bias: index by column, which
-            lines.append(f"const {ctype(t.dtype)} {name} = {self.kb.input(t)}[{self.column}];")
+            lines.append(f"const {compute_ctype(t.dtype)} {name} = {self.kb.input(t)}[{self.column}];")
             return name  # vectorizes (the flat index's `i % N` does not)
         offset = operand_offset(self.kb, t, over, "i", self.checks)
         if offset == "0" and alias_root(t).op not in self.written and not is_one_element(over):
-            self.prologue.append(f"const {ctype(t.dtype)} {name} = {self.kb.input(t)}[0];")
+            self.prologue.append(f"const {compute_ctype(t.dtype)} {name} = {self.kb.input(t)}[0];")
             self.names[t] = name
             return name
-        lines.append(f"const {ctype(t.dtype)} {name} = {self.kb.input(t)}[{offset}];")
+        lines.append(f"const {compute_ctype(t.dtype)} {name} = {self.kb.input(t)}[{offset}];")
         return name
 
 

@@ -12,7 +12,9 @@ from .. import dtypes
 from ..graph import Tensor
 
 # ONNX TensorProto element types graphflow runs, and the names of all of them
-DTYPES = {1: dtypes.float32, 6: dtypes.int32, 7: dtypes.int64, 9: dtypes.bool_, 11: dtypes.float64}
+DTYPES = {1: dtypes.float32, 2: dtypes.uint8, 3: dtypes.int8, 4: dtypes.uint16, 5: dtypes.int16,
+          6: dtypes.int32, 7: dtypes.int64, 9: dtypes.bool_, 10: dtypes.float16, 11: dtypes.float64,
+          12: dtypes.uint32, 13: dtypes.uint64}
 DTYPE_NAMES = {0: "UNDEFINED", 1: "FLOAT", 2: "UINT8", 3: "INT8", 4: "UINT16", 5: "INT16",
                6: "INT32", 7: "INT64", 8: "STRING", 9: "BOOL", 10: "FLOAT16", 11: "DOUBLE",
                12: "UINT32", 13: "UINT64", 14: "COMPLEX64", 15: "COMPLEX128", 16: "BFLOAT16",
@@ -53,6 +55,35 @@ class Attrs(dict):
         return value
 
 
+class NeedsValue(Unsupported):
+    """A value needed at import time is computed from graph inputs only: the importer
+    specializes the model on those inputs' values fed at run time (importer.SpecializedModel)."""
+
+    def __init__(self, tensors: list, message: str) -> None:
+        super().__init__(message)
+        self.tensors = tensors
+
+
+def _placeholders_upstream(t: Tensor) -> list | None:
+    """The graph inputs t is computed from, if nothing else it depends on varies at run time
+    (no variables, no random ops); else None."""
+    from ..registry import get as get_op_def
+    found, seen, stack = [], set(), [t.op]
+    while stack:
+        op = stack.pop()
+        if op in seen:
+            continue
+        seen.add(op)
+        if op.type == "Placeholder":
+            found.append(op.outputs[0])
+            continue
+        op_def = get_op_def(op.type)
+        if op_def.stateful or op_def.needs_context or op.type == "Variable":
+            return None
+        stack.extend(i.op for i in op.inputs)
+    return found or None
+
+
 def const_value(t: Tensor | None) -> np.ndarray | None:
     """The value of a constant tensor, else None."""
     if t is not None and t.op.type == "Const":
@@ -63,6 +94,11 @@ def const_value(t: Tensor | None) -> np.ndarray | None:
 def static(t: Tensor | None, what: str) -> np.ndarray:
     """A value the converter needs at import time (a shape, axes, pads, ...)."""
     value = const_value(t)
+    if value is None and t is not None:
+        sources = _placeholders_upstream(t)
+        if sources:
+            raise NeedsValue(sources, f"{what} is computed from graph input(s) "
+                             f"{[s.name for s in sources]}, known only at run time")
     if value is None:
         raise Unsupported(f"{what} must be known at import time (a constant or initializer, or "
                           f"computed from static shapes); here it is computed at run time")
@@ -100,5 +136,5 @@ def to_dtype(elem_type: int) -> dtypes.DType:
     """The graphflow dtype of an ONNX element type; refused when graphflow has none."""
     if elem_type not in DTYPES:
         raise Unsupported(f"ONNX dtype {DTYPE_NAMES.get(elem_type, elem_type)} is not supported "
-                          "(graphflow runs float, double, int32, int64 and bool)")
+                          "(graphflow runs float16/32/64, int8/16/32/64, uint8/16/32/64 and bool)")
     return DTYPES[elem_type]

@@ -156,6 +156,28 @@ def _binary(fn):
     return convert
 
 
+def _int_binary(fn):
+    def convert(node, inputs, attrs, opset):
+        a, b = inputs
+        _same_dtype(a, b)
+        if not a.dtype.is_integer:
+            raise Unsupported(f"{node.op_type} of {a.dtype.name} tensors (integers only)")
+        return fn(a, b)
+    return convert
+
+
+def _bitwise_not(node, inputs, attrs, opset):
+    if not inputs[0].dtype.is_integer:
+        raise Unsupported(f"BitwiseNot of {inputs[0].dtype.name} tensors (integers only)")
+    return ew.bitwise_not(inputs[0])
+
+
+def _bit_shift(node, inputs, attrs, opset):
+    direction = attrs.only("direction", "LEFT", "RIGHT")
+    fn = ew.left_shift if direction == "LEFT" else ew.right_shift
+    return _int_binary(fn)(node, inputs, attrs, opset)
+
+
 def trunc_div(a: Tensor, b: Tensor) -> Tensor:
     """Integer division rounding toward zero (C's and ONNX's), from floor division."""
     q = ew.floordiv(a, b)
@@ -176,8 +198,10 @@ def _mod(node, inputs, attrs, opset):
     a, b = inputs
     _same_dtype(a, b)
     fmod = attrs.get("fmod", 0)
+    if a.dtype.is_floating:
+        return ew.fmod(a, b) if fmod else ew.floormod(a, b)
     if not a.dtype.is_integer:
-        raise Unsupported(f"Mod of {a.dtype.name} tensors is not supported (integers only)")
+        raise Unsupported(f"Mod of {a.dtype.name} tensors is not supported")
     q = trunc_div(a, b) if fmod else ew.floordiv(a, b)
     return a - q * b
 
@@ -282,5 +306,8 @@ ELEMENTWISE = {
     "LessOrEqual": _binary(ew.less_equal), "GreaterOrEqual": _binary(ew.greater_equal),
     "And": _logic(ew.logical_and), "Or": _logic(ew.logical_or), "Xor": _logic(ew.not_equal),
     "Max": _variadic(ew.maximum), "Min": _variadic(ew.minimum), "Sum": _variadic(ew.add),
+    "BitwiseAnd": _int_binary(ew.bitwise_and), "BitwiseOr": _int_binary(ew.bitwise_or),
+    "BitwiseXor": _int_binary(ew.bitwise_xor), "BitwiseNot": _bitwise_not,
+    "BitShift": _bit_shift,
     "Mean": _mean, "Where": _where, "Cast": _cast, "CastLike": _cast_like, "Clip": _clip,
 }

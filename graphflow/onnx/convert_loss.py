@@ -137,4 +137,5 @@ def _sce_loss(node, inputs, attrs, opset):
 
 
 LOSS = {"GatherElements": _gather_elements, "ScatterElements": _scatter_elements,
+        "Scatter": _scatter_elements,  # ScatterElements before opset 11
         "NegativeLogLikelihoodLoss": _nll_loss, "SoftmaxCrossEntropyLoss": _sce_loss}

@@ -35,6 +35,32 @@ _REDUCE = {
 }
 
 
+# what a reduction over no elements gives (numpy's and ONNX's identities); Mean's 0/0 is refused
+_EMPTY = {"ReduceSum": 0.0, "ReduceL1": 0.0, "ReduceL2": 0.0, "ReduceSumSquare": 0.0,
+          "ReduceProd": 1.0, "ReduceLogSum": -math.inf, "ReduceLogSumExp": -math.inf,
+          "ReduceMax": -math.inf, "ReduceMin": math.inf}
+
+
+def _empty_reduce(kind: str, x: Tensor, axes: list, keepdims: bool) -> Tensor:
+    """A reduction over an empty axis: a constant of the reduction's identity."""
+    import numpy as np
+
+    from ..ops.core import constant
+    from .common import known_shape
+    if kind not in _EMPTY:
+        raise Unsupported(f"{kind} over an empty axis")
+    shape = [1 if i in axes else d for i, d in enumerate(known_shape(x))]
+    if not keepdims:
+        shape = [d for i, d in enumerate(shape) if i not in axes]
+    value = _EMPTY[kind]
+    if x.dtype.is_bool:
+        value = value > 0  # max of nothing is False, min of nothing True
+    elif x.dtype.is_integer and math.isinf(value):
+        info = np.iinfo(x.dtype.np)
+        value = info.min if value < 0 else info.max
+    return constant(np.full(shape, value, x.dtype.np))
+
+
 def _reduce(kind: str):
     since, build, float_only = _REDUCE[kind]
 
@@ -59,7 +85,7 @@ def _reduce(kind: str):
             axes = list(range(len(x.shape)))
         axes = sorted({norm_axis(a, len(x.shape)) for a in axes})
         if any(x.shape[a] == 0 for a in axes):
-            raise Unsupported(f"{kind} over an empty axis")
+            return _empty_reduce(kind, inputs[0], axes, keepdims)
         if not axes:
             return identity(inputs[0])
         out = build(x, axes, keepdims)
@@ -248,7 +274,46 @@ def _lp_norm(node, inputs, attrs, opset):
     return ew.where(zero, zeros_like(x), x / ew.where(zero, norm + 1.0, norm))
 
 
+TOPK_MAX_LEN = 1024  # TopK compares every pair along the axis
+
+
+def _top_k(node, inputs, attrs, opset):
+    """TopK by ranks: element i's rank counts the elements before it in the sorted order
+    (larger, or equal with a lower index: ONNX's tie rule); output r is the rank-r element."""
+    import numpy as np
+
+    from ..ops.core import constant
+    from .common import known_shape, static
+    x = inputs[0]
+    shape = known_shape(x)
+    rank = len(shape)
+    axis = norm_axis(attrs.get("axis", -1), rank)
+    largest = attrs.get("largest", 1)
+    attrs.get("sorted", 1)  # sorted output is one of the orders sorted=0 allows
+    k = int(np.asarray(static(inputs[1], "k")).reshape(-1)[0])
+    n = shape[axis]
+    if not 0 <= k <= n or n > TOPK_MAX_LEN or x.dtype.is_bool:
+        raise Unsupported(f"TopK k={k} over {n} {x.dtype.name} elements (at most {TOPK_MAX_LEN})")
+    perm = [i for i in range(rank) if i != axis] + [axis]
+    back = [perm.index(i) for i in range(rank)]
+    xt = arr.transpose(x, perm) if axis != rank - 1 else x
+    xi, xj = arr.expand_dims(xt, -1), arr.expand_dims(xt, -2)  # [..., i, 1], [..., 1, j]
+    before = ew.greater(xj, xi) if largest else ew.less(xj, xi)
+    earlier = constant(np.tril(np.ones((n, n), bool), -1))  # j < i
+    before = ew.logical_or(before, ew.logical_and(ew.equal(xj, xi), earlier))
+    ranks = red.reduce_sum(cast(before, dtypes.int64), -1)  # [..., n]
+    pick = ew.equal(arr.expand_dims(ranks, -2),
+                    constant(np.arange(k, dtype=np.int64).reshape(k, 1)))  # [..., k, n]
+    index = red.reduce_sum(ew.where(pick, constant(np.arange(n, dtype=np.int64)),
+                                    constant(np.int64(0))), -1)
+    values = red.reduce_sum(ew.where(pick, arr.expand_dims(xt, -2), zeros_like(xj)), -1)
+    if axis != rank - 1:
+        values, index = arr.transpose(values, back), arr.transpose(index, back)
+    return [values, index]
+
+
 REDUCE = {kind: _reduce(kind) for kind in _REDUCE} | {
+    "TopK": _top_k,
     "ArgMax": _arg("ArgMax"), "ArgMin": _arg("ArgMin"),
     "Softmax": _softmax_like("Softmax"), "LogSoftmax": _softmax_like("LogSoftmax"),
     "Hardmax": _softmax_like("Hardmax"),

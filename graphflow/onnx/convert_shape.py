@@ -10,7 +10,7 @@ from .. import dtypes
 from ..graph import Tensor
 from ..ops import array as arr
 from ..ops import elementwise as ew
-from ..ops.core import cast, constant, fill_like, identity, zeros_like
+from ..ops.core import cast, constant, fill_like, identity, make, zeros_like
 from .common import Unsupported, input_at, known_shape, norm_axis, static, static_ints, to_dtype
 from .shape_values import ShapeValue
 
@@ -190,6 +190,110 @@ def gather_wrapped(x: Tensor, idx: Tensor, axis: int) -> Tensor:
     return arr.gather(x, idx, axis)
 
 
+def _gather_nd(node, inputs, attrs, opset):
+    """GatherND as one Gather from data with its indexed leading dims flattened."""
+    data, idx = inputs
+    b = attrs.get("batch_dims", 0)
+    dshape, ishape = known_shape(data, "data"), known_shape(idx, "indices")
+    k = ishape[-1]
+    if not 0 <= b < len(ishape) or b + k > len(dshape) or ishape[:b] != dshape[:b]:
+        raise Unsupported(f"GatherND of data {list(dshape)} by indices {list(ishape)} with "
+                          f"batch_dims={b}")
+    dims = dshape[b:b + k]
+    idx = cast(idx, dtypes.int64)
+    flat = _flat_rows(idx, dims)
+    if b:  # each batch position reads its own block of prod(dims) rows
+        batch = np.indices(ishape[:b]).reshape(b, -1)
+        linear = np.ravel_multi_index(tuple(batch), ishape[:b]).reshape(ishape[:b])
+        offset = (linear * int(np.prod(dims, dtype=np.int64))).reshape(
+            ishape[:b] + (1,) * (len(ishape) - 1 - b))
+        flat = flat + constant(offset.astype(np.int64))
+    rows = arr.reshape(data, [int(np.prod(dshape[:b + k], dtype=np.int64))] + list(dshape[b + k:]))
+    return arr.gather(rows, flat, 0)
+
+
+def _flat_rows(idx: Tensor, dims: tuple) -> Tensor:
+    """Row numbers of index tuples idx[..., :len(dims)] into dims (negatives from the end)."""
+    flat = None
+    for j, n in enumerate(dims):
+        part = idx[..., j]
+        part = ew.where(ew.less(part, 0), part + n, part) * int(np.prod(dims[j + 1:], dtype=np.int64))
+        flat = part if flat is None else flat + part
+    return flat
+
+
+SCATTER_MAX_UPDATES = 256  # mul/max/min updates are applied one by one
+
+
+def _scatter_nd(node, inputs, attrs, opset):
+    """ScatterND (reduction none or add) as a dense scatter-add into flattened rows."""
+    from ..ops.core import ones
+    data, idx, updates = inputs
+    reduction = attrs.only("reduction", "none", "add", "mul", "max", "min")
+    dshape, ishape = known_shape(data, "data"), known_shape(idx, "indices")
+    k = ishape[-1]
+    if k > len(dshape) or known_shape(updates, "updates") != ishape[:-1] + dshape[k:]:
+        raise Unsupported(f"ScatterND into {list(dshape)} by indices {list(ishape)}")
+    rows_n, rest = int(np.prod(dshape[:k], dtype=np.int64)), list(dshape[k:])
+    n = int(np.prod(ishape[:-1], dtype=np.int64))
+    flat = arr.reshape(_flat_rows(cast(idx, dtypes.int64), dshape[:k]), [n])
+    rows = arr.reshape(data, [rows_n] + rest)
+    if reduction in ("mul", "max", "min"):  # one update after another, as ONNX defines it
+        if n > SCATTER_MAX_UPDATES:
+            raise Unsupported(f"ScatterND reduction={reduction} of {n} updates (at most "
+                              f"{SCATTER_MAX_UPDATES})")
+        fn = {"mul": ew.multiply, "max": ew.maximum, "min": ew.minimum}[reduction]
+        row_ids = constant(np.arange(rows_n, dtype=np.int64).reshape([rows_n] + [1] * len(rest)))
+        ups, acc = arr.reshape(updates, [n] + rest), rows
+        for j in range(n):
+            acc = ew.where(ew.equal(row_ids, flat[j]), fn(acc, ups[j]), acc)
+        return arr.reshape(acc, list(dshape))
+    added = make("GatherGrad", [arr.reshape(updates, [n] + rest), flat, rows], {"axis": 0})
+    if reduction == "add":
+        out = rows + added
+    else:  # indices are distinct (ONNX's rule): rows hit get the update, others keep data
+        hit = make("GatherGrad", [ones([n], dtypes.int32), flat, constant(np.zeros(rows_n, np.int32))],
+                   {"axis": 0})
+        out = ew.where(arr.reshape(ew.greater(hit, 0), [rows_n] + [1] * len(rest)), added, rows)
+    return arr.reshape(out, list(dshape))
+
+
+def _compress(node, inputs, attrs, opset):
+    """Compress with a static condition (specialized per value when it is a graph input)."""
+    x = inputs[0]
+    cond = np.asarray(static(inputs[1], "condition")).reshape(-1).astype(bool)
+    axis = attrs.get("axis")
+    if axis is None:
+        x, axis = arr.reshape(x, [-1]), 0
+    axis = norm_axis(axis, len(x.shape))
+    n = known_shape(x)[axis]
+    if len(cond) > n:
+        raise Unsupported(f"Compress condition of length {len(cond)} for an axis of {n}")
+    return arr.gather(x, constant(np.flatnonzero(cond).astype(np.int64)), axis)
+
+
+def _center_crop_pad(node, inputs, attrs, opset):
+    """CenterCropPad: crop or zero-pad each named axis around its center (static shapes)."""
+    from ..ops.layout import pad
+    x = inputs[0]
+    shape = known_shape(x)
+    sizes = static_ints(inputs[1], "shape")
+    axes = attrs.get("axes")
+    axes = list(range(len(shape))) if axes is None else [norm_axis(a, len(shape)) for a in axes]
+    if len(axes) != len(sizes):
+        raise Unsupported(f"CenterCropPad shape {sizes} does not match axes {axes}")
+    key, pads = [slice(None)] * len(shape), [[0, 0] for _ in shape]
+    for a, size in zip(axes, sizes):
+        dim = shape[a]
+        if size < dim:
+            start = (dim - size) // 2
+            key[a] = slice(start, start + size)
+        elif size > dim:
+            before = (size - dim) // 2
+            pads[a] = [before, size - dim - before]
+    return pad(x[tuple(key)], pads)
+
+
 def _expand(node, inputs, attrs, opset):
     x = inputs[0]
     shape = static_ints(inputs[1], "the target shape")
@@ -362,9 +466,11 @@ def _dropout(node, inputs, attrs, opset):
     elif opset < 12:
         attrs.get("ratio")
     else:
-        mode = input_at(inputs, 2)
+        mode, ratio = input_at(inputs, 2), input_at(inputs, 1)
         if mode is not None and bool(static(mode, "training_mode")):
-            raise Unsupported("Dropout in training mode")
+            # a zero ratio drops nothing; any other draws ONNX's unspecified random numbers
+            if ratio is None or float(static(ratio, "ratio")) != 0.0:
+                raise Unsupported("Dropout in training mode")
     outs = [identity(x)]
     if len(node.output) > 1 and node.output[1]:
         outs.append(fill_like(x, True, dtypes.bool_))
@@ -414,6 +520,33 @@ def _cumsum(node, inputs, attrs, opset):
                       reverse=bool(attrs.get("reverse", 0)))
 
 
+CUMPROD_MAX_LEN = 256  # written as a chain of slices and products, one per element
+
+
+def _cumprod(node, inputs, attrs, opset):
+    """CumProd along a static axis as a chain of products of slices (no product scan kernel)."""
+    from ..ops.layout import unstack
+    x = inputs[0]
+    axis = norm_axis(int(static(inputs[1], "axis").reshape(-1)[0]), len(x.shape))
+    exclusive, reverse = bool(attrs.get("exclusive", 0)), bool(attrs.get("reverse", 0))
+    n = known_shape(x)[axis]
+    if n == 0 or n > CUMPROD_MAX_LEN:
+        raise Unsupported(f"CumProd over an axis of length {n} (1 to {CUMPROD_MAX_LEN} supported)")
+    parts = unstack(x, n, axis)
+    if reverse:
+        parts = parts[::-1]
+    outs, acc = [], None
+    for p in parts:
+        if exclusive:
+            outs.append(ew.add(zeros_like(p), 1) if acc is None else acc)
+        acc = p if acc is None else ew.multiply(acc, p)
+        if not exclusive:
+            outs.append(acc)
+    if reverse:
+        outs = outs[::-1]
+    return arr.stack(outs, axis)
+
+
 def _depth_to_space(node, inputs, attrs, opset):
     x = inputs[0]
     b = attrs["blocksize"]
@@ -448,6 +581,8 @@ SHAPE = {
     "Gather": _gather, "Expand": _expand, "Tile": _tile, "Pad": _pad, "Shape": _shape,
     "Size": _size, "ConstantOfShape": _constant_of_shape, "Range": _range,
     "Constant": _constant, "Identity": _identity, "Dropout": _dropout, "EyeLike": _eye_like,
-    "Trilu": _trilu, "OneHot": _one_hot, "CumSum": _cumsum, "DepthToSpace": _depth_to_space,
+    "Trilu": _trilu, "OneHot": _one_hot, "CumSum": _cumsum, "CumProd": _cumprod, "GatherND": _gather_nd,
+    "CenterCropPad": _center_crop_pad, "ScatterND": _scatter_nd,
+    "Compress": _compress, "DepthToSpace": _depth_to_space,
     "SpaceToDepth": _space_to_depth,
 }

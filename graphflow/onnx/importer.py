@@ -16,10 +16,11 @@ from ..errors import DTypeError, FeedError, GraphflowError, ShapeError, Unsuppor
 from ..graph import Graph, Tensor, name_scope
 from ..ops.core import constant, placeholder
 from ..registry import get as get_op_def
-from .common import DTYPE_NAMES, DTYPES, Attrs, Unsupported
+from .common import DTYPE_NAMES, DTYPES, Attrs, NeedsValue, Unsupported
 from .converters import CONVERTERS
 from .shape_values import CONVERTERS as SHAPE_VALUE_CONVERTERS
 from .shape_values import ShapeValue
+from .specialize import SpecializedModel
 
 
 def _onnx():
@@ -36,7 +37,7 @@ def onnx_dtype(elem_type: int, where: str) -> dtypes.DType:
     if elem_type not in DTYPES:
         name = DTYPE_NAMES.get(elem_type, str(elem_type))
         raise UnsupportedOpError(f"{where}: ONNX dtype {name} is not supported (graphflow runs "
-                                 "float, double, int32, int64 and bool)")
+                                 "float16/32/64, int8/16/32/64, uint8/16/32/64 and bool)")
     return DTYPES[elem_type]
 
 
@@ -184,12 +185,14 @@ class ImportedModel:
                 f"opset {self.opset}>")
 
 
-def import_model(model, trainable: bool = False) -> ImportedModel:
+def import_model(model, trainable: bool = False) -> ImportedModel | SpecializedModel:
     """Import an ONNX model (a path, bytes or onnx.ModelProto) as a graphflow graph.
 
     Graph inputs become placeholders (symbolic dims are None), initializers constants (or
     Variables of the floating ones with trainable=True). An op, attribute or dtype graphflow
-    cannot run raises UnsupportedOpError here, at import.
+    cannot run raises UnsupportedOpError here, at import. A model that feeds a value graphflow
+    needs statically (axes, a shape, pads) as a graph input comes back as a SpecializedModel,
+    built and compiled per distinct value of those inputs at run time.
     """
     proto = _load(model)
     opset = _opset(proto)
@@ -199,11 +202,42 @@ def import_model(model, trainable: bool = False) -> ImportedModel:
             raise UnsupportedOpError(f"the model uses operator domain {imp.domain!r} "
                                      f"(opset {imp.version}); only the default ONNX domain is "
                                      "supported")
+    try:
+        return build(proto, opset, trainable, {})
+    except _NeedsInput as e:
+        if trainable:
+            raise UnsupportedOpError(f"{e.where}: {e} (trainable=True needs a model whose static "
+                                     "values are initializers)") from None
+        for index, node in enumerate(proto.graph.node):  # refuse missing ops now, not at run
+            if node.op_type not in CONVERTERS:
+                raise UnsupportedOpError(f"ONNX op {node.op_type} (opset {opset}) in node "
+                                         f"{node.name or '#' + str(index)!r}: graphflow has no "
+                                         f"converter for {node.op_type}") from None
+        return SpecializedModel(proto, opset, e.graph, e.inputs, e.names, build)
+
+
+class _NeedsInput(Exception):  # noqa: N818 - internal signal
+    """build() met a graph input whose value a converter needs at import time."""
+
+    def __init__(self, names: list, where: str, message: str, graph: Graph, inputs: dict) -> None:
+        super().__init__(message)
+        self.names, self.where, self.graph, self.inputs = names, where, graph, inputs
+
+
+def build(proto, opset: int, trainable: bool, bound: dict) -> ImportedModel:
+    """The graph of `proto`, with the graph inputs named in `bound` as constants of the given
+    values; raises _NeedsInput when a converter needs the value of another graph input."""
     graph = Graph()
     with graph.as_default():
-        env, inputs = _declare(proto.graph, trainable)
+        env, inputs = _declare(proto.graph, trainable, bound)
         for index, node in enumerate(proto.graph.node):
-            _convert_node(node, index, env, opset)
+            try:
+                _convert_node(node, index, env, opset)
+            except NeedsValue as e:
+                names = [n for n, t in inputs.items() if any(t is s for s in e.tensors)]
+                where = f"ONNX op {node.op_type} (opset {opset}) in node " \
+                        f"{node.name or '#' + str(index)!r}"
+                raise _NeedsInput(names, where, str(e), graph, inputs) from None
         outputs = {}
         for vi in proto.graph.output:
             if vi.name not in env:
@@ -215,7 +249,7 @@ def import_model(model, trainable: bool = False) -> ImportedModel:
     return ImportedModel(graph, inputs, outputs, opset)
 
 
-def _declare(g, trainable: bool) -> tuple[dict, dict]:
+def _declare(g, trainable: bool, bound: dict) -> tuple[dict, dict]:
     from ..variables import Variable
     env: dict[str, Tensor | None] = {"": None}
     for t in g.initializer:
@@ -235,6 +269,9 @@ def _declare(g, trainable: bool) -> tuple[dict, dict]:
             raise UnsupportedOpError(f"graph input {vi.name!r} is not a tensor (sequences, maps "
                                      "and optionals are not supported)")
         dtype = onnx_dtype(vi.type.tensor_type.elem_type, f"graph input {vi.name!r}")
+        if vi.name in bound:  # a specialization: this input's value is fixed
+            env[vi.name] = constant(np.asarray(bound[vi.name], dtype.np), name=_gf_name(vi.name))
+            continue
         env[vi.name] = inputs[vi.name] = placeholder(dtype, _value_shape(vi),
                                                      name=_gf_name(vi.name))
     return env, inputs
@@ -287,6 +324,8 @@ def _convert_node(node, index: int, env: dict, opset: int) -> None:
         unused = sorted(set(attrs) - attrs.used)
         if unused:
             raise Unsupported(f"attribute(s) {', '.join(unused)} are not supported")
+    except NeedsValue:
+        raise
     except Unsupported as e:
         raise UnsupportedOpError(f"{where}: {e}") from None
     except (ShapeError, DTypeError) as e:

@@ -92,7 +92,8 @@ def _to_array(value, dtype: DType | None, where: str) -> np.ndarray:
         raise DTypeError(f"{where}: cannot make a tensor from {value!r}")
     if dtype is not None and arr.dtype != target.np:
         ok = np.can_cast(arr.dtype, target.np, "same_kind") or (
-            arr.dtype.kind in "iub" and target.is_floating)
+            arr.dtype.kind in "iub" and target.is_floating) or (
+            arr.dtype.kind in "iu" and target.is_integer)  # values must fit: checked below
         if arr.dtype.kind == "b" and not target.is_bool:
             ok = False
         if not ok:

@@ -98,15 +98,20 @@ UNARY = {
     "Floor": ("floor", np.floor, None, "float"),
     "Ceil": ("ceil", np.ceil, None, "float"),
     "Round": ("round", _np_round, None, "number"),
+    "BitwiseNot": ("bitwise_not", np.invert, None, "int"),
 }
 
 
+_KIND_TESTS = {"float": ("a floating dtype", lambda d: d.is_floating),
+               "int": ("an integer dtype", lambda d: d.is_integer),
+               "number": ("a number dtype", lambda d: d.is_floating or d.is_integer),
+               "any": ("", lambda d: True)}
+
+
 def _check_kind(op_type: str, dtype, kinds: str) -> None:
-    ok = dtype.is_floating if kinds == "float" else (
-        dtype.is_floating or dtype.is_integer) if kinds == "number" else True
-    if not ok:
-        raise DTypeError(f"{op_type} does not accept {dtype.name} "
-                         f"({'a floating dtype' if kinds == 'float' else 'a number dtype'} needed)")
+    needed, ok = _KIND_TESTS[kinds]
+    if not ok(dtype):
+        raise DTypeError(f"{op_type} does not accept {dtype.name} ({needed} needed)")
 
 
 def _unary_infer(kinds, op_type):
@@ -172,6 +177,15 @@ BINARY = {
     "GreaterEqual": ("greater_equal", np.greater_equal, None, "number", True),
     "LogicalAnd": ("logical_and", np.logical_and, None, "bool", True),
     "LogicalOr": ("logical_or", np.logical_or, None, "bool", True),
+    "BitwiseAnd": ("bitwise_and", np.bitwise_and, None, "int", False),
+    "BitwiseOr": ("bitwise_or", np.bitwise_or, None, "int", False),
+    "BitwiseXor": ("bitwise_xor", np.bitwise_xor, None, "int", False),
+    # float remainders: C's fmod (sign of x) and numpy's mod (sign of y)
+    "FMod": ("fmod", np.fmod, None, "float", False),
+    "FloorMod": ("floormod", np.mod, None, "float", False),
+    # shifts by the bit width or more give 0 (numpy's rule; C leaves it undefined)
+    "LeftShift": ("left_shift", np.left_shift, None, "int", False),
+    "RightShift": ("right_shift", np.right_shift, None, "int", False),
 }
 
 
@@ -333,6 +347,14 @@ greater = globals()["greater"]
 greater_equal = globals()["greater_equal"]
 logical_and = globals()["logical_and"]
 logical_or = globals()["logical_or"]
+bitwise_and = globals()["bitwise_and"]
+bitwise_or = globals()["bitwise_or"]
+bitwise_xor = globals()["bitwise_xor"]
+bitwise_not = globals()["bitwise_not"]
+left_shift = globals()["left_shift"]
+fmod = globals()["fmod"]
+floormod = globals()["floormod"]
+right_shift = globals()["right_shift"]
 
 
 @builder("gelu")
