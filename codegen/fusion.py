@@ -51,6 +51,7 @@ class Group:
     epilogue: list[LOp] = field(default_factory=list)  # elementwise ops applied to a template's output
     prologue: list[LOp] = field(default_factory=list)  # elementwise ops computing a template's input
     siblings: list[LOp] = field(default_factory=list)  # template ops sharing the template's input pass
+    sibling_epilogue: list[LOp] = field(default_factory=list)  # elementwise ops on a sibling's output
 
     @property
     def first(self) -> int:
@@ -171,10 +172,10 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
     dag = _group_dag(graph, group_of, groups, inline)
     if fuse:
         _fuse_vertically(graph, group_of, groups, dag, inline, debug)
-        _fuse_epilogues(graph, group_of, groups, dag, debug)
+        _fuse_epilogues(graph, group_of, groups, dag, inline, debug)
         _fuse_prologues(group_of, groups, dag, debug)
         _fuse_row_siblings(groups, dag, debug)
-        _fuse_column_sums(groups, dag, debug)
+        _fuse_column_sums(graph, group_of, groups, dag, inline, debug)
         _fuse_horizontally(groups, dag, inline, debug)
     order = list(nx.lexicographical_topological_sort(dag, key=lambda g: g.first))
     for g in order:
@@ -182,7 +183,8 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
             seg.sort(key=lambda op: op.id)
         g.epilogue.sort(key=lambda op: op.id)
         g.prologue.sort(key=lambda op: op.id)
-        g.ops = g.prologue + [op for seg in g.segments for op in seg] + g.epilogue + g.siblings
+        g.ops = (g.prologue + [op for seg in g.segments for op in seg] + g.epilogue + g.siblings
+                 + g.sibling_epilogue)
     return order, inline
 
 
@@ -255,9 +257,11 @@ def _column_sum_input(g: Group) -> LTensor | None:
     return None
 
 
-def _fuse_column_sums(groups, dag, debug) -> None:
+def _fuse_column_sums(graph, group_of, groups, dag, inline, debug) -> None:
     """A bias gradient (the column sums of dY) is computed by the GEMM that reads dY as its B
-    operand (dW = X^T dY): the tiles of the first row block sum the B values they load."""
+    operand (dW = X^T dY): the tiles of the first row block sum the B values they load, and
+    apply the elementwise group that consumes the sums (the bias's update) before storing."""
+    users = graph.consumers()
     gemms = [g for g in groups if not g.fused and g.ops[0].type == "MatMul" and not g.siblings
              and len(g.ops[0].inputs[0].shape) == 2
              and len(g.ops[0].inputs[1].shape) == 2 and not g.ops[0].attrs["transpose_b"]]
@@ -276,8 +280,18 @@ def _fuse_column_sums(groups, dag, debug) -> None:
                   "summed as the GEMM loads it")
             m.siblings = [r.ops[0]]
             m.ops = m.ops + r.ops
-            _contract(dag, m, r, {}, groups)
+            _contract(dag, m, r, group_of, groups)
             gemms.remove(m)
+            total = r.ops[0].outputs[0]
+            e = _epilogue_taker(users, group_of, total)
+            if e is not None and e is not m and e in dag and e.shape() == tuple(total.shape) \
+                    and _hazard(e.ops, e.shape(), inline) is None \
+                    and not _merge_creates_cycle(dag, m, e):
+                debug(f"fuse {e.title()} into {m.title()}: applied to each column sum before it "
+                      "is stored")
+                m.sibling_epilogue = list(e.ops)
+                m.ops = m.ops + e.ops
+                _contract(dag, m, e, group_of, groups)
             break
 
 
@@ -285,9 +299,28 @@ def _last_axis(op: LOp) -> bool:
     return op.attrs["axis"] in (-1, len(op.inputs[0].shape) - 1)
 
 
-def _fuse_epilogues(graph, group_of, groups, dag, debug) -> None:
+def _epilogue_taker(users: dict, group_of: dict, out: LTensor) -> Group | None:
+    """The one fused single-segment group reading `out`, if exactly one reads it."""
+    takers = {group_of[u] for u in users.get(out, []) if u in group_of}
+    candidates = [c for c in takers if c.fused and len(c.segments) == 1]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _update_fits(template: Group, e: Group, inline: set) -> bool:
+    """May the variable updates in `e` run in the template's epilogue? Each element is read and
+    written by the thread that computes it, and the template does not read the variable."""
+    written = {alias_root(op.inputs[0]).op for op in e.ops if op.type in ASSIGN_OPS}
+    if not written:
+        return True
+    if template.ops[0].type != "MatMul" or _hazard(e.ops, e.shape(), inline) is not None:
+        return False
+    return not any(alias_root(t).op in written for t in template.ops[0].inputs)
+
+
+def _fuse_epilogues(graph, group_of, groups, dag, inline, debug) -> None:
     """A template kernel applies the elementwise group that consumes its output, in
-    registers, before storing (a GEMM's bias, activation, residual, activation derivative)."""
+    registers, before storing (a GEMM's bias, activation, residual, activation derivative, and
+    the update of the variable whose gradient it computes)."""
     users = graph.consumers()
     for g in list(groups):
         if g.fused or g.ops[0].type not in EPILOGUE_TEMPLATES or g not in dag:
@@ -295,16 +328,14 @@ def _fuse_epilogues(graph, group_of, groups, dag, debug) -> None:
         if g.ops[0].type == "Softmax" and not _last_axis(g.ops[0]):
             continue  # the row kernel's flat index is the element's only along the last axis
         out = g.ops[0].outputs[0]
-        takers = {group_of[u] for u in users.get(out, []) if u in group_of}
-        candidates = [c for c in takers if c.fused and len(c.segments) == 1]
-        if len(candidates) != 1:
+        e = _epilogue_taker(users, group_of, out)
+        if e is None:
             continue
-        e = candidates[0]
         if e.shape() != tuple(out.shape):
             debug(f"keep {g.title()} | {e.title()} apart: the elementwise group does not iterate "
                   "over the GEMM's output")
             continue
-        if any(op.type in ASSIGN_OPS for op in e.ops):
+        if not _update_fits(g, e, inline):
             continue
         if _merge_creates_cycle(dag, g, e):
             debug(f"keep {g.title()} | {e.title()} apart: a path between them leaves the group")

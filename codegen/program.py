@@ -133,6 +133,8 @@ def emit_kernels(graph: LGraph, device: str, fuse: bool = True) -> tuple[list, s
             raise CompileError(f"no CUDA emitter for {op.describe()}")
         stored = stored_outputs(group, fetched, users)
         extra: dict = {"siblings": group.siblings} if group.siblings else {}
+        if group.sibling_epilogue:
+            extra["sibling_epilogue"] = (group.sibling_epilogue, inline, stored)
         if group.epilogue:
             extra["epilogue"] = (group.epilogue, inline, stored)
         elif group.prologue:
@@ -288,6 +290,8 @@ class Program:
         pooled = {self.root(p.tensor) for k in self.kernels for p in k.params
                   if p.kind == "out" and p.tensor not in self._in_place} - host
         keep = {self.root(t) for t in self.graph.live_outputs()}
+        # an update not done in place is copied into its variable after the last kernel
+        keep |= {self.root(out) for _, out in self._assigns if out not in self._in_place}
         memory = plan_memory(self.kernels, shapes, self.root, pooled, keep)
         slots = [self.driver.mem_alloc(n) for n in memory.slot_bytes]
         buffers = {t: slots[s] for t, s in memory.slot_of.items()}

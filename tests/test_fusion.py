@@ -44,27 +44,35 @@ def test_fused_kernel_comment_names_every_user_op():
     s.close()
 
 
-def test_optimizer_updates_fuse_horizontally_and_update_in_place():
+def test_optimizer_updates_fuse_into_gemms_or_horizontally_and_update_in_place():
+    """A weight's update runs in the epilogue of the GEMM computing its gradient; the other
+    variables' updates (b1, whose gradient is summed while the relu gradient is computed, a
+    and c) fuse into one kernel; the beta powers into another (every update reads their old
+    values). All in place."""
     x = gf.placeholder(gf.float32, [None, 6])
     y = gf.placeholder(gf.int32, [None])
     w1 = gf.Variable(gf.initializers.glorot_uniform(seed=1)((6, 8)))
     b1 = gf.Variable(np.zeros(8, np.float32))
     w2 = gf.Variable(gf.initializers.glorot_uniform(seed=2)((8, 3)))
-    logits = gf.nn.relu(x @ w1 + b1) @ w2
+    a = gf.Variable(np.linspace(0.5, 1.5, 8, dtype=np.float32))
+    c = gf.Variable(np.linspace(0.8, 1.2, 3, dtype=np.float32))
+    logits = ((gf.nn.relu(x @ w1 + b1) * a) @ w2) * c
     loss = gf.reduce_mean(gf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
     train = gf.train.AdamOptimizer(0.05).minimize(loss)
     rng = np.random.default_rng(1)
     xv, yv = rng.standard_normal((10, 6)).astype(np.float32), rng.integers(0, 3, 10).astype(np.int32)
     with gf.Session(device="reference") as ref:
         ref.run(gf.global_variables_initializer())
-        want = [ref.run([loss, train], {x: xv, y: yv})[0] for _ in range(4)] + [ref.run(w1)]
+        want = [ref.run([loss, train], {x: xv, y: yv})[0] for _ in range(4)] + ref.run([w1, a, c])
     s, f = compiled([loss, train], [x, y])
     buffers = {v.op: s._values[v.op] for v in gf.global_variables()}
-    got = [f(xv, yv)[0] for _ in range(4)] + [s.run(w1)]
+    got = [f(xv, yv)[0] for _ in range(4)] + s.run([w1, a, c])
     np.testing.assert_allclose(got[:4], want[:4], rtol=1e-5)
-    np.testing.assert_allclose(got[4], want[4], rtol=1e-5, atol=1e-6)
-    updates = [k.name for k in f.kernels if "update" in k.name]
-    assert updates == ["adam_update_all_0", "adam_update_all_1"]  # all slots; the beta powers
+    for g_, w_ in zip(got[4:], want[4:]):
+        np.testing.assert_allclose(g_, w_, rtol=1e-5, atol=1e-6)
+    updates = sorted(k.name for k in f.kernels if "update" in k.name)
+    assert updates == ["adam_update_all_0", "adam_update_all_1",  # b1, a, c; the beta powers
+                       "gemm_cpu4x24_adam_update_0", "gemm_cpu4x24_adam_update_1"], updates
     assert all(s._values[op] is buf for op, buf in buffers.items())  # updated in place
     s.close()
 
@@ -87,9 +95,12 @@ def test_one_element_chains_are_computed_once_not_per_variable():
     train = gf.train.AdamOptimizer(0.01).minimize(loss)
     s, f = compiled([train], [x])
     f(np.ones((2, 4), np.float32))
-    # lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t): CSE makes it one chain, inlined once per kernel
-    update = next(k for k in f._plan.program.kernels if k.name == "adam_update_all_0")
-    assert update.body.count("sqrtf(") == 1 + 3  # the lr_t chain once, then sqrt(v) per variable
+    # lr_t = lr * sqrt(1 - beta2^t) / (1 - beta1^t): CSE makes it one chain, inlined once per
+    # kernel (here each weight's update runs in the GEMM computing its gradient)
+    updates = [k for k in f._plan.program.kernels if "adam_update" in k.name and k.name.startswith("gemm")]
+    assert len(updates) == 3
+    for k in updates:
+        assert k.body.count("sqrtf(") == 1 + 1, k.name  # the lr_t chain once, then sqrt(v)
     s.close()
 
 
@@ -204,3 +215,37 @@ def test_uniform_value_read_by_a_reduction_is_computed_before_it():
     for a, b_ in zip(got, reference([loss, g], {x: xv})):
         np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-5)
     s.close()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_variable_updates_run_in_the_epilogue_of_their_gradient_gemm(optimizer):
+    """W -= lr * dW is applied by the GEMM computing dW = X^T dY, and the bias's update by the
+    same GEMM as it stores the column sums of dY: no separate update kernel for them. The
+    forward and backward GEMMs still read each weight's start-of-step value (also when it is
+    fetched in the same run); three steps match the reference."""
+    rng = np.random.default_rng(6)
+    x = gf.placeholder(gf.float32, [None, 5])
+    y = gf.placeholder(gf.int32, [None])
+    w1 = gf.Variable(rng.standard_normal((5, 7)).astype(np.float32) * 0.5)
+    b1 = gf.Variable(rng.standard_normal(7).astype(np.float32) * 0.1)
+    w2 = gf.Variable(rng.standard_normal((7, 3)).astype(np.float32) * 0.5)
+    b2 = gf.Variable(rng.standard_normal(3).astype(np.float32) * 0.1)
+    logits = gf.matmul(gf.nn.relu(gf.matmul(x, w1) + b1), w2) + b2
+    loss = gf.reduce_mean(gf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+    opt = gf.train.GradientDescentOptimizer(0.3) if optimizer == "sgd" else gf.train.AdamOptimizer(0.05)
+    train = opt.minimize(loss)
+    xv = rng.standard_normal((9, 5)).astype(np.float32)
+    yv = rng.integers(0, 3, 9).astype(np.int32)
+    results = {}
+    for device in ("reference", "cpu"):
+        with gf.Session(device=device) as s:
+            s.run(gf.global_variables_initializer())
+            step = s.make_callable([loss, w2, train], [x, y])
+            results[device] = [step(xv, yv)[:2] for _ in range(3)] + [s.run([w1, b1, w2, b2])]
+            if device == "cpu":
+                names = [k.name for k in step.kernels]
+                assert sum("_update_sum_to_like" in n for n in names) == 2, names
+                assert not any(n.startswith("gradientdescent_update") for n in names), names
+    for ref, cpu in zip(results["reference"], results["cpu"]):
+        for a, b_ in zip(ref, cpu):
+            np.testing.assert_allclose(b_, a, rtol=1e-4, atol=1e-5)

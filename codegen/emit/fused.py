@@ -54,8 +54,10 @@ def scalar_expr(kb: KernelBuilder, op, args: list[str]) -> str:
 class FusedCode:
     """Writes fused elementwise code for one kernel (see module docstring)."""
 
-    def __init__(self, kb: KernelBuilder, ops: list, inline: set, stored: set) -> None:
+    def __init__(self, kb: KernelBuilder, ops: list, inline: set, stored: set,
+                 prefix: str = "") -> None:
         self.kb, self.inline, self.checks = kb, inline, []
+        self._prefix = prefix  # a second FusedCode in the same kernel names its values apart
         self.written = {alias_root(op.inputs[0]).op for op in ops if op.type in ASSIGN_OPS}
         self.used_inline = _inline_closure(ops, inline)
         self.prologue: list[str] = []
@@ -70,7 +72,7 @@ class FusedCode:
 
     def fresh(self, prefix: str) -> str:
         self._count += 1
-        return f"{prefix}{self._count}"
+        return f"{self._prefix}{prefix}{self._count}"
 
     def segment(self, ops: list, over, bound: dict | None = None) -> list[str]:
         """Statements computing `ops` at flat index `i` of `over`; `bound` maps tensors the

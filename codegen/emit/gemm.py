@@ -170,7 +170,7 @@ def gemm_body(
     batch: str = "1",
     batch_setup: str = "",
     split_k: bool = False,
-    col_sums: str | None = None,
+    col_sums: Callable[[str, str], str] | None = None,
 ) -> str:
     """Kernel body computing C[z] = A[z] @ B[z] for z < batch.
 
@@ -182,8 +182,9 @@ def gemm_body(
     split_k (batch must be 1): blockIdx.z picks a K range instead of a batch entry, so a
     small C with a long K still fills the GPU; `store` must then accumulate (atomicAdd into
     a zeroed C).
-    col_sums (batch 1, no split K): where the first row block's threads of row ty == 0 store
-    B's column sums, added up from the B fragments they multiply anyway.
+    col_sums (batch 1, no split K): (column, value) -> the statement storing B's column sum
+    there; the first row block's threads of row ty == 0 add the sums up from the B fragments
+    they multiply anyway.
     """
     assert col_sums is None or (batch == "1" and not split_k)
     if split_k:
@@ -378,7 +379,7 @@ def _pack_a(a: Operand, stmts: str, value: str, c_type: str, itype: str, mr: int
 """
 
 
-def _gpu_sums_init(col_sums: str | None, c_type: str, tn: int) -> str:
+def _gpu_sums_init(col_sums, c_type: str, tn: int) -> str:
     if col_sums is None:
         return ""
     return (f"      const bool sums = m0 == 0 && ty == 0;  // B's column sums: one thread per column\n"
@@ -387,7 +388,7 @@ def _gpu_sums_init(col_sums: str | None, c_type: str, tn: int) -> str:
             f"      for (int j = 0; j < {tn}; ++j) bsum[j] = ({c_type})0;\n")
 
 
-def _gpu_sums_add(col_sums: str | None, tn: int) -> str:
+def _gpu_sums_add(col_sums, tn: int) -> str:
     if col_sums is None:
         return ""
     return (f"          if (sums) {{\n"
@@ -396,28 +397,28 @@ def _gpu_sums_add(col_sums: str | None, tn: int) -> str:
             f"          }}\n")
 
 
-def _gpu_sums_store(col_sums: str | None, tn: int) -> str:
+def _gpu_sums_store(col_sums: Callable[[str, str], str] | None, tn: int) -> str:
     if col_sums is None:
         return ""
     return (f"      if (sums) {{\n"
             f"        #pragma unroll\n"
             f"        for (int j = 0; j < {tn}; ++j)\n"
-            f"          if (n0 + tx * {tn} + j < N) {col_sums}[n0 + tx * {tn} + j] = bsum[j];\n"
+            f"          if (n0 + tx * {tn} + j < N) {col_sums(f'n0 + tx * {tn} + j', 'bsum[j]')};\n"
             f"      }}\n")
 
 
-def _sums_decl(col_sums: str | None, c_type: str, bn: int) -> str:
+def _sums_decl(col_sums, c_type: str, bn: int) -> str:
     return "" if col_sums is None else f"  {c_type} bsum[{bn}];  // B's column sums (first row block)\n"
 
 
-def _sums_init(col_sums: str | None, c_type: str, bn: int) -> str:
+def _sums_init(col_sums, c_type: str, bn: int) -> str:
     if col_sums is None:
         return ""
     return (f"      const bool sums = m0 == 0;\n"
             f"      for (int q = 0; q < {bn}; ++q) bsum[q] = ({c_type})0;\n")
 
 
-def _sums_add(col_sums: str | None, nr: int) -> str:
+def _sums_add(col_sums, nr: int) -> str:
     if col_sums is None:
         return ""
     return (f"          if (sums)\n"
@@ -425,10 +426,10 @@ def _sums_add(col_sums: str | None, nr: int) -> str:
             f"              for (int j = 0; j < {nr}; ++j) bsum[jp * {nr} + j] += dst[kk * {nr} + j];\n")
 
 
-def _sums_store(col_sums: str | None) -> str:
+def _sums_store(col_sums: Callable[[str, str], str] | None) -> str:
     if col_sums is None:
         return ""
-    return f"      if (sums)\n        for (int j = 0; j < cols; ++j) {col_sums}[n0 + j] = bsum[j];\n"
+    return (f"      if (sums)\n        for (int j = 0; j < cols; ++j) {col_sums('n0 + j', 'bsum[j]')};\n")
 
 
 def _tile_comment(mr: int, nr: int) -> str:
@@ -437,10 +438,11 @@ def _tile_comment(mr: int, nr: int) -> str:
 
 def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str, a: Operand,
                   b: Operand, store: Callable[[str, str, str], str], batch: str = "1",
-                  batch_setup: str = "", col_sums: str | None = None) -> str:
+                  batch_setup: str = "", col_sums: Callable[[str, str], str] | None = None) -> str:
     """Kernel body of the cpu schedule (see CpuTiling): launch with blockDim (1, 1, 1), one
-    block per tile on x, batch entries on z. col_sums (batch 1, B not transposed): where the
-    tiles of the first row block store B's column sums, added up as they pack B."""
+    block per tile on x, batch entries on z. col_sums (batch 1, B not transposed): (column,
+    value) -> the statement storing B's column sum, which the tiles of the first row block add
+    up as they pack B."""
     a_stmts, a_value = _element(a, "a", "gm", "gk")
     b_stmts, b_value = _element(b, "b", "gk", "gn")
     mr, nr, kc = t.mr, t.nr, t.kc
@@ -565,12 +567,13 @@ def _batch_setup(kb: KernelBuilder, a: Tensor, b: Tensor, out: Tensor, m: str, n
 
 @emitter("MatMul")
 def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
-                siblings: tuple = ()) -> None:
+                siblings: tuple = (), sibling_epilogue: tuple | None = None) -> None:
     """C = A @ B (batched, broadcasting batch dims). `epilogue` = (elementwise ops, inlined
     ops, tensors to store): fused elementwise code applied to each C element in registers
     (bias, activation, residual add, the activation's derivative) before it is stored.
     `siblings`: a reduction of B over its rows (a bias gradient, 2-D only), summed as the
-    tiles of the first row block load B."""
+    tiles of the first row block load B; `sibling_epilogue` (like `epilogue`): elementwise ops
+    applied to each of those sums before it is stored (the bias's update)."""
     check_gemm_dtype(op)
     a, b = op.inputs
     out = op.outputs[0]
@@ -580,13 +583,16 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
     fused_names = []
     if epilogue is not None:
         from graphflow.graph import _default_name
+        from graphflow.ops.state import ASSIGN_OPS
+        updates = [e for e in epilogue[0] if e.type in ASSIGN_OPS]
+        if updates:  # the update of the variable whose gradient this GEMM computes
+            fused_names.append(updates[0].origins[0].name.split("/")[0].lower() + "_update")
         for e in epilogue[0]:
-            if _default_name(e.type) not in fused_names:
+            if not updates and _default_name(e.type) not in fused_names:
                 fused_names.append(_default_name(e.type))
     kb = ctx.builder("_".join([f"gemm_{t.name}", *fused_names[:4],
                                *(["sum_to_like"] if siblings else [])]), [op, *siblings])
     pa, pb = kb.input(a), kb.input(b)
-    col_sums = kb.output(siblings[0].outputs[0], "col_sums") if siblings else None
     ra, rb = len(a.shape), len(b.shape)
     # M, N, K from the operands' own dims (a None dim becomes a run-time parameter)
     m = kb.dim(a, ra - 1 if ta else ra - 2)
@@ -622,6 +628,28 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
             return (f"{{\n            const {c_type} acc_v = {v};  // before i shadows the loop's\n"
                     f"            const {itype} i = ({itype})(c_off + {row} * N) + {col};\n"
                     + "".join(f"            {line}\n" for line in lines) + "          }")
+    col_sums = None
+    if siblings and sibling_epilogue is None:
+        sums_ptr = kb.output(siblings[0].outputs[0], "col_sums")
+
+        def col_sums(col, v):
+            return f"{sums_ptr}[{col}] = {v}"
+    elif siblings:
+        from .elementwise import HELPERS as SCALAR_HELPERS
+        from .fused import FusedCode
+        s_ops, s_inline, s_stored = sibling_epilogue
+        s_code = FusedCode(kb, s_ops, s_inline, s_stored, prefix="b")
+        kb.nodes = [*kb.nodes, *s_ops, *s_code.used_inline]
+        total = siblings[0].outputs[0]
+        s_lines = s_code.segment(s_ops, total, bound={total: "sum_v"})
+        prologue += "".join(f"  {line}\n" for line in s_code.prologue)
+        checks, helpers = [*checks, *s_code.checks], (*helpers, SCALAR_HELPERS)
+        s_type = ctype(total.dtype)
+
+        def col_sums(col, v):
+            return (f"{{\n            const {s_type} sum_v = {v};\n"
+                    f"            const {itype} i = {col};\n"
+                    + "".join(f"            {line}\n" for line in s_lines) + "          }")
     make_body = gemm_body_cpu if cpu else gemm_body
     body = prologue + make_body(
         ctype(out.dtype), itype, t, m, n, k, a_op, b_op, store, batch=count, batch_setup=setup,
