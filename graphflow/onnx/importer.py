@@ -145,6 +145,16 @@ def _as_list(result) -> list:
     return list(result) if isinstance(result, list | tuple) else [result]
 
 
+def check_feed_names(feeds: dict, inputs) -> None:
+    """FeedError for a feed that names no ONNX input, or an input with no feed."""
+    unknown = sorted(set(feeds) - set(inputs))
+    if unknown:
+        raise FeedError(f"unknown ONNX input(s) {unknown}; the model's inputs are {list(inputs)}")
+    missing = [n for n in inputs if n not in feeds]
+    if missing:
+        raise FeedError(f"missing ONNX input(s) {missing}")
+
+
 class ImportedModel:
     """An imported ONNX model: `graph`, `inputs`, `outputs`, and `run(feeds, device=None)`."""
 
@@ -160,13 +170,7 @@ class ImportedModel:
         """Feed arrays by ONNX input name; get every output by name (compiled once per device)."""
         from ..session import Session, resolve_device
         from ..variables import global_variables, variables_initializer
-        unknown = sorted(set(feeds) - set(self.inputs))
-        if unknown:
-            raise FeedError(f"unknown ONNX input(s) {unknown}; the model's inputs are "
-                            f"{list(self.inputs)}")
-        missing = [n for n in self.inputs if n not in feeds]
-        if missing:
-            raise FeedError(f"missing ONNX input(s) {missing}")
+        check_feed_names(feeds, self.inputs)
         device = resolve_device(device)
         compiled = self._compiled.get(device)
         if compiled is None:

@@ -39,14 +39,8 @@ class SpecializedModel:
 
     def run(self, feeds: dict, device: str | None = None) -> dict:
         """Feed arrays by ONNX input name; get every output by name."""
-        from .importer import _NeedsInput
-        unknown = sorted(set(feeds) - set(self.inputs))
-        if unknown:
-            raise FeedError(f"unknown ONNX input(s) {unknown}; the model's inputs are "
-                            f"{list(self.inputs)}")
-        missing = [n for n in self.inputs if n not in feeds]
-        if missing:
-            raise FeedError(f"missing ONNX input(s) {missing}")
+        from .importer import _NeedsInput, check_feed_names
+        check_feed_names(feeds, self.inputs)
         while True:
             bound = {n: self._value(n, feeds[n]) for n in self.value_inputs}
             key = tuple((n, v.shape, v.tobytes()) for n, v in bound.items())
