@@ -232,7 +232,7 @@ def _structs(helper_text: str) -> dict:
                 name = _IDENT.findall(words)[-1]
                 typedefs[name] = words[: words.rfind(name)].strip()
             elif "(" not in stmt and not stmt.startswith(("static", "enum", "using")):
-                first, *rest = [d.strip() for d in _split_top(stmt)]
+                first, *rest = split_top(stmt)
                 dm = re.match(r"(.*?)(\w+)\s*((?:\[[^\]]*\])*)$", first, re.S)
                 if dm is None:
                     continue
@@ -262,18 +262,32 @@ def _members(body: str) -> list[str]:
     return [s for s in stmts if s]
 
 
-def _split_top(text: str) -> list[str]:
-    """Split at commas outside <...>."""
-    parts, depth, cur = [], 0, []
-    for c in text:
-        depth += {"<": 1, ">": -1}.get(c, 0)
-        if c == "," and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(c)
-    parts.append("".join(cur))
-    return parts
+def matching_bracket(text: str, i: int, open_: str, close: str) -> int:
+    """Index just past the bracket matching text[i] (or len(text))."""
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == open_:
+            depth += 1
+        elif text[j] == close:
+            depth -= 1
+            if depth == 0:
+                return j + 1
+    return len(text)
+
+
+def split_top(text: str) -> list[str]:
+    """The comma-separated parts of `text` outside (), <> and [], stripped."""
+    parts, depth, start = [], 0, 0
+    for j, ch in enumerate(text):
+        if ch in "(<[":
+            depth += 1
+        elif ch in ")>]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:j])
+            start = j + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts]
 
 
 def _sizeof(ctype: str, structs: dict, depth: int = 0) -> tuple | None:
@@ -287,7 +301,7 @@ def _sizeof(ctype: str, structs: dict, depth: int = 0) -> tuple | None:
     if m is None or m.group(1) not in structs or depth > 20:
         return None
     s = structs[m.group(1)]
-    args = _split_top(m.group(2)) if m.group(2) is not None else []
+    args = split_top(m.group(2)) if m.group(2) is not None else []
     if len(args) != len(s.params):
         return None
 

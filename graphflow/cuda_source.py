@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from .codegen.ctext import matching_bracket, split_top
 from .errors import GraphflowError
 
 _NOISE = re.compile(r"//[^\n]*|/\*.*?\*/|\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\\\n])*'", re.S)
@@ -81,34 +82,6 @@ class KernelSignature:
         return [p for p in self.params if not p.pointer]
 
 
-def _match(text: str, i: int, open_: str, close: str) -> int:
-    """Index just past the bracket matching text[i] (or len(text))."""
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == open_:
-            depth += 1
-        elif text[j] == close:
-            depth -= 1
-            if depth == 0:
-                return j + 1
-    return len(text)
-
-
-def _split_top(text: str) -> list[str]:
-    """Split at commas outside (), <> and []."""
-    parts, depth, start = [], 0, 0
-    for j, ch in enumerate(text):
-        if ch in "(<[":
-            depth += 1
-        elif ch in ")>]":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(text[start:j])
-            start = j + 1
-    parts.append(text[start:])
-    return [p.strip() for p in parts]
-
-
 def _param(text: str, index: int) -> KernelParam:
     declared = " ".join(text.split())
     text = text.split("=")[0]
@@ -130,9 +103,9 @@ def find_kernel(source: str, name: str) -> KernelSignature | None:
         if m.group(1) != name:
             continue
         open_paren = m.end() - 1
-        close = _match(text, open_paren, "(", ")")
+        close = matching_bracket(text, open_paren, "(", ")")
         inside = text[open_paren + 1:close - 1].strip()
-        parts = [] if inside in ("", "void") else _split_top(inside)
+        parts = [] if inside in ("", "void") else split_top(inside)
         params = tuple(_param(p, i) for i, p in enumerate(parts))
         before = text[:m.start()]
         template: tuple[str, ...] = ()
@@ -153,7 +126,7 @@ def launch_bounds_spans(source: str) -> list[tuple[int, int]]:
     text = blank(source)
     spans = []
     for m in re.finditer(r"\b__launch_bounds__\s*\(", text):
-        spans.append((m.start(), _match(text, m.end() - 1, "(", ")")))
+        spans.append((m.start(), matching_bracket(text, m.end() - 1, "(", ")")))
     return spans
 
 

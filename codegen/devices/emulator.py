@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ctext import matching_bracket
 from ..launch import NativeCall
 from . import DeviceUnavailable, LaunchFailed, cache
 
@@ -97,29 +98,17 @@ def find_kernels(source: str) -> list[str]:
     return names
 
 
-def _match(text: str, i: int, open_: str, close: str) -> int:
-    """Index just past the bracket matching text[i] (or len(text))."""
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == open_:
-            depth += 1
-        elif text[j] == close:
-            depth -= 1
-            if depth == 0:
-                return j + 1
-    return len(text)
-
-
 def _function_bodies(text: str) -> dict[str, str]:
     bodies: dict[str, str] = {}
     for m in re.finditer(r"\b([A-Za-z_]\w*)\s*\(", text):
         if m.group(1) in _NOT_FUNCTIONS:
             continue
-        end = _match(text, m.end() - 1, "(", ")")
+        end = matching_bracket(text, m.end() - 1, "(", ")")
         after = _BODY_START.match(text, end)
         if after:
             start = after.end() - 1
-            bodies[m.group(1)] = bodies.get(m.group(1), "") + text[start : _match(text, start, "{", "}")]
+            body = text[start : matching_bracket(text, start, "{", "}")]
+            bodies[m.group(1)] = bodies.get(m.group(1), "") + body
     for m in re.finditer(r"^[ \t]*#[ \t]*define[ \t]+(\w+)((?:[^\n]*\\\n)*[^\n]*)", text, re.M):
         bodies[m.group(1)] = bodies.get(m.group(1), "") + m.group(2)
     return bodies
