@@ -204,6 +204,7 @@ def gemm_body(
     a_regs, b_regs = t.bm * t.bk // t.threads, t.bk * t.bn // t.threads
     pad = _pad(c_type)
     tx_count = t.bn // t.tn
+    sums = gpu_column_sums(col_sums, c_type, t.tn)
     return f"""\
   // double-buffered operand tiles, k-major: As[buf][k][m], Bs[buf][k][n]
   __shared__ __align__(16) {c_type} As[2][{t.bk}][{t.bm} + {pad}];
@@ -225,7 +226,7 @@ def gemm_body(
         for (int j = 0; j < {t.tn}; ++j) acc[i][j] = ({c_type})0;
       }}
       {c_type} a_next[{a_regs}], b_next[{b_regs}];
-{_gpu_sums_init(col_sums, c_type, t.tn)}      int nbuf = 0;
+{sums.init}      int nbuf = 0;
       // prologue: stage the first K slice
 {_indent(a_load("k_begin") + b_load("k_begin") + a_store + b_store, 6)}      __syncthreads();
       for ({itype} k0 = k_begin; k0 < k_end; k0 += {t.bk}) {{
@@ -241,7 +242,7 @@ def gemm_body(
           for (int i = 0; i < {t.tm}; ++i) a_frag[i] = As[buf][k][ty * {t.tm} + i];
           #pragma unroll
           for (int j = 0; j < {t.tn}; ++j) b_frag[j] = Bs[buf][k][tx * {t.tn} + j];
-{_gpu_sums_add(col_sums, t.tn)}          #pragma unroll
+{sums.add}          #pragma unroll
           for (int i = 0; i < {t.tm}; ++i) {{
             #pragma unroll
             for (int j = 0; j < {t.tn}; ++j) acc[i][j] += a_frag[i] * b_frag[j];
@@ -261,7 +262,7 @@ def gemm_body(
           if (col < N) {store("row", "col", "acc[i][j]")};
         }}
       }}
-{_gpu_sums_store(col_sums, t.tn)}    }}
+{sums.store}    }}
   }}
 """
 
@@ -379,61 +380,52 @@ def _pack_a(a: Operand, stmts: str, value: str, c_type: str, itype: str, mr: int
 """
 
 
-def _gpu_sums_init(col_sums, c_type: str, tn: int) -> str:
+@dataclass(frozen=True)
+class ColumnSums:
+    """The C snippets that add up B's column sums in a GEMM body (a bias gradient), spliced in
+    at fixed places; all empty when the GEMM stores none."""
+
+    decl: str = ""  # kernel scope
+    init: str = ""  # per tile
+    add: str = ""  # per K slice
+    store: str = ""  # per tile, after C's epilogue
+
+
+def gpu_column_sums(col_sums: Callable[[str, str], str] | None, c_type: str, tn: int) -> ColumnSums:
+    """The GPU schedule: the first row block's threads of row ty == 0 add the B fragments they
+    multiply anyway, one thread per column."""
     if col_sums is None:
-        return ""
-    return (f"      const bool sums = m0 == 0 && ty == 0;  // B's column sums: one thread per column\n"
-            f"      {c_type} bsum[{tn}];\n"
-            f"      #pragma unroll\n"
-            f"      for (int j = 0; j < {tn}; ++j) bsum[j] = ({c_type})0;\n")
+        return ColumnSums()
+    return ColumnSums(
+        init=(f"      const bool sums = m0 == 0 && ty == 0;  // B's column sums: one thread per column\n"
+              f"      {c_type} bsum[{tn}];\n"
+              f"      #pragma unroll\n"
+              f"      for (int j = 0; j < {tn}; ++j) bsum[j] = ({c_type})0;\n"),
+        add=(f"          if (sums) {{\n"
+             f"            #pragma unroll\n"
+             f"            for (int j = 0; j < {tn}; ++j) bsum[j] += b_frag[j];\n"
+             f"          }}\n"),
+        store=(f"      if (sums) {{\n"
+               f"        #pragma unroll\n"
+               f"        for (int j = 0; j < {tn}; ++j)\n"
+               f"          if (n0 + tx * {tn} + j < N) {col_sums(f'n0 + tx * {tn} + j', 'bsum[j]')};\n"
+               f"      }}\n"))
 
 
-def _gpu_sums_add(col_sums, tn: int) -> str:
+def cpu_column_sums(col_sums: Callable[[str, str], str] | None, c_type: str, bn: int,
+                    nr: int) -> ColumnSums:
+    """The cpu schedule: the tiles of the first row block add each packed B strip."""
     if col_sums is None:
-        return ""
-    return (f"          if (sums) {{\n"
-            f"            #pragma unroll\n"
-            f"            for (int j = 0; j < {tn}; ++j) bsum[j] += b_frag[j];\n"
-            f"          }}\n")
-
-
-def _gpu_sums_store(col_sums: Callable[[str, str], str] | None, tn: int) -> str:
-    if col_sums is None:
-        return ""
-    return (f"      if (sums) {{\n"
-            f"        #pragma unroll\n"
-            f"        for (int j = 0; j < {tn}; ++j)\n"
-            f"          if (n0 + tx * {tn} + j < N) {col_sums(f'n0 + tx * {tn} + j', 'bsum[j]')};\n"
-            f"      }}\n")
-
-
-def _sums_decl(col_sums, c_type: str, bn: int) -> str:
-    return "" if col_sums is None else f"  {c_type} bsum[{bn}];  // B's column sums (first row block)\n"
-
-
-def _sums_init(col_sums, c_type: str, bn: int) -> str:
-    if col_sums is None:
-        return ""
-    return (f"      const bool sums = m0 == 0;\n"
-            f"      for (int q = 0; q < {bn}; ++q) bsum[q] = ({c_type})0;\n")
-
-
-def _sums_add(col_sums, nr: int) -> str:
-    if col_sums is None:
-        return ""
-    return (f"          if (sums)\n"
-            f"            for (int kk = 0; kk < kc; ++kk)\n"
-            f"              for (int j = 0; j < {nr}; ++j) bsum[jp * {nr} + j] += dst[kk * {nr} + j];\n")
-
-
-def _sums_store(col_sums: Callable[[str, str], str] | None) -> str:
-    if col_sums is None:
-        return ""
-    return (f"      if (sums)\n        for (int j = 0; j < cols; ++j) {col_sums('n0 + j', 'bsum[j]')};\n")
-
-
-def _tile_comment(mr: int, nr: int) -> str:
-    return f"          // the {mr}x{nr} register tile over each strip"
+        return ColumnSums()
+    return ColumnSums(
+        decl=f"  {c_type} bsum[{bn}];  // B's column sums (first row block)\n",
+        init=(f"      const bool sums = m0 == 0;\n"
+              f"      for (int q = 0; q < {bn}; ++q) bsum[q] = ({c_type})0;\n"),
+        add=(f"          if (sums)\n"
+             f"            for (int kk = 0; kk < kc; ++kk)\n"
+             f"              for (int j = 0; j < {nr}; ++j) bsum[jp * {nr} + j] += dst[kk * {nr} + j];\n"),
+        store=(f"      if (sums)\n"
+               f"        for (int j = 0; j < cols; ++j) {col_sums('n0 + j', 'bsum[j]')};\n"))
 
 
 def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str, a: Operand,
@@ -446,12 +438,13 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
     a_stmts, a_value = _element(a, "a", "gm", "gk")
     b_stmts, b_value = _element(b, "b", "gk", "gn")
     mr, nr, kc = t.mr, t.nr, t.kc
+    sums = cpu_column_sums(col_sums, c_type, t.bn, nr)
     return f"""\
   // {t.describe()}
   {c_type} Ap[{kc} * {mr}];  // A micro-panel [KC][MR], zero-padded
   {c_type} Bp[{kc} * {t.bn}];  // B panel: NR-wide strips, each [KC][NR], zero-padded
   {c_type} Ct[{t.bm} * {t.bn}];  // the tile's accumulators
-{_sums_decl(col_sums, c_type, t.bn)}  const {itype} M = {m}, N = {n}, K = {k};
+{sums.decl}  const {itype} M = {m}, N = {n}, K = {k};
   const {itype} tiles_n = (N + {t.bn - 1}) / {t.bn};
   const {itype} tiles = ((M + {t.bm - 1}) / {t.bm}) * tiles_n;
   const long long batch = {batch};
@@ -464,14 +457,14 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
       // GEMM (attention's 32x32 heads) must not pay for clearing the whole {t.bm}x{t.bn} tile
       for (int i = 0; i < (rows + {t.mr - 1}) / {t.mr} * {t.mr}; ++i)
         for (int j = 0; j < (cols + {t.nr - 1}) / {t.nr} * {t.nr}; ++j) Ct[i * {t.bn} + j] = ({c_type})0;
-{_sums_init(col_sums, c_type, t.bn)}      for ({itype} k0 = 0; k0 < K; k0 += {kc}) {{
+{sums.init}      for ({itype} k0 = 0; k0 < K; k0 += {kc}) {{
         const int kc = K - k0 < {kc} ? (int)(K - k0) : {kc};
         for (int jp = 0; jp * {nr} < cols; ++jp) {{  // pack B[k0 + kk][n0 + jp * NR + j]
           {c_type}* __restrict__ dst = Bp + jp * {kc * nr};
           const {itype} nb = n0 + jp * {nr};
-{_pack_b(b, b_stmts, b_value, c_type, itype, nr)}{_sums_add(col_sums, nr)}        }}
+{_pack_b(b, b_stmts, b_value, c_type, itype, nr)}{sums.add}        }}
         for (int i0 = 0; i0 < rows; i0 += {mr}) {{  // pack A[m0 + i0 + i][k0 + kk]
-{_pack_a(a, a_stmts, a_value, c_type, itype, mr)}{_tile_comment(mr, nr)}
+{_pack_a(a, a_stmts, a_value, c_type, itype, mr)}          // the {mr}x{nr} register tile over each strip
           for (int jp = 0; jp * {nr} < cols; ++jp) {{
             {c_type}* __restrict__ ct = Ct + i0 * {t.bn} + jp * {nr};
             const {c_type}* __restrict__ bp = Bp + jp * {kc * nr};
@@ -496,7 +489,7 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
           {store("row", "col", f"Ct[i * {t.bn} + j]")};
         }}
       }}
-{_sums_store(col_sums)}    }}
+{sums.store}    }}
   }}
 """
 
