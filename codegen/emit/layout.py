@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from graphflow.graph import Operation
 
-from ..kernel import EmitContext, add_map_kernel, ctype, index_type_for, numel
+from ..kernel import EmitContext, ctype, index_type_for, numel
 from . import emitter
 from .elementwise import Dialect
-from .movement import _mul, _split_at, _strides, _sum, _unravel
+from .movement import _mul, _split_at, _strides, _sum, map_kernel
 
 
 @emitter("Tile")
@@ -28,16 +28,14 @@ def emit_tile(ctx: EmitContext, op: Operation) -> None:
     out_dims = [kb.dim(out, a) for a in range(rank)]
     names = [f"c{a}" for a in range(rank)]
     itype = index_type_for(out, x)
-    lines = _unravel("i", out_dims, names, itype)
     terms = []
     for a in range(rank):
         if out_dims[a] == "1" or dims[a] == "1":
             continue
         coord = names[a] if multiples[a] == 1 else f"({names[a]} % {dims[a]})"
         terms.append(_mul(coord, _strides(dims)[a]))
-    lines.append(f"{dst}[i] = {src}[{_sum(terms)}];")
-    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
-                   f"Tile {list(x.shape)} by {list(multiples)}: each output reads x at c mod size")
+    map_kernel(ctx, kb, out, out_dims, names, [f"{dst}[i] = {src}[{_sum(terms)}];"], itype,
+               f"Tile {list(x.shape)} by {list(multiples)}: each output reads x at c mod size")
 
 
 @emitter("TileGrad")
@@ -53,8 +51,7 @@ def emit_tile_grad(ctx: EmitContext, op: Operation) -> None:
     names = [f"c{a}" for a in range(rank)]
     itype = index_type_for(out, g)
     copies = numel(multiples)
-    lines = _unravel("i", dims, names, itype)
-    lines += [f"{ctype(out.dtype)} acc = ({ctype(out.dtype)})0;",
+    lines = [f"{ctype(out.dtype)} acc = ({ctype(out.dtype)})0;",
               f"for (long long r = 0; r < {copies}LL; ++r) {{",
               "  long long copy = r;"]
     terms = []
@@ -65,9 +62,9 @@ def emit_tile_grad(ctx: EmitContext, op: Operation) -> None:
             coord = f"(m{a} * {dims[a]} + {coord})" if coord != "0" else f"m{a} * {dims[a]}"
         terms.append(_mul(coord, g_strides[a]))
     lines += [f"  acc += {src}[{_sum(terms)}];", "}", f"{dst}[i] = acc;"]
-    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
-                   f"TileGrad {list(g.shape)} -> {list(out.shape)}: each element sums its "
-                   f"{copies} copies", flops=lambda s: numel(s[g]))
+    map_kernel(ctx, kb, out, dims, names, lines, itype,
+               f"TileGrad {list(g.shape)} -> {list(out.shape)}: each element sums its "
+               f"{copies} copies", flops=lambda s: numel(s[g]))
 
 
 @emitter("Pad")
@@ -81,7 +78,7 @@ def emit_pad(ctx: EmitContext, op: Operation) -> None:
     in_strides = _strides(dims)
     names = [f"c{a}" for a in range(rank)]
     itype = index_type_for(out, x)
-    lines = _unravel("i", [kb.dim(out, a) for a in range(rank)], names, itype)
+    out_dims = [kb.dim(out, a) for a in range(rank)]
     conds, terms = [], []
     for a, (before, after) in enumerate(paddings):
         if kb.dim(out, a) == "1":
@@ -94,9 +91,9 @@ def emit_pad(ctx: EmitContext, op: Operation) -> None:
     fill = Dialect(out.dtype).lit(op.attrs["constant_values"])
     if out.dtype.is_bool:
         fill = "true" if op.attrs["constant_values"] else "false"
-    lines.append(f"{dst}[i] = ({' && '.join(conds) or 'true'}) ? {src}[{_sum(terms)}] : "
-                 f"({ctype(out.dtype)}){fill};")
-    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
+    stmt = (f"{dst}[i] = ({' && '.join(conds) or 'true'}) ? {src}[{_sum(terms)}] : "
+            f"({ctype(out.dtype)}){fill};")
+    map_kernel(ctx, kb, out, out_dims, names, [stmt], itype,
                    f"Pad {list(x.shape)} by {[list(p) for p in paddings]} with "
                    f"{op.attrs['constant_values']!r}")
 
@@ -123,15 +120,14 @@ def emit_mirror_pad(ctx: EmitContext, op: Operation) -> None:
     outer, inner, before, after, symmetric = _mirror_geometry(kb, x, axis, op)
     d, length = kb.dim(x, axis), kb.dim(out, axis)
     itype = index_type_for(out, x)
-    lines = _unravel("i", [outer, length, inner], ["outer", "along", "within"], itype)
     o = "outer" if outer != "1" else "0"
     c = "along" if length != "1" else "0"
     n = "within" if inner != "1" else "0"
     low, high = ("-q - 1", f"2 * {d} - 1 - q") if symmetric else ("-q", f"2 * {d} - 2 - q")
-    lines += [f"{itype} q = {c} - {before};",
-              f"q = q < 0 ? {low} : (q >= {d} ? {high} : q);",
-              f"{dst}[i] = {src}[{_offset(o, d, 'q', inner, n)}];"]
-    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
+    lines = [f"{itype} q = {c} - {before};",
+             f"q = q < 0 ? {low} : (q >= {d} ? {high} : q);",
+             f"{dst}[i] = {src}[{_offset(o, d, 'q', inner, n)}];"]
+    map_kernel(ctx, kb, out, [outer, length, inner], ["outer", "along", "within"], lines, itype,
                    f"MirrorPad ({'SYMMETRIC' if symmetric else 'REFLECT'}) axis {axis} of "
                    f"{list(x.shape)} by ({before}, {after})")
 
@@ -146,7 +142,6 @@ def emit_mirror_pad_grad(ctx: EmitContext, op: Operation) -> None:
     outer, inner, before, after, symmetric = _mirror_geometry(kb, out, axis, op)
     d, length = kb.dim(out, axis), kb.dim(g, axis)
     itype = index_type_for(out, g)
-    lines = _unravel("i", [outer, d, inner], ["outer", "along", "within"], itype)
     o = "outer" if outer != "1" else "0"
     c = "along" if d != "1" else "0"
     n = "within" if inner != "1" else "0"
@@ -155,7 +150,7 @@ def emit_mirror_pad_grad(ctx: EmitContext, op: Operation) -> None:
         return f"{src}[{_offset(o, length, pos, inner, n)}]"
 
     skip = 0 if symmetric else 1  # REFLECT leaves out the edge element
-    lines += [f"{ctype(out.dtype)} acc = {read(f'{before} + {c}')};"]
+    lines = [f"{ctype(out.dtype)} acc = {read(f'{before} + {c}')};"]
     if before:
         lines.append(f"if ({c} >= {skip} && {c} < {skip + before}) "
                      f"acc += {read(f'{before - 1 + skip} - {c}')};")
@@ -163,6 +158,6 @@ def emit_mirror_pad_grad(ctx: EmitContext, op: Operation) -> None:
         lines.append(f"if ({c} >= {d} - {skip + after} && {c} < {d} - {skip}) "
                      f"acc += {read(f'{before} + 2 * {d} - {1 + skip} - {c}')};")
     lines.append(f"{dst}[i] = acc;")
-    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
-                   f"MirrorPadGrad axis {axis}: {list(g.shape)} -> {list(out.shape)}, own place "
+    map_kernel(ctx, kb, out, [outer, d, inner], ["outer", "along", "within"], lines, itype,
+               f"MirrorPadGrad axis {axis}: {list(g.shape)} -> {list(out.shape)}, own place "
                    "plus mirror images")

@@ -21,6 +21,7 @@ from graphflow.errors import CompileError
 from graphflow.graph import Operation, Tensor
 
 from ..kernel import (
+    TILE,
     EmitContext,
     KernelBuilder,
     Launch,
@@ -29,6 +30,7 @@ from ..kernel import (
     ctype,
     index_type_for,
     numel,
+    tiled_launch,
 )
 from . import emitter
 
@@ -86,11 +88,9 @@ def _unravel(idx: str, dims: list[str], names: list[str], itype: str) -> list[st
     return lines
 
 
-ROW_TILE = 4096  # elements per cpu tile of a rows-form map kernel
-
-
 def map_kernel(ctx: EmitContext, kb: KernelBuilder, out: Tensor, dims: list[str], names: list[str],
-               stmts: list[str], itype: str, comment: str, checks=None) -> None:
+               stmts: list[str], itype: str, comment: str, checks=None,
+               flops=lambda shapes: 0) -> None:
     """A one-thread-per-element kernel over `out`, whose coordinates (`names` over `dims`,
     row-major) the statements use. On the GPU: the flat tile loop, each thread unravelling its
     index. On the cpu: rows of the innermost dim, unravelled once per row, then a plain loop
@@ -100,11 +100,11 @@ def map_kernel(ctx: EmitContext, kb: KernelBuilder, out: Tensor, dims: list[str]
         live -= 1
     if ctx.device != "cpu" or live < 2:
         lines = _unravel("i", dims, names, itype) + stmts
-        add_map_kernel(ctx, kb, out, "\n".join(lines), itype, comment, checks=checks)
+        add_map_kernel(ctx, kb, out, "\n".join(lines), itype, comment, flops=flops, checks=checks)
         return
     dims, names = dims[:live], names[:live]
     length, rows = dims[-1], _prod(dims[:-1])
-    per = f"({length} >= {ROW_TILE} ? 1 : {ROW_TILE} / {length})"
+    per = f"({length} >= {TILE} ? 1 : {TILE} / {length})"
     inner = "\n".join(["      " + line for line in _unravel("row", dims[:-1], names[:-1], itype)])
     body = "\n".join(["        " + line for line in stmts])
     code = f"""\
@@ -121,16 +121,9 @@ def map_kernel(ctx: EmitContext, kb: KernelBuilder, out: Tensor, dims: list[str]
     }}
   }}
 """
-    out_shape = out
-
-    def launch(shapes, device: str) -> Launch:
-        shape = shapes[out_shape]
-        row_len = max(1, int(shape[-1]))
-        per_tile = 1 if row_len >= ROW_TILE else ROW_TILE // row_len
-        tiles = max(1, -(-(numel(shape) // row_len) // per_tile))
-        return Launch((min(tiles, 64), 1, 1), (1, 1, 1))
-
-    ctx.add(kb.build(code, launch, comment=comment + "; cpu schedule: row by row", checks=checks or []))
+    # the tile loop's launch: one block per TILE elements (blocks grid-stride over rows)
+    ctx.add(kb.build(code, tiled_launch(lambda shapes: numel(shapes[out])), flops=flops,
+                     comment=comment + "; cpu schedule: row by row", checks=checks or []))
 
 
 def _strides(dims: list[str]) -> list[str]:
