@@ -468,13 +468,15 @@ def _fuse_horizontally(groups, dag, inline, debug) -> None:
             buckets.append(g)
 
 
+def type_names(ops: list) -> list[str]:
+    """The ops' types as names go (`one_hot`, `sum_to_like`), each once, in order: what a
+    fused kernel's name lists."""
+    return list(dict.fromkeys(_default_name(op.type) for op in ops))
+
+
 def kernel_base_name(group: Group) -> str:
     """What the kernel computes: the op types fused into it, or the optimizer it updates."""
-    types = []
-    for op in group.ops:
-        name = _default_name(op.type)
-        if name not in types:
-            types.append(name)
+    types = type_names(group.ops)
     if any(op.type in ASSIGN_OPS for op in group.ops):
         scopes = {op.origins[0].name.split("/")[0] for op in group.ops if op.type in ASSIGN_OPS}
         scope = scopes.pop().lower() if len(scopes) == 1 else "assign"

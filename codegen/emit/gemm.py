@@ -575,14 +575,14 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
     t = cpu_tiling_for(out.dtype) if cpu else tiling_for(out.dtype)
     fused_names = []
     if epilogue is not None:
-        from graphflow.graph import _default_name
         from graphflow.ops.state import ASSIGN_OPS
+
+        from ..fusion import type_names
         updates = [e for e in epilogue[0] if e.type in ASSIGN_OPS]
         if updates:  # the update of the variable whose gradient this GEMM computes
-            fused_names.append(updates[0].origins[0].name.split("/")[0].lower() + "_update")
-        for e in epilogue[0]:
-            if not updates and _default_name(e.type) not in fused_names:
-                fused_names.append(_default_name(e.type))
+            fused_names = [updates[0].origins[0].name.split("/")[0].lower() + "_update"]
+        else:
+            fused_names = type_names(epilogue[0])
     kb = ctx.builder("_".join([f"gemm_{t.name}", *fused_names[:4],
                                *(["sum_to_like"] if siblings else [])]), [op, *siblings])
     pa, pb = kb.input(a), kb.input(b)

@@ -626,12 +626,8 @@ def _fused_name(base: str, prologue: tuple | None) -> str:
     """The kernel name: what it reduces, after the op types computed in its loads."""
     if prologue is None:
         return base
-    from graphflow.graph import _default_name
-    names = []
-    for e in prologue[0]:
-        if _default_name(e.type) not in names:
-            names.append(_default_name(e.type))
-    return "_".join(["fused", *names[:3], base])
+    from ..fusion import type_names
+    return "_".join(["fused", *type_names(prologue[0])[:3], base])
 
 
 @emitter("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd")

@@ -19,8 +19,9 @@ input dtype:
 
 from __future__ import annotations
 
-from graphflow.graph import Operation, Tensor, _default_name
+from graphflow.graph import Operation, Tensor
 
+from ..fusion import type_names
 from ..kernel import EmitContext, KernelBuilder, Launch, ctype, index_type_for, numel
 from . import emitter
 from .elementwise import Dialect
@@ -208,7 +209,7 @@ def emit_softmax(ctx: EmitContext, op: Operation, epilogue: tuple | None = None)
     log = op.type == "LogSoftmax"
     name = "log_softmax" if log else "softmax"
     if epilogue is not None:
-        name = "_".join([name, *list(dict.fromkeys(_default_name(e.type) for e in epilogue[0]))[:4]])
+        name = "_".join([name, *type_names(epilogue[0])[:4]])
     kb, x_ptr, rows, itype, c = _float_rows(ctx, op, name, x, op.attrs["axis"])
     top, checks, helpers = "", [], ()
     if log:
@@ -238,7 +239,7 @@ def emit_sparse_xent(ctx: EmitContext, op: Operation, siblings: tuple = (),
     rank = len(logits.shape)
     name = "sparse_softmax_xent" + ("_softmax" if siblings else "")
     if epilogue is not None:
-        name = "_".join([name, *list(dict.fromkeys(_default_name(e.type) for e in epilogue[0]))[:3]])
+        name = "_".join([name, *type_names(epilogue[0])[:3]])
     kb, x_ptr, rows, itype, c = _float_rows(ctx, op, name, logits, rank - 1)
     kb.nodes = [op, *siblings]
     label_ptr = kb.input(labels, "labels")
