@@ -58,7 +58,8 @@ class Group:
         return min(op.id for op in self.ops)
 
     def shape(self) -> tuple | None:
-        """The iteration shape of a single-segment elementwise group (None: one element)."""
+        """The iteration shape of a single-segment elementwise group (None: one element); its
+        ops may see the same elements reshaped (see same_space)."""
         big = [op.outputs[0].shape for op in self.ops if not is_one_element(op.outputs[0])]
         return tuple(big[0]) if big else None
 
@@ -75,6 +76,23 @@ class Debug:
         self.lines.append(text)
         if self.on:
             print(f"[fusion] {text}")
+
+
+def same_space(a: tuple | None, b: tuple | None) -> bool:
+    """Do iteration shapes a and b walk the same elements in the same flat order? Equal, or
+    static with the same count (a reshape of a contiguous value keeps the flat order)."""
+    if a is None or b is None:
+        return a is b
+    if tuple(a) == tuple(b):
+        return True
+    return None not in a and None not in b and _count(a) == _count(b)
+
+
+def _count(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 def alias_root(t: LTensor) -> LTensor:
@@ -125,7 +143,7 @@ def external_reads(ops: list[LOp], inline: set) -> list[tuple[LTensor, bool]]:
     reads = []
     for op in ops:
         for t in (_loaded_inputs(op) if op.type in ELEMENTWISE else op.inputs):
-            if t in inside:
+            if t in inside or (op.type in ELEMENTWISE and alias_root(t) in inside):
                 continue
             leaves = expand(t, inline)
             reads += [(x, x is not t) for x in leaves if x not in inside]
@@ -188,17 +206,20 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
     return order, inline
 
 
-EPILOGUE_TEMPLATES = ("MatMul", "Softmax")
-PROLOGUE_TEMPLATES = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "SumToLike")
+EPILOGUE_TEMPLATES = ("MatMul", "Softmax", "Standardize", "StandardizeGrad")
+ROW_TEMPLATES = ("Softmax", "Standardize", "StandardizeGrad")  # epilogues along the last axis only
+# template -> the input its prologue computes
+PROLOGUE_TEMPLATES = {"ReduceSum": 0, "ReduceMean": 0, "ReduceMax": 0, "ReduceMin": 0, "SumToLike": 0,
+                      "StandardizeGrad": 1}
 
 
 def _fuse_prologues(group_of, groups, dag, debug) -> None:
-    """A reduction computes the elementwise group that produces its input while it loads it
-    (each element is visited once, so values other kernels need are stored on the way)."""
+    """A reduction (or a row kernel) computes the elementwise group that produces its input
+    while it loads it (values other kernels need are stored by the one pass that does)."""
     for g in list(groups):
-        if g.fused or g.ops[0].type not in PROLOGUE_TEMPLATES or g not in dag:
+        if g.fused or g.ops[0].type not in PROLOGUE_TEMPLATES or g not in dag or g.prologue:
             continue
-        x = g.ops[0].inputs[0]
+        x = g.ops[0].inputs[PROLOGUE_TEMPLATES[g.ops[0].type]]
         p = group_of.get(x.op)
         if p is None or not p.fused or len(p.segments) != 1 or p not in dag:
             continue
@@ -300,10 +321,20 @@ def _last_axis(op: LOp) -> bool:
 
 
 def _epilogue_taker(users: dict, group_of: dict, out: LTensor) -> Group | None:
-    """The one fused single-segment group reading `out`, if exactly one reads it."""
+    """The one fused single-segment group reading `out`, if exactly one reads it; groups that
+    only feed a reduction are left to become its prologue (layer norm's `dy * xhat`)."""
     takers = {group_of[u] for u in users.get(out, []) if u in group_of}
     candidates = [c for c in takers if c.fused and len(c.segments) == 1]
+    if len(candidates) > 1:
+        candidates = [c for c in candidates if not _feeds_only_a_reduction(c, users, group_of)]
     return candidates[0] if len(candidates) == 1 else None
+
+
+def _feeds_only_a_reduction(g: Group, users: dict, group_of: dict) -> bool:
+    outs = [op.outputs[0] for op in g.ops if op.outputs]
+    readers = {group_of.get(u) for t in outs for u in users.get(t, [])} - {g}
+    return len(readers) == 1 and all(
+        r is not None and not r.fused and r.ops[0].type in PROLOGUE_TEMPLATES for r in readers)
 
 
 def _update_fits(template: Group, e: Group, inline: set) -> bool:
@@ -325,13 +356,13 @@ def _fuse_epilogues(graph, group_of, groups, dag, inline, debug) -> None:
     for g in list(groups):
         if g.fused or g.ops[0].type not in EPILOGUE_TEMPLATES or g not in dag:
             continue
-        if g.ops[0].type == "Softmax" and not _last_axis(g.ops[0]):
+        if g.ops[0].type in ROW_TEMPLATES and not _last_axis(g.ops[0]):
             continue  # the row kernel's flat index is the element's only along the last axis
         out = g.ops[0].outputs[0]
         e = _epilogue_taker(users, group_of, out)
         if e is None:
             continue
-        if e.shape() != tuple(out.shape):
+        if not same_space(e.shape(), tuple(out.shape)):
             debug(f"keep {g.title()} | {e.title()} apart: the elementwise group does not iterate "
                   "over the GEMM's output")
             continue
@@ -412,7 +443,7 @@ def _params(ops: list[LOp], inline: set) -> int:
 def _fuse_vertically(graph, group_of, groups, dag, inline, debug) -> None:
     for op in [op for op in graph.ops if op in group_of and group_of[op].fused]:
         for t in op.inputs:
-            producer = group_of.get(t.op)
+            producer = group_of.get(alias_root(t).op)  # through reshapes: the same elements
             mine = group_of[op]
             if producer is None or producer is mine or not producer.fused:
                 continue
@@ -428,7 +459,7 @@ def _fuse_vertically(graph, group_of, groups, dag, inline, debug) -> None:
 
 def _why_not_vertical(a: Group, b: Group, dag, inline) -> str | None:
     sa, sb = a.shape(), b.shape()
-    if sa != sb:
+    if not same_space(sa, sb):
         shown = [list(s) if s is not None else "one element" for s in (sa, sb)]
         return f"iteration spaces differ ({shown[0]} vs {shown[1]})"
     if _merge_creates_cycle(dag, a, b):

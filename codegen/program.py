@@ -137,7 +137,7 @@ def emit_kernels(graph: LGraph, device: str, fuse: bool = True) -> tuple[list, s
             extra["sibling_epilogue"] = (group.sibling_epilogue, inline, stored)
         if group.epilogue:
             extra["epilogue"] = (group.epilogue, inline, stored)
-        elif group.prologue:
+        if group.prologue:
             extra["prologue"] = (group.prologue, inline, stored)
         emit(ctx, op, **extra)
     if device == "cpu":  # the cpu schedules' block-wide steps (see reduce.CPU_HELPERS)
@@ -151,9 +151,18 @@ def stored_outputs(group, fetched: set, users: dict) -> set:
     """Outputs of a group's ops that must reach memory: effects, fetches, and values any op
     outside the group reads."""
     members = set(group.ops)
+
+    def leaves(t):  # the value is read outside, or fetched, also through a reshape of it
+        for u in users.get(t, []):
+            if u.type in ALIAS_OPS and u.outputs:
+                if u.outputs[0] in fetched or leaves(u.outputs[0]):
+                    return True
+            elif u not in members:
+                return True
+        return False
+
     return {op.outputs[0] for op in group.ops
-            if op.type in ASSIGN_OPS or op.outputs[0] in fetched
-            or any(u not in members for u in users.get(op.outputs[0], []))}
+            if op.type in ASSIGN_OPS or op.outputs[0] in fetched or leaves(op.outputs[0])}
 
 
 @dataclass

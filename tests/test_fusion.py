@@ -46,9 +46,10 @@ def test_fused_kernel_comment_names_every_user_op():
 
 def test_optimizer_updates_fuse_into_gemms_or_horizontally_and_update_in_place():
     """A weight's update runs in the epilogue of the GEMM computing its gradient; the other
-    variables' updates (b1, whose gradient is summed while the relu gradient is computed, a
-    and c) fuse into one kernel; the beta powers into another (every update reads their old
-    values). All in place."""
+    variables' updates (b1, whose gradient is summed while the relu gradient is computed, and a)
+    fuse into one kernel; c's gradient is a column sum of the values w2's gradient GEMM loads,
+    so that GEMM sums and updates it; the beta powers get another kernel (every update reads
+    their old values). All in place."""
     x = gf.placeholder(gf.float32, [None, 6])
     y = gf.placeholder(gf.int32, [None])
     w1 = gf.Variable(gf.initializers.glorot_uniform(seed=1)((6, 8)))
@@ -71,8 +72,9 @@ def test_optimizer_updates_fuse_into_gemms_or_horizontally_and_update_in_place()
     for g_, w_ in zip(got[4:], want[4:]):
         np.testing.assert_allclose(g_, w_, rtol=1e-5, atol=1e-6)
     updates = sorted(k.name for k in f.kernels if "update" in k.name)
-    assert updates == ["adam_update_all_0", "adam_update_all_1",  # b1, a, c; the beta powers
-                       "gemm_cpu4x24_adam_update_0", "gemm_cpu4x24_adam_update_1"], updates
+    assert updates == ["adam_update_all_0", "adam_update_all_1",  # b1 and a; the beta powers
+                       "gemm_cpu4x24_adam_update_0",  # w1
+                       "gemm_cpu4x24_adam_update_sum_to_like_0"], updates  # w2, and c's column sum
     assert all(s._values[op] is buf for op, buf in buffers.items())  # updated in place
     s.close()
 

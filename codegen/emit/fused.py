@@ -88,9 +88,14 @@ class FusedCode:
         for op in ops:
             args = []
             for t in ([] if op.type in INDEXED else _loaded_inputs(op)):
-                if t not in local:
-                    local[t] = self._load(t, over, lines)
-                args.append(local[t])
+                name = _known(t, local)
+                if name is None:  # loaded at i of the iteration space, or of this op's output
+                    at = _space(op.outputs[0], over)  # where the op sees it reshaped
+                    key = (t, tuple(at.shape))
+                    if key not in local:
+                        local[key] = self._load(t, at, lines)
+                    name = local[key]
+                args.append(name)
             name = self.fresh("v")
             dt = op.outputs[0].dtype
             lines.append(f"const {compute_ctype(dt)} {name} = "
@@ -173,6 +178,21 @@ def emit_fused(ctx: EmitContext, group: Group, inline: set, stored: set) -> None
     what = ", ".join(sorted({op.type for op in group.ops}))
     ctx.add(kb.build(body, tiled_launch(count), flops=flops, checks=code.checks, helpers=(HELPERS,),
                      comment=f"{len(group.segments)} segment(s) of {what}, tiles of {TILE}"))
+
+
+def _space(out, over):
+    """The tensor whose shape an op's operands broadcast against: the segment's iteration
+    tensor, unless the op's output is the same elements statically reshaped (fusion.same_space)."""
+    if is_one_element(out) or tuple(out.shape) == tuple(over.shape) or None in out.shape:
+        return over
+    return out
+
+
+def _known(t, local: dict) -> str | None:
+    """The C name of t's value if the code holds it already, seen through reshapes."""
+    while t not in local and t.op.type in ALIAS_OPS:
+        t = t.op.inputs[0]
+    return local.get(t)
 
 
 def _row_vector(t, over) -> bool:

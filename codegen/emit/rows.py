@@ -1,4 +1,5 @@
-"""Row kernels: Softmax, LogSoftmax, the two cross-entropies, LayerNorm, and Cumsum (a scan).
+"""Row kernels: Softmax, LogSoftmax, the two cross-entropies, Standardize (layer norm) and its
+gradient, and Cumsum (a scan).
 
 Each op works along one axis of x, seen as [outer, len, inner]: row o (of outer * inner) holds
 x[base(o) + j * inner], j < len. The thread layout is the one of reduce.py: threadIdx.x picks one
@@ -10,8 +11,9 @@ input dtype:
   softmax / log-softmax / cross-entropy: one read pass keeps an online (max, sum of exp(x - max))
       per thread (rescaling the sum when the max grows), combined across the block; then a write
       pass (softmax, log-softmax) or a second read pass (soft-label cross-entropy);
-  layer norm: one read pass of Welford (count, mean, M2) per thread, merged with Chan's formula;
-      then the write pass;
+  standardize (layer norm): one read pass of Welford (count, mean, M2) per thread, merged with
+      Chan's formula; then the write pass (its gradient: a second read pass summing dy and
+      dy * xhat first);
   cumsum: tiles of blockDim.y * ITEMS elements per row; each thread scans ITEMS consecutive
       elements serially, a block-wide exclusive scan (warp __shfl_up_sync Hillis-Steele + the warp
       totals through shared memory) offsets them, and a running carry links the tiles.
@@ -181,24 +183,61 @@ def _float_rows(ctx: EmitContext, op: Operation, name: str, x: Tensor, axis: int
     return kb, x_ptr, rows, index_type_for(x), ctype(x.dtype)
 
 
-def _softmax_values(kb: KernelBuilder, rows: Rows, itype: str, c: str, x_ptr: str, softmax,
-                    epilogue: tuple | None) -> tuple[list, str, list, tuple]:
-    """(row-loop lines writing softmax's values, or applying `epilogue` (elementwise ops,
-    inlined ops, stored tensors) to them in registers; kernel-top lines; checks; helpers)."""
-    out = softmax.outputs[0]
+def row_values(kb: KernelBuilder, rows: Rows, itype: str, c: str, out: Tensor, value: str,
+               epilogue: tuple | None, name: str = "out",
+               have_i: bool = False) -> tuple[list, str, list, tuple]:
+    """(row-loop lines storing `value` (a C expression of j) as `out`, or applying `epilogue`
+    (elementwise ops, inlined ops, stored tensors) to it in registers; kernel-top lines;
+    checks; helpers). An epilogue runs only along the last axis, where j is the column; `have_i`:
+    the loop body already declares the flat index `i`."""
     at = rows.at("j")
-    value = f"gf_row_exp({x_ptr}[{at}] - m) / s"
     if epilogue is None:
-        return row_loop(itype, [f"{kb.output(out, 'probs')}[{at}] = {value};"]), "", [], ()
+        return row_loop(itype, [f"{kb.output(out, name)}[{at}] = {value};"]), "", [], ()
     from .elementwise import HELPERS as SCALAR_HELPERS
     from .fused import FusedCode
     ops, inline, stored = epilogue
-    code = FusedCode(kb, ops, inline, stored)
+    code = FusedCode(kb, ops, inline, stored, prefix="e")
+    code.column = "j"  # a row vector operand (gamma, beta) is read by column: it vectorizes
     kb.nodes = [*kb.nodes, *ops, *code.used_inline]
-    lines = code.segment(ops, out, bound={out: "p_v"})
-    body = [f"const {c} p_v = {value};", f"const {itype} i = {at};", *lines]
+    lines = code.segment(ops, out, bound={out: "row_v"})
+    body = [f"const {c} row_v = {value};", *([] if have_i else [f"const {itype} i = {at};"]), *lines]
     top = "".join(f"  {line}\n" for line in code.prologue)
     return row_loop(itype, body), top, code.checks, (SCALAR_HELPERS,)
+
+
+class RowInput:
+    """Loads of a row kernel's input, or the elementwise `prologue` that computes it as it is
+    loaded (its values other kernels need are stored by the last pass that loads it only)."""
+
+    def __init__(self, kb: KernelBuilder, t: Tensor, name: str, prologue: tuple | None) -> None:
+        self.kb, self.t, self.prologue = kb, t, prologue
+        self.codes: list = []
+        if prologue is None:
+            self.ptr = kb.input(t, name)
+        else:
+            kb.nodes = [*prologue[0], *kb.nodes]
+
+    def at(self, itype: str, index: str, store: bool) -> tuple[list, str]:
+        """(lines, C value) of the input at flat `index`; `store`: this pass stores the
+        prologue's outputs."""
+        if self.prologue is None:
+            return [], f"{self.ptr}[{index}]"
+        from .fused import FusedCode
+        ops, inline, stored = self.prologue
+        code = FusedCode(self.kb, ops, inline, stored if store else set(),
+                         prefix=f"p{len(self.codes)}")
+        self.codes.append(code)
+        self.kb.nodes = [*self.kb.nodes, *(op for op in code.used_inline if op not in self.kb.nodes)]
+        lines = [f"const {itype} i = {index};", *code.segment(ops, self.t)]
+        return lines, code.value_of(self.t)
+
+    def top(self) -> tuple[str, list, tuple]:
+        """(kernel-top lines, checks, helpers) once every pass is written."""
+        if not self.codes:
+            return "", [], ()
+        from .elementwise import HELPERS as SCALAR_HELPERS
+        top = "".join(f"  {line}\n" for code in self.codes for line in code.prologue)
+        return top, [c for code in self.codes for c in code.checks], (SCALAR_HELPERS,)
 
 
 @emitter("Softmax", "LogSoftmax")
@@ -217,7 +256,9 @@ def emit_softmax(ctx: EmitContext, op: Operation, epilogue: tuple | None = None)
         write = [f"const {c} log_s = gf_row_log(s);",
                  *row_loop(itype, [f"{out}[{rows.at('j')}] = ({x_ptr}[{rows.at('j')}] - m) - log_s;"])]
     else:
-        write, top, checks, helpers = _softmax_values(kb, rows, itype, c, x_ptr, op, epilogue)
+        value = f"gf_row_exp({x_ptr}[{rows.at('j')}] - m) / s"
+        write, top, checks, helpers = row_values(kb, rows, itype, c, op.outputs[0], value, epilogue,
+                                                 "probs")
     body = top + row_kernel(itype, rows, f"gf_red_softmax<{c}>::acc",
                             online_softmax(itype, c, x_ptr, rows) + write)
     extra = f"; epilogue: {', '.join(e.type for e in epilogue[0])}" if epilogue else ""
@@ -254,7 +295,9 @@ def emit_sparse_xent(ctx: EmitContext, op: Operation, siblings: tuple = (),
     ]
     top, checks, helpers = "", [], ()
     for sib in siblings:
-        lines, top, checks, helpers = _softmax_values(kb, rows, itype, c, x_ptr, sib, epilogue)
+        value = f"gf_row_exp({x_ptr}[{rows.at('j')}] - m) / s"
+        lines, top, checks, helpers = row_values(kb, rows, itype, c, sib.outputs[0], value, epilogue,
+                                                 "probs")
         write += lines
     body = top + row_kernel(itype, rows, f"gf_red_softmax<{c}>::acc",
                             online_softmax(itype, c, x_ptr, rows) + write)
@@ -292,30 +335,85 @@ def emit_xent(ctx: EmitContext, op: Operation) -> None:
         helpers=(HELPERS, ROW_HELPERS)))
 
 
-@emitter("LayerNorm")
-def emit_layer_norm(ctx: EmitContext, op: Operation) -> None:
-    x, gamma, beta = op.inputs
-    axis = op.attrs["axis"]
-    kb, x_ptr, rows, itype, c = _float_rows(ctx, op, "layer_norm", x, axis)
-    g_ptr, b_ptr = kb.input(gamma, "gamma"), kb.input(beta, "beta")
-    out = kb.output(op.outputs[0])
-    eps = Dialect(x.dtype).lit(op.attrs["epsilon"])
+def welford(itype: str, c: str, rows: Rows, x_ptr: str, eps: str) -> list:
+    """Lines leaving the row's `mean` and `rstd` = 1 / sqrt(biased variance + eps)."""
     red = f"gf_red_welford<{c}>"
-    at = rows.at("j")
-    phases = [
+    return [
         f"{red}::acc w = {red}::identity();",
-        *row_loop(itype, [f"{red}::push(w, {x_ptr}[{at}]);"]),
+        *row_loop(itype, [f"{red}::push(w, {x_ptr}[{rows.at('j')}]);"]),
         f"w = gf_red_block<{red} >(w, smem);",
         f"const {c} mean = w.mean;",
-        f"const {c} rstd = ({c})1 / gf_row_sqrt(w.m2 / ({c})len + {eps});  // biased variance",
-        *row_loop(itype, [f"{out}[{at}] = ({x_ptr}[{at}] - mean) * rstd * {g_ptr}[j] + {b_ptr}[j];"]),
+        f"const {c} rstd = ({c})1 / gf_row_sqrt(w.m2 / ({c})len + {eps});",
     ]
-    body = row_kernel(itype, rows, f"{red}::acc", phases)
+
+
+def _row_name(base: str, prologue: tuple | None, epilogue: tuple | None) -> str:
+    parts = [*(type_names(prologue[0])[:2] if prologue else []), base,
+             *(type_names(epilogue[0])[:3] if epilogue else [])]
+    return "_".join(["fused", *parts] if prologue else parts)
+
+
+@emitter("Standardize")
+def emit_standardize(ctx: EmitContext, op: Operation, epilogue: tuple | None = None) -> None:
+    """(x - mean) * rstd along the axis; `epilogue` (last axis): layer norm's `* gamma + beta`
+    and whatever elementwise follows, on each value in registers."""
+    x = op.inputs[0]
+    axis = op.attrs["axis"]
+    kb, x_ptr, rows, itype, c = _float_rows(ctx, op, _row_name("standardize", None, epilogue), x, axis)
+    eps = Dialect(x.dtype).lit(op.attrs["epsilon"])
+    value = f"({x_ptr}[{rows.at('j')}] - mean) * rstd"
+    write, top, checks, helpers = row_values(kb, rows, itype, c, op.outputs[0], value, epilogue)
+    body = top + row_kernel(itype, rows, f"gf_red_welford<{c}>::acc",
+                            welford(itype, c, rows, x_ptr, eps) + write)
+    extra = f"; epilogue: {', '.join(e.type for e in epilogue[0])}" if epilogue else ""
     ctx.add(kb.build(
-        body, rows.launch(), flops=lambda s: 8 * numel(s[x]),
-        comment=f"layer norm along axis {axis} of {list(x.shape)}: Welford (count, mean, M2) per "
-                "thread, Chan merge across the block, then the write pass",
-        helpers=(HELPERS, ROW_HELPERS)))
+        body, rows.launch(), flops=lambda s: (6 + 2 * bool(epilogue)) * numel(s[x]),
+        comment=f"standardize along axis {axis} of {list(x.shape)}: Welford (count, mean, M2) per "
+                f"thread, Chan merge across the block, then the write pass{extra}",
+        helpers=(HELPERS, ROW_HELPERS, *helpers), checks=checks))
+
+
+@emitter("StandardizeGrad")
+def emit_standardize_grad(ctx: EmitContext, op: Operation, prologue: tuple | None = None,
+                          epilogue: tuple | None = None) -> None:
+    """dx = rstd * (dy - mean(dy) - xhat * mean(dy * xhat)) along the axis: a Welford pass over
+    x, a pass summing dy and dy * xhat, and the write pass. `prologue`: the elementwise ops that
+    compute dy (layer norm's `dy * gamma`), recomputed as each pass loads it; `epilogue` (last
+    axis): elementwise ops on dx in registers (the sum with the residual branch's gradient)."""
+    x, dy = op.inputs
+    axis = op.attrs["axis"]
+    name = _row_name("standardize_grad", prologue, epilogue)
+    kb, x_ptr, rows, itype, c = _float_rows(ctx, op, name, x, axis)
+    grad = RowInput(kb, dy, "dy", prologue)
+    eps = Dialect(x.dtype).lit(op.attrs["epsilon"])
+    at = rows.at("j")
+    load2, dy2 = grad.at(itype, at, store=False)
+    load3, dy3 = grad.at(itype, at, store=True)
+    value = f"rstd * (row_dy - sum_dy / ({c})len - row_xhat * sum_dy_xhat / ({c})len)"
+    write, top, checks, helpers = row_values(kb, rows, itype, c, op.outputs[0], value, epilogue, "dx",
+                                             have_i=prologue is not None)
+    write = [write[0], write[1], *["    " + line for line in load3],
+             f"    const {c} row_dy = {dy3};",
+             f"    const {c} row_xhat = ({x_ptr}[{at}] - mean) * rstd;", *write[2:]]
+    phases = welford(itype, c, rows, x_ptr, eps) + [
+        f"{c} sum_dy = ({c})0, sum_dy_xhat = ({c})0;",
+        *row_loop(itype, [*load2, f"const {c} d = {dy2};",
+                          "sum_dy += d;", f"sum_dy_xhat += d * (({x_ptr}[{at}] - mean) * rstd);"]),
+        f"__shared__ {c} smem_dy[256];",
+        f"__shared__ {c} smem_dy_xhat[256];",
+        f"sum_dy = gf_red_block<gf_red_sum<{c}> >(sum_dy, smem_dy);",
+        f"sum_dy_xhat = gf_red_block<gf_red_sum<{c}> >(sum_dy_xhat, smem_dy_xhat);",
+        *write,
+    ]
+    pro_top, pro_checks, pro_helpers = grad.top()
+    body = pro_top + top + row_kernel(itype, rows, f"gf_red_welford<{c}>::acc", phases)
+    extra = f"; prologue: {', '.join(e.type for e in prologue[0])}" if prologue else ""
+    extra += f"; epilogue: {', '.join(e.type for e in epilogue[0])}" if epilogue else ""
+    ctx.add(kb.build(
+        body, rows.launch(), flops=lambda s: 14 * numel(s[x]),
+        comment=f"standardize's gradient along axis {axis} of {list(x.shape)}: Welford pass, a pass "
+                f"summing dy and dy * xhat, then the write pass{extra}",
+        helpers=(HELPERS, ROW_HELPERS, *helpers, *pro_helpers), checks=checks + pro_checks))
 
 
 @emitter("Cumsum")

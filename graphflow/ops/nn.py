@@ -150,46 +150,63 @@ def softmax_cross_entropy_with_logits(_sentinel=None, labels=None, logits=None,
     return make("SoftmaxCrossEntropy", [logits, labels], name=name)
 
 
-# ---- layer norm ---------------------------------------------------------------------
-def _layer_norm_infer(specs, axis, epsilon):
-    x, gamma, beta = specs
-    if not (x.dtype is gamma.dtype is beta.dtype) or not x.dtype.is_floating:
-        raise DTypeError(f"layer_norm: x, gamma, beta must share a floating dtype, got "
-                         f"{x.dtype.name}, {gamma.dtype.name}, {beta.dtype.name}")
-    for what, s in (("gamma", gamma), ("beta", beta)):
-        if len(s.shape) != 1 or not same_dim(s.shape[0], x.shape[axis]):
-            raise ShapeError(f"layer_norm: {what} must have shape [{x.shape[axis]}] (x's axis "
-                             f"{axis}), got {list(s.shape)}")
+# ---- layer norm: standardize along an axis, then scale and shift ---------------------------
+# layer_norm(x) = standardize(x) * gamma + beta, as TF1's contrib layer_norm composes it: the
+# standardization is one row op (forward and backward each a row kernel), the scale and shift
+# are elementwise (a row kernel's epilogue), and their gradients are plain column sums.
+def _standardize_compute(x, axis, epsilon):
+    mean = np.mean(x, axis=axis, keepdims=True)
+    var = np.mean(np.square(x - mean), axis=axis, keepdims=True)
+    return ((x - mean) / np.sqrt(var + x.dtype.type(epsilon))).astype(x.dtype)
+
+
+def _standardize_grad_compute(x, dy, axis, epsilon):
+    xc = x - np.mean(x, axis=axis, keepdims=True)
+    rstd = 1 / np.sqrt(np.mean(np.square(xc), axis=axis, keepdims=True) + x.dtype.type(epsilon))
+    xhat = xc * rstd
+    dx = rstd * (dy - np.mean(dy, axis=axis, keepdims=True)
+                 - xhat * np.mean(dy * xhat, axis=axis, keepdims=True))
+    return dx.astype(x.dtype)
+
+
+def _standardize_grad_infer(specs, axis, epsilon):
+    x, dy = specs
+    if x.dtype is not dy.dtype or len(x.shape) != len(dy.shape) or \
+            not all(same_dim(a, b) for a, b in zip(x.shape, dy.shape)):
+        raise ShapeError(f"standardize gradient: x {list(x.shape)} {x.dtype.name} and dy "
+                         f"{list(dy.shape)} {dy.dtype.name} must match")
     return x
+
+
+def _standardize_grad_expr(x, dy, axis, eps):
+    """StandardizeGrad from primitive ops (what its own gradient differentiates)."""
+    xc = x - reduce_mean(x, axis, keepdims=True)
+    rstd = ew.rsqrt(reduce_mean(xc * xc, axis, keepdims=True) + eps)
+    xhat = xc * rstd
+    return rstd * (dy - reduce_mean(dy, axis, keepdims=True)
+                   - xhat * reduce_mean(dy * xhat, axis, keepdims=True))
+
+
+def _standardize_grad(op, g):
+    return [make("StandardizeGrad", [op.inputs[0], g], dict(op.attrs))]
+
+
+def _standardize_grad_grad(op, g):
+    from ..autodiff import gradients  # second derivatives: through the primitive form
+    x, dy = op.inputs
+    expr = _standardize_grad_expr(x, dy, op.attrs["axis"], op.attrs["epsilon"])
+    # partial derivatives only: dy (and x) may depend on x, which the walk outside accounts for
+    return gradients(expr, [x, dy], grad_ys=g, name="primitive", stop_gradients=[x, dy])
+
+
+register("Standardize", infer=lambda specs, axis, epsilon: _float_infer(specs),
+         compute=_standardize_compute, grad=_standardize_grad)
+register("StandardizeGrad", infer=_standardize_grad_infer, compute=_standardize_grad_compute,
+         grad=_standardize_grad_grad)
 
 
 def _param_shape(rank: int, axis: int) -> tuple:
     return (-1,) + (1,) * (rank - 1 - axis)
-
-
-def _layer_norm_compute(x, gamma, beta, axis, epsilon):
-    shape = _param_shape(x.ndim, axis)
-    mean = np.mean(x, axis=axis, keepdims=True)
-    var = np.mean(np.square(x - mean), axis=axis, keepdims=True)
-    xhat = (x - mean) / np.sqrt(var + x.dtype.type(epsilon))
-    return (xhat * gamma.reshape(shape) + beta.reshape(shape)).astype(x.dtype)
-
-
-def _layer_norm_grad(op, g):
-    x, gamma, _ = op.inputs
-    axis, eps = op.attrs["axis"], op.attrs["epsilon"]
-    rank = len(x.shape)
-    others = [i for i in range(rank) if i != axis]
-    xc = x - reduce_mean(x, axis, keepdims=True)
-    rstd = ew.rsqrt(reduce_mean(xc * xc, axis, keepdims=True) + eps)
-    xhat = xc * rstd
-    dxhat = g * reshape(gamma, _param_shape(rank, axis))
-    dx = rstd * (dxhat - reduce_mean(dxhat, axis, keepdims=True)
-                 - xhat * reduce_mean(dxhat * xhat, axis, keepdims=True))
-    return [dx, reduce_sum(g * xhat, others), reduce_sum(g, others)]
-
-
-register("LayerNorm", infer=_layer_norm_infer, compute=_layer_norm_compute, grad=_layer_norm_grad)
 
 
 @builder("layer_norm")
@@ -200,7 +217,18 @@ def layer_norm(x, gamma, beta, axis: int = -1, epsilon: float = 1e-5,
     with x.graph.as_default():
         gamma, beta = as_tensor(gamma, x.dtype), as_tensor(beta, x.dtype)
     axis = normalize_axis(axis, len(x.shape), "layer_norm axis")
-    return make("LayerNorm", [x, gamma, beta], {"axis": axis, "epsilon": float(epsilon)}, name)
+    if not (x.dtype is gamma.dtype is beta.dtype) or not x.dtype.is_floating:
+        raise DTypeError(f"x, gamma, beta must share a floating dtype, got "
+                         f"{x.dtype.name}, {gamma.dtype.name}, {beta.dtype.name}")
+    for what, t in (("gamma", gamma), ("beta", beta)):
+        if len(t.shape) != 1 or not same_dim(t.shape[0], x.shape[axis]):
+            raise ShapeError(f"{what} must have shape [{x.shape[axis]}] (x's axis {axis}), "
+                             f"got {list(t.shape)}")
+    xhat = make("Standardize", [x], {"axis": axis, "epsilon": float(epsilon)})
+    shape = _param_shape(len(x.shape), axis)
+    if len(shape) > 1:
+        gamma, beta = reshape(gamma, shape), reshape(beta, shape)
+    return ew.add(ew.multiply(xhat, gamma), beta, name=name)
 
 
 # ---- windows: conv2d and pooling (NHWC) -------------------------------------------------
