@@ -57,14 +57,16 @@ def graphflow_add_one(repeat: int) -> float:
 
 
 # ---- torch eager: the same models and initial values ----------------------------------
-def torch_step(name: str, repeat: int) -> float:
+def torch_step(name: str, repeat: int, device: str = "cpu") -> float:
+    """torch eager's warm step; on "cuda" the fetched values come back to the host as
+    graphflow's fetches do (the loss; W3's gradients too)."""
     import torch
     g, x, y, fetches, (xv, yv), init = workloads.build(name)
     with gf.Session(graph=g, device="reference") as sess:
         sess.run(init)
         values = {v.op.name: torch.tensor(sess.run(v)) for v in g.collections["trainable_variables"]}
-    params = {k: v.clone().requires_grad_(True) for k, v in values.items()}
-    xt, yt = torch.tensor(xv), torch.tensor(yv).long()
+    params = {k: v.clone().to(device).requires_grad_(True) for k, v in values.items()}
+    xt, yt = torch.tensor(xv).to(device), torch.tensor(yv).long().to(device)
     F = torch.nn.functional  # noqa: N806
     if name in ("W1", "W2"):
         layers = len(params) // 2
@@ -81,11 +83,11 @@ def torch_step(name: str, repeat: int) -> float:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            return loss
+            return loss.item()
         return best(step, repeat)
     B, T, D, H = 16, 32, 64, 2  # noqa: N806
     hd = D // H
-    mask = torch.triu(torch.full((T, T), -1e9), diagonal=1)
+    mask = torch.triu(torch.full((T, T), -1e9), diagonal=1).to(device)
     P = params  # noqa: N806
 
     def ln(t, n):
@@ -105,7 +107,8 @@ def torch_step(name: str, repeat: int) -> float:
         h = h + (m @ P["w_proj"] + P["b_proj"]).reshape(B, T, D)
         logits = ln(h, "lnf").reshape(B * T, D) @ P["w_head"]
         loss = F.cross_entropy(logits, yt.reshape(-1))
-        return torch.autograd.grad(loss, [P[n] for n in workloads.GPT_PARAMS])
+        grads = torch.autograd.grad(loss, [P[n] for n in workloads.GPT_PARAMS])
+        return loss.item(), [t.cpu() for t in grads]
     return best(step, repeat)
 
 
