@@ -14,6 +14,7 @@ import hashlib
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,7 @@ from .emit import reduce as reduce_emit
 from .emit.custom import explain_compile_failure
 from .emit.elementwise import SCALAR
 from .emit.fused import emit_fused
+from .emit.movement import const_copy_pairs, emit_const_copies
 from .fusion import ALIAS_OPS, HOST_OPS, alias_root, plan_groups
 from .kernel import EmitContext, Kernel, numel
 from .launch import HostStep, LaunchTable
@@ -103,6 +105,27 @@ def assemble(kernels: list[Kernel]) -> str:
     return "\n".join(parts)
 
 
+PART_MIN_BYTES = 12_000  # a translation unit of less kernel text is not worth its own compiler
+
+
+def compile_parts(kernels: list[Kernel], jobs: int) -> list[list[Kernel]]:
+    """The device kernels split into at most `jobs` translation units of similar size, compiled
+    side by side (a cold compile of a training step is mostly g++ optimizing the GEMMs)."""
+    device = [k for k in kernels if k.host is None]
+    total = sum(len(k.body) for k in device)
+    count = max(1, min(jobs, len(device), total // PART_MIN_BYTES))
+    if count == 1:
+        return [device]
+    parts: list[list[Kernel]] = [[] for _ in range(count)]
+    sizes = [0] * count
+    for k in sorted(device, key=lambda k: -len(k.body)):  # largest first, onto the smallest part
+        i = sizes.index(min(sizes))
+        parts[i].append(k)
+        sizes[i] += len(k.body)
+    order = {k.name: n for n, k in enumerate(device)}
+    return [sorted(p, key=lambda k: order[k.name]) for p in parts]
+
+
 # Ops whose kernels take float16 (__half in memory, computed on floats, rounded per op):
 # elementwise math and data movement; reductions, GEMM, rows and the rest refuse it.
 FLOAT16_OPS = frozenset(SCALAR) - {"AddN"} | {"Cast", "FillLike", "OneHot", "Transpose",
@@ -125,7 +148,11 @@ def emit_kernels(graph: LGraph, device: str, fuse: bool = True) -> tuple[list, s
                 raise CompileError(f"{op.describe()}: float16 {op.type} kernels are not "
                                    "supported yet")
         if group.fused:
-            emit_fused(ctx, group, inline, stored_outputs(group, fetched, users))
+            pairs = const_copy_pairs(group.ops)
+            if pairs and not (set(stored_outputs(group, fetched, users)) - {o for _, o in pairs}):
+                emit_const_copies(ctx, group.ops, pairs)
+            else:
+                emit_fused(ctx, group, inline, stored_outputs(group, fetched, users))
             continue
         op = group.segments[0][0]  # the template op (prologue and epilogue ops around it)
         emit = emitters.get(op.type)
@@ -213,11 +240,21 @@ class Program:
         self._scratch: dict = {}
         self.last_stats: dict = {}
         self.infos: list[KernelInfo] = []
+        parts = compile_parts(self.kernels, getattr(driver, "compile_jobs", lambda: 1)())
         try:
-            self.module = driver.SourceModule(self.source, no_extern_c=True)
+            if not parts[0]:  # host steps only (an initializer of constants): nothing to compile
+                modules = []
+            elif len(parts) == 1:
+                modules = [driver.SourceModule(self.source, no_extern_c=True)]
+            else:  # g++ runs in subprocesses: the threads only wait
+                with ThreadPoolExecutor(len(parts)) as pool:
+                    modules = list(pool.map(
+                        lambda part: driver.SourceModule(assemble(part), no_extern_c=True), parts))
         except CompileFailed as e:
             raise CompileError(explain_compile_failure(e)) from None  # custom ops: user's lines
-        self._functions = [None if k.host else self.module.get_function(k.name) for k in self.kernels]
+        module_of = {k.name: m for part, m in zip(parts, modules) for k in part}
+        self._functions = [None if k.host else module_of[k.name].get_function(k.name)
+                           for k in self.kernels]
         # kernels the emulator must run as fibers (a barrier or shuffle it cannot loop around)
         self.fiber_kernels = [k.name for k, fn in zip(self.kernels, self._functions)
                               if getattr(fn, "fibers", False)]

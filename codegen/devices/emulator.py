@@ -189,6 +189,13 @@ def _load_runtime() -> ctypes.CDLL:
     return _runtime
 
 
+def _load_runtime_quietly() -> None:
+    try:
+        _load_runtime()
+    except Exception:  # noqa: BLE001 - the caller's own _load_runtime() reports it
+        pass
+
+
 # ---- memory ----------------------------------------------------------------------------------
 
 _libc = ctypes.CDLL(None)  # malloc/free resolve to AddressSanitizer's when it is preloaded
@@ -452,10 +459,21 @@ class EmulatorDriver:
     SourceModule = SourceModule
     DeviceAllocation = DeviceAllocation
 
+    def __init__(self) -> None:
+        # build the runtime (cached after the first time) while the caller builds and lowers
+        # its graph; the first module waits for it (_load_runtime holds the lock), and a
+        # failure here is raised again there
+        threading.Thread(target=_load_runtime_quietly, daemon=True).start()
+
     @staticmethod
     def prepare(entries: Sequence[tuple]) -> LaunchSequence:
         """A launch table run by one native call (see LaunchSequence)."""
         return LaunchSequence(entries)
+
+    @staticmethod
+    def compile_jobs() -> int:
+        """How many translation units of one program g++ may compile at once: the cores."""
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
     @staticmethod
     def thread_count() -> int:

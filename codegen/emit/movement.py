@@ -526,3 +526,47 @@ def emit_one_hot(ctx: EmitContext, op: Operation) -> None:
     add_map_kernel(ctx, kb, out, inner, itype,
                 f"OneHot depth {depth} of {list(indices.shape)} indices (out-of-range: all zeros)")
 
+
+
+# ---- variables set to constants: copies, no kernel -------------------------------------------
+def const_copy_pairs(ops: list) -> list[tuple] | None:
+    """(Const tensor, Assign output) per op when every op assigns a constant of the variable's
+    own shape and dtype (an initializer); else None."""
+    from ..fusion import alias_root
+
+    pairs = []
+    for op in ops:
+        if op.type != "Assign":
+            return None
+        value = alias_root(op.inputs[1])
+        out = op.outputs[0]
+        if value.op.type != "Const" or value.dtype != out.dtype or tuple(value.shape) != tuple(out.shape) \
+                or None in out.shape:
+            return None
+        pairs.append((value, out))
+    return pairs
+
+
+def emit_const_copies(ctx: EmitContext, ops: list, pairs: list[tuple]) -> None:
+    """One host step copying each constant into its variable (device to device), so an
+    initializer that only sets constants compiles nothing."""
+    from ..devices import get_driver
+
+    kb = ctx.builder("assign_constants", list(ops))
+    for value, out in pairs:
+        kb.input(value)
+        kb.output(out)
+    kernel = kb.build(body="", launch=lambda shapes, device: Launch((1, 1, 1), (1, 1, 1)),
+                      comment=f"{len(pairs)} variable(s) set to constants: device-to-device copies")
+    where = {(p.kind, p.tensor): j for j, p in enumerate(kernel.params)}
+    moves = [(where[("in", value)], where[("out", out)], numel(out.shape) * out.dtype.size)
+             for value, out in pairs]
+    driver = get_driver("cpu" if ctx.device == "cpu" else "cuda")
+
+    def copy(args, shapes) -> None:
+        for src, dst, size in moves:
+            if size:
+                driver.memcpy_dtod(args[dst], args[src], size)
+
+    kernel.host = copy
+    ctx.add(kernel)
