@@ -52,6 +52,7 @@ class Group:
     prologue: list[LOp] = field(default_factory=list)  # elementwise ops computing a template's input
     siblings: list[LOp] = field(default_factory=list)  # template ops sharing the template's input pass
     sibling_epilogue: list[LOp] = field(default_factory=list)  # elementwise ops on a sibling's output
+    total: list[LOp] = field(default_factory=list)  # a sum or mean of all of a row kernel's outputs
 
     @property
     def first(self) -> int:
@@ -193,6 +194,7 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
         _fuse_epilogues(graph, group_of, groups, dag, inline, debug)
         _fuse_prologues(group_of, groups, dag, debug)
         _fuse_row_siblings(groups, dag, debug)
+        _fuse_loss_totals(groups, dag, debug)
         _fuse_column_sums(graph, group_of, groups, dag, inline, debug)
         _fuse_horizontally(groups, dag, inline, debug)
     order = list(nx.lexicographical_topological_sort(dag, key=lambda g: g.first))
@@ -202,7 +204,7 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
         g.epilogue.sort(key=lambda op: op.id)
         g.prologue.sort(key=lambda op: op.id)
         g.ops = (g.prologue + [op for seg in g.segments for op in seg] + g.epilogue + g.siblings
-                 + g.sibling_epilogue)
+                 + g.sibling_epilogue + g.total)
     return order, inline
 
 
@@ -259,6 +261,28 @@ def _fuse_row_siblings(groups, dag, debug) -> None:
             g.ops = g.ops + s.ops
             _contract(dag, g, s, {}, groups)
             softmaxes.remove(s)
+            break
+
+
+def _fuse_loss_totals(groups, dag, debug) -> None:
+    """The mean (or sum) of every per-row cross-entropy is taken by the loss kernel itself: the
+    row finished last adds up all rows' losses, in row order (reduce_mean of the loss)."""
+    for g in [g for g in groups if not g.fused and g.ops[0].type == "SparseSoftmaxCrossEntropy"
+              and not g.prologue and not g.total]:
+        losses = g.ops[0].outputs[0]
+        for r in groups:
+            op = r.ops[0]
+            if r.fused or r.prologue or len(r.ops) != 1 or op.type not in ("ReduceMean", "ReduceSum") \
+                    or r not in dag or alias_root(op.inputs[0]) != losses \
+                    or not is_one_element(op.outputs[0]) \
+                    or len(op.attrs["axis"]) != len(op.inputs[0].shape):
+                continue
+            if _merge_creates_cycle(dag, g, r):
+                continue
+            debug(f"fuse {r.title()} into {g.title()}: the last row done totals every row's loss")
+            g.total = [op]
+            g.ops = g.ops + r.ops
+            _contract(dag, g, r, {}, groups)
             break
 
 

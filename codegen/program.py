@@ -160,6 +160,8 @@ def emit_kernels(graph: LGraph, device: str, fuse: bool = True) -> tuple[list, s
             raise CompileError(f"no CUDA emitter for {op.describe()}")
         stored = stored_outputs(group, fetched, users)
         extra: dict = {"siblings": group.siblings} if group.siblings else {}
+        if group.total:
+            extra["total"] = group.total[0]
         if group.sibling_epilogue:
             extra["sibling_epilogue"] = (group.sibling_epilogue, inline, stored)
         if group.epilogue:
@@ -413,7 +415,9 @@ class Program:
             if p.ctype not in SCRATCH_DTYPES:
                 raise CompileError(f"scratch buffer {p.name} has unsupported type {p.ctype}")
             count = max(1, int(p.value(shapes)))
-            self._scratch[slot] = DeviceArray(self.driver, (count,), SCRATCH_DTYPES[p.ctype])
+            buf = DeviceArray(self.driver, (count,), SCRATCH_DTYPES[p.ctype])
+            self.driver.memset_d8(buf.alloc, 0, buf.nbytes)  # a ticket counter starts at 0
+            self._scratch[slot] = buf
         return self._scratch[slot].alloc
 
     def _const(self, t: LTensor):

@@ -156,7 +156,7 @@ def test_no_fusion_is_one_kernel_per_op():
 
 def test_loss_and_its_gradient_fuse_into_fewer_kernels():
     """The mean's gradient broadcast to the batch is inlined (the same value everywhere), the
-    cross-entropy, its gradient's softmax and `(p - onehot) * g` share one row kernel, and each
+    cross-entropy, its mean, its gradient's softmax and `(p - onehot) * g` share one row kernel, and each
     bias gradient is summed by the GEMM that reads the same data (dW = X^T dY); values match
     the reference."""
     rng = np.random.default_rng(3)
@@ -175,9 +175,10 @@ def test_loss_and_its_gradient_fuse_into_fewer_kernels():
     s, f = compiled([loss, *grads], [x, y])
     got = f(xv, yv)
     names = [k.name for k in f.kernels]
-    # the loss, the softmax and the gradient's (p - onehot) * g: one row kernel
-    assert "sparse_softmax_xent_softmax_one_hot_sub_mul_0" in names, names
-    assert not any(n.startswith(("softmax", "fused")) or "broadcast_like" in n for n in names), names
+    # the loss, its mean, the softmax and the gradient's (p - onehot) * g: one row kernel
+    assert "sparse_softmax_xent_softmax_reduce_mean_one_hot_sub_mul_0" in names, names
+    assert not any(n.startswith(("softmax", "fused", "reduce")) or "broadcast_like" in n
+                   for n in names), names
     assert sum(n.startswith("gemm") and "sum_to_like" in n for n in names) == 2, names  # db1, db2
     for a, b_ in zip(got, reference([loss, *grads], {x: xv, y: yv})):
         np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-5)
@@ -251,3 +252,22 @@ def test_variable_updates_run_in_the_epilogue_of_their_gradient_gemm(optimizer):
     for ref, cpu in zip(results["reference"], results["cpu"]):
         for a, b_ in zip(ref, cpu):
             np.testing.assert_allclose(b_, a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("total", ["mean", "sum"])
+def test_loss_total_taken_by_the_last_row_over_many_blocks_and_runs(total):
+    """The loss kernel's last row done totals every row (a ticket counter reset each launch):
+    right over many blocks run by several OS threads, run after run, and for each batch size."""
+    rng = np.random.default_rng(5)
+    logits = gf.placeholder(gf.float32, [None, 6])
+    labels = gf.placeholder(gf.int32, [None])
+    xent = gf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    loss = gf.reduce_mean(xent) if total == "mean" else gf.reduce_sum(xent)
+    s, f = compiled(loss, [logits, labels])
+    assert [k.name for k in f.kernels] == [f"sparse_softmax_xent_reduce_{total}_0"]
+    for rows in (1, 3000, 37, 3000):
+        xv = rng.standard_normal((rows, 6)).astype(np.float32)
+        yv = rng.integers(0, 6, rows).astype(np.int32)
+        want = reference(loss, {logits: xv, labels: yv})
+        np.testing.assert_allclose(f(xv, yv), want, rtol=1e-5)
+    s.close()

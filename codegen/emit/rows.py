@@ -271,14 +271,17 @@ def emit_softmax(ctx: EmitContext, op: Operation, epilogue: tuple | None = None)
 
 @emitter("SparseSoftmaxCrossEntropy")
 def emit_sparse_xent(ctx: EmitContext, op: Operation, siblings: tuple = (),
-                     epilogue: tuple | None = None) -> None:
+                     epilogue: tuple | None = None, total: Operation | None = None) -> None:
     """loss = log(sum exp(x - m)) - (x[label] - m). A label outside [0, classes) cannot raise
     from a kernel: that row's loss is NaN (the reference raises). `siblings`: a Softmax of the
     same logits (the loss's gradient needs it), written by the same pass over each row, with
-    its `epilogue` if it has one."""
+    its `epilogue` if it has one. `total`: a ReduceMean or ReduceSum of all the losses, taken
+    by the row that finishes last (a ticket counter; no barrier, deterministic order)."""
     logits, labels = op.inputs
     rank = len(logits.shape)
     name = "sparse_softmax_xent" + ("_softmax" if siblings else "")
+    if total is not None:
+        name += "_" + type_names([total])[0]
     if epilogue is not None:
         name = "_".join([name, *type_names(epilogue[0])[:3]])
     kb, x_ptr, rows, itype, c = _float_rows(ctx, op, name, logits, rank - 1)
@@ -291,6 +294,7 @@ def emit_sparse_xent(ctx: EmitContext, op: Operation, siblings: tuple = (),
         f"  const long long label = (long long){label_ptr}[o];",
         f"  {out}[o] = (label >= 0 && label < (long long)len)",
         f"      ? gf_row_log(s) - ({x_ptr}[base + label] - m) : ({c}){nan};",
+        *(_total_lines(kb, total, out, c) if total is not None else []),
         "}",
     ]
     top, checks, helpers = "", [], ()
@@ -308,6 +312,26 @@ def emit_sparse_xent(ctx: EmitContext, op: Operation, siblings: tuple = (),
         comment=f"sparse softmax cross-entropy over the last axis of {list(logits.shape)}: online "
                 f"(max, sum exp) per row; an out-of-range label gives NaN{also}",
         helpers=(HELPERS, ROW_HELPERS, *helpers), checks=checks))
+
+
+def _total_lines(kb: KernelBuilder, total: Operation, losses: str, c: str) -> list:
+    """Inside the writer of row o: publish the row's loss, take a ticket; the last ticket
+    (every other row's loss is visible by then) sums all rows in order, in double, and
+    resets the counter for the next launch."""
+    ticket = kb.scratch("ticket", "unsigned long long", lambda shapes: 1)
+    out = kb.output(total.outputs[0], "total")
+    scale = "/ (double)rows" if total.type == "ReduceMean" else ""
+    return [
+        "  __threadfence();  // this row's loss before its ticket",
+        f"  if (atomicAdd({ticket}, 1ULL) == (unsigned long long)(rows - 1)) {{",
+        "    __threadfence();",
+        f"    const volatile {c}* every = {losses};",
+        "    double sum = 0.0;",
+        "    for (long long r = 0; r < (long long)rows; ++r) sum += (double)every[r];",
+        f"    {out}[0] = ({c})(sum {scale});",
+        f"    *{ticket} = 0ULL;",
+        "  }",
+    ]
 
 
 @emitter("SoftmaxCrossEntropy")
