@@ -151,12 +151,16 @@ def external_reads(ops: list[LOp], inline: set) -> list[tuple[LTensor, bool]]:
     return reads
 
 
-def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
-    """(groups of ops in launch order, the one-element ops inlined where used).
-    Host and alias ops make no kernel."""
+def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set, set]:
+    """(groups of ops in launch order, the one-element ops inlined where used, the view ops
+    that GEMMs read in place: see views.py). Host, alias and view ops make no kernel."""
+    from .views import view_ops
     debug = Debug()
     users = graph.consumers()
     fetched = graph.live_outputs()
+    views = view_ops(graph, fetched, users) if fuse else set()
+    for op in sorted(views, key=lambda op: op.id):
+        debug(f"view {op.name} ({op.type}): no kernel, the GEMMs reading it index its source")
     inline = set()
     if fuse:
         for op in graph.ops:  # in topological order: inputs are decided first
@@ -173,7 +177,8 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
                                       and only_fused_users(u.outputs[0]))
             for u in users.get(t, []))
 
-    ops = [op for op in graph.ops if op.type not in HOST_OPS and op.type not in ALIAS_OPS]
+    ops = [op for op in graph.ops if op.type not in HOST_OPS and op.type not in ALIAS_OPS
+           and op not in views]
     group_of: dict[LOp, Group] = {}
     groups: list[Group] = []
     for op in ops:
@@ -188,7 +193,7 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
         g = Group([op], op.type in ELEMENTWISE and fuse, [[op]])
         group_of[op] = g
         groups.append(g)
-    dag = _group_dag(graph, group_of, groups, inline)
+    dag = _group_dag(graph, group_of, groups, inline, views)
     if fuse:
         _fuse_vertically(graph, group_of, groups, dag, inline, debug)
         _fuse_epilogues(graph, group_of, groups, dag, inline, debug)
@@ -205,7 +210,7 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set]:
         g.prologue.sort(key=lambda op: op.id)
         g.ops = (g.prologue + [op for seg in g.segments for op in seg] + g.epilogue + g.siblings
                  + g.sibling_epilogue + g.total)
-    return order, inline
+    return order, inline, views
 
 
 EPILOGUE_TEMPLATES = ("MatMul", "Softmax", "Standardize", "StandardizeGrad")
@@ -402,14 +407,16 @@ def _fuse_epilogues(graph, group_of, groups, dag, inline, debug) -> None:
         _contract(dag, g, e, group_of, groups)
 
 
-def _group_dag(graph: LGraph, group_of: dict, groups: list, inline: set) -> nx.DiGraph:
-    """Data edges between groups, plus read-before-update edges for variables."""
+def _group_dag(graph: LGraph, group_of: dict, groups: list, inline: set, views: set) -> nx.DiGraph:
+    """Data edges between groups (a view's readers depend on its source's producer), plus
+    read-before-update edges for variables."""
+    from .views import source
     dag = nx.DiGraph()
     dag.add_nodes_from(groups)
     readers: dict[LOp, set] = {}
     for g in groups:
         for t, _ in external_reads(g.ops, inline):
-            root = alias_root(t)
+            root = source(t, views)
             if root.op in group_of and group_of[root.op] is not g:
                 dag.add_edge(group_of[root.op], g)
             if root.op.type == "Variable":

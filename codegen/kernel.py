@@ -297,6 +297,7 @@ class EmitContext:
     kernels: list[Kernel] = field(default_factory=list)
     counter: dict = field(default_factory=dict)
     device: str = "cuda"  # the device the kernels are for: emitters may pick a schedule by it
+    views: set = field(default_factory=set)  # ops GEMMs read in place (codegen/views.py)
 
     def builder(self, base: str, nodes: list[Operation]) -> KernelBuilder:
         n = self.counter.get(base, 0)

@@ -136,9 +136,9 @@ FLOAT16_OPS = frozenset(SCALAR) - {"AddN"} | {"Cast", "FillLike", "OneHot", "Tra
 def emit_kernels(graph: LGraph, device: str, fuse: bool = True) -> tuple[list, set, list[Kernel]]:
     """Fusion groups, the inlined one-element ops, and the kernels for `device` ('cpu' picks
     the cpu schedules; any other name the GPU's). Nothing is compiled."""
-    groups, inline = plan_groups(graph, fuse)
+    groups, inline, views = plan_groups(graph, fuse)
     emitters = load_all()
-    ctx = EmitContext(device=device)
+    ctx = EmitContext(device=device, views=views)
     fetched = graph.live_outputs()
     users = graph.consumers()
     for group in groups:

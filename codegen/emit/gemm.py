@@ -21,6 +21,7 @@ from graphflow.errors import CompileError
 from graphflow.graph import Operation, Tensor
 
 from ..kernel import EmitContext, KernelBuilder, Launch, ctype, index_type_for, numel
+from ..views import element_offset, is_view, strides
 from . import emitter
 
 
@@ -534,6 +535,27 @@ def check_gemm_dtype(op: Operation) -> None:
 
 
 # ---- MatMul ----------------------------------------------------------------------------------
+def view_operand(kb: KernelBuilder, t: Tensor, coords: tuple, transposed: bool, out_batch: int,
+                 views: set) -> Operand:
+    """An operand read in place from the source of a view (codegen/views.py): element (row,
+    col) of batch entry (zc0, zc1, ...) by the view's index math; walked along the coordinate
+    that is contiguous in the source."""
+    rank = len(t.shape)
+    batch = ["0" if t.shape[i] == 1 else f"zc{i + out_batch - (rank - 2)}" for i in range(rank - 2)]
+    mine = ["GF_C1", "GF_C0"] if transposed else ["GF_C0", "GF_C1"]  # the operand's own order
+    root, expr = element_offset(t, batch + mine, views)
+    ptr = kb.input(root)
+    names = [f"zc{i}" for i in range(out_batch)] + ["GF_C0", "GF_C1"]
+    step0, step1 = strides(root.shape, expr, names)[-2:]
+    fast = coords[1] if step1 <= step0 else coords[0]
+
+    def load(first: str, second: str) -> tuple[str, str]:
+        text = expr.replace("GF_C0", f"({first})").replace("GF_C1", f"({second})")
+        return "", f"{ptr}[{text}]"
+
+    return Operand(fast, load=load)
+
+
 def _batch_setup(kb: KernelBuilder, a: Tensor, b: Tensor, out: Tensor, m: str, n: str, k: str,
                  ta: bool, tb: bool) -> tuple[str, str]:
     """(batch count expression, per-batch offsets a_off/b_off/c_off for batch entry z)."""
@@ -543,7 +565,8 @@ def _batch_setup(kb: KernelBuilder, a: Tensor, b: Tensor, out: Tensor, m: str, n
     strides = {"a": f"(long long){m} * {k}", "b": f"(long long){k} * {n}"}
     for axis in reversed(range(out_rank)):  # innermost batch dim first
         size = kb.dim(out, axis)
-        lines.append(f"{{ const long long c = rest % {size}; rest /= {size};")
+        lines.append(f"const long long zc{axis} = rest % {size}; rest /= {size};")
+        lines.append(f"{{ const long long c = zc{axis};")
         for name, t in (("a", a), ("b", b)):
             t_axis = axis - (out_rank - (len(t.shape) - 2))
             if t_axis < 0:  # t has no such batch dim: broadcast
@@ -585,7 +608,8 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
             fused_names = type_names(epilogue[0])
     kb = ctx.builder("_".join([f"gemm_{t.name}", *fused_names[:4],
                                *(["sum_to_like"] if siblings else [])]), [op, *siblings])
-    pa, pb = kb.input(a), kb.input(b)
+    pa = None if is_view(a, ctx.views) else kb.input(a)
+    pb = None if is_view(b, ctx.views) else kb.input(b)
     ra, rb = len(a.shape), len(b.shape)
     # M, N, K from the operands' own dims (a None dim becomes a run-time parameter)
     m = kb.dim(a, ra - 1 if ta else ra - 2)
@@ -597,10 +621,14 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
     # A is M x K (or K x M when transposed), B is K x N (or N x K); the last dim is contiguous
     a_op = Operand("m", f"{pa} + a_off", "M") if ta else Operand("k", f"{pa} + a_off", "K")
     b_op = Operand("k", f"{pb} + b_off", "K") if tb else Operand("n", f"{pb} + b_off", "N")
+    if is_view(a, ctx.views):
+        a_op = view_operand(kb, a, ("m", "k"), ta, len(out.shape) - 2, ctx.views)
+    if is_view(b, ctx.views):
+        b_op = view_operand(kb, b, ("k", "n"), tb, len(out.shape) - 2, ctx.views)
     prologue, checks, helpers = "", [], ()
     if epilogue is None:
         c = kb.output(out)
-        itype = index_type_for(a, b, out)
+        itype = index_type_for(a, b, out, *[p.tensor for p in kb.params if p.tensor is not None])
 
         def store(row, col, v):
             return f"{c}[c_off + {row} * N + {col}] = {v}"
