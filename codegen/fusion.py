@@ -53,6 +53,7 @@ class Group:
     siblings: list[LOp] = field(default_factory=list)  # template ops sharing the template's input pass
     sibling_epilogue: list[LOp] = field(default_factory=list)  # elementwise ops on a sibling's output
     total: list[LOp] = field(default_factory=list)  # a sum or mean of all of a row kernel's outputs
+    store: tuple | None = None  # (Concat, reshapes/transposes): a GEMM storing into a concatenation
 
     @property
     def first(self) -> int:
@@ -154,13 +155,18 @@ def external_reads(ops: list[LOp], inline: set) -> list[tuple[LTensor, bool]]:
 def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set, set]:
     """(groups of ops in launch order, the one-element ops inlined where used, the view ops
     that GEMMs read in place: see views.py). Host, alias and view ops make no kernel."""
-    from .views import view_ops
+    from .views import concat_stores, view_ops
     debug = Debug()
     users = graph.consumers()
     fetched = graph.live_outputs()
     views = view_ops(graph, fetched, users) if fuse else set()
     for op in sorted(views, key=lambda op: op.id):
         debug(f"view {op.name} ({op.type}): no kernel, the GEMMs reading it index its source")
+    stores = concat_stores(graph, fetched, users) if fuse else {}
+    storeless = {op for concat, chain in stores.values() for op in [concat, *chain]}
+    for m, (concat, _) in sorted(stores.items(), key=lambda kv: kv[0].id):
+        debug(f"store {m.name} into {concat.name}: the GEMM writes its part of the "
+              "concatenation, which makes no kernel")
     inline = set()
     if fuse:
         for op in graph.ops:  # in topological order: inputs are decided first
@@ -178,7 +184,7 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set, set
             for u in users.get(t, []))
 
     ops = [op for op in graph.ops if op.type not in HOST_OPS and op.type not in ALIAS_OPS
-           and op not in views]
+           and op not in views and op not in storeless]
     group_of: dict[LOp, Group] = {}
     groups: list[Group] = []
     for op in ops:
@@ -191,9 +197,14 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set, set
             # uniform chain built on it too) loads it, so the dependency is an edge of the DAG
             inline.discard(op)
         g = Group([op], op.type in ELEMENTWISE and fuse, [[op]])
+        if op in stores:
+            g.store = stores[op]
         group_of[op] = g
         groups.append(g)
-    dag = _group_dag(graph, group_of, groups, inline, views)
+    # readers of a stored concatenation wait for every GEMM writing part of it
+    writers = {concat.outputs[0]: [group_of[m] for m, (c, _) in stores.items() if c is concat]
+               for concat, _ in stores.values()}
+    dag = _group_dag(graph, group_of, groups, inline, views, writers)
     if fuse:
         _fuse_vertically(graph, group_of, groups, dag, inline, debug)
         _fuse_epilogues(graph, group_of, groups, dag, inline, debug)
@@ -407,9 +418,11 @@ def _fuse_epilogues(graph, group_of, groups, dag, inline, debug) -> None:
         _contract(dag, g, e, group_of, groups)
 
 
-def _group_dag(graph: LGraph, group_of: dict, groups: list, inline: set, views: set) -> nx.DiGraph:
-    """Data edges between groups (a view's readers depend on its source's producer), plus
-    read-before-update edges for variables."""
+def _group_dag(graph: LGraph, group_of: dict, groups: list, inline: set, views: set,
+               writers: dict) -> nx.DiGraph:
+    """Data edges between groups (a view's readers depend on its source's producer; a stored
+    concatenation's on every GEMM writing part of it), plus read-before-update edges for
+    variables."""
     from .views import source
     dag = nx.DiGraph()
     dag.add_nodes_from(groups)
@@ -417,6 +430,9 @@ def _group_dag(graph: LGraph, group_of: dict, groups: list, inline: set, views: 
     for g in groups:
         for t, _ in external_reads(g.ops, inline):
             root = source(t, views)
+            for w in writers.get(root, ()):
+                if w is not g:
+                    dag.add_edge(w, g)
             if root.op in group_of and group_of[root.op] is not g:
                 dag.add_edge(group_of[root.op], g)
             if root.op.type == "Variable":

@@ -162,6 +162,8 @@ def emit_kernels(graph: LGraph, device: str, fuse: bool = True) -> tuple[list, s
         extra: dict = {"siblings": group.siblings} if group.siblings else {}
         if group.total:
             extra["total"] = group.total[0]
+        if group.store:
+            extra["store_into"] = group.store
         if group.sibling_epilogue:
             extra["sibling_epilogue"] = (group.sibling_epilogue, inline, stored)
         if group.epilogue:

@@ -170,3 +170,53 @@ def strides(root_shape, expr: str, names: list[str]) -> list[int]:
     origin = {n: 0 for n in names}
     base = at(origin)
     return [abs(at({**origin, n: 1}) - base) for n in names]
+
+
+# ---- the other direction: a GEMM storing straight into a concatenation ----------------------
+def concat_stores(graph: LGraph, fetched: set, users: dict) -> dict[LOp, tuple]:
+    """MatMul op -> (Concat op, the reshapes and transposes from its output to the concat's
+    input, in order): concatenations of GEMM results that make no kernel, each GEMM storing its
+    elements where the concatenation holds them (the q, k, v gradients into dqkv)."""
+    def readers(t: LTensor) -> list[LOp]:
+        return [u for u in users.get(t, []) if _reads_values(u, t)]
+
+    found: dict[LOp, tuple] = {}
+    for op in graph.ops:
+        out = op.outputs[0] if op.outputs else None
+        if op.type != "Concat" or out is None or None in out.shape or out in fetched:
+            continue
+        plan = {}
+        for t in op.inputs:
+            chain, x = [], t
+            while x.op.type in ALIAS_OPS or x.op.type == "Transpose":
+                chain.append(x.op)
+                x = x.op.inputs[0]
+            tensors = [x] + [c.outputs[0] for c in reversed(chain)]
+            if x.op.type != "MatMul" or x.op in plan or any(
+                    None in s.shape or s in fetched or len(readers(s)) != 1 for s in tensors):
+                break
+            plan[x.op] = (op, list(reversed(chain)))
+        else:
+            found.update(plan)
+    return found
+
+
+def stored_offset(out: LTensor, coords: list[str], chain: list, concat: LOp) -> str:
+    """C expression of where element `coords` of `out` (a GEMM's result) lies in the
+    concatenation it is part of, through `chain` (reshapes, transposes) to the concat."""
+    coords, t = list(coords), out
+    for op in chain:
+        if op.type == "Transpose":
+            coords = [coords[p] for p in op.attrs["perm"]]
+        else:
+            coords = _reshape_coords(coords, t.shape, op.outputs[0].shape)
+        t = op.outputs[0]
+    axis = concat.attrs["axis"] % len(concat.outputs[0].shape)
+    start = 0
+    for x in concat.inputs:
+        if x is t:
+            break
+        start += x.shape[axis]
+    if start:
+        coords[axis] = f"{start} + {_paren(coords[axis])}"
+    return _flatten(coords, concat.outputs[0].shape)

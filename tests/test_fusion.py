@@ -318,3 +318,30 @@ def test_a_fetched_or_variable_view_is_still_computed():
     for a, b_ in zip(f(xv), reference([out, xt], {x: xv})):
         np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-5)
     s.close()
+
+
+def test_gradients_of_head_slices_are_stored_by_their_gemms_into_one_tensor():
+    """q, k, v sliced from one projection: their gradients tile it, so their sum is a
+    concatenation (the simplify pass), and each gradient GEMM stores its part of it in place
+    through the head transposes: no slice-gradient, transpose, add or concat kernel."""
+    rng = np.random.default_rng(9)
+    B, T, H, hd = 2, 5, 3, 2
+    D = H * hd
+    x = gf.placeholder(gf.float32, [B * T, D])
+    w = gf.Variable(rng.standard_normal((D, 3 * D)).astype(np.float32))
+    qkv = gf.matmul(x, w)
+
+    def heads(t):
+        return gf.transpose(gf.reshape(t, [B, T, H, hd]), [0, 2, 1, 3])
+
+    q, k, v = heads(qkv[:, 0:D]), heads(qkv[:, D:2 * D]), heads(qkv[:, 2 * D:])
+    y = gf.matmul(gf.nn.softmax(gf.matmul(q, k, transpose_b=True)), v)
+    loss = gf.reduce_sum(gf.tanh(y))
+    grads = gf.gradients(loss, [x, w])
+    xv = rng.standard_normal((B * T, D)).astype(np.float32)
+    s, f = compiled([loss, *grads], [x])
+    names = [kn.name for kn in f.kernels]
+    assert not any(n.startswith(("strided_slice", "transpose", "concat", "add_n")) for n in names), names
+    for a, b_ in zip(f(xv), reference([loss, *grads], {x: xv})):
+        np.testing.assert_allclose(a, b_, rtol=2e-4, atol=2e-5)
+    s.close()

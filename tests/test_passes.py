@@ -141,3 +141,19 @@ def test_dce_keeps_effects_and_fetches_only():
     upd = v.assign(x * 2.0)
     g = run_passes(lowered([upd.op], [x]), ["dce"], check=True)
     assert "Exp" not in types(g) and "Assign" in types(g)
+
+
+@pytest.mark.parametrize("cuts, tiles", [([(0, 2), (2, 5), (5, 7)], True), ([(0, 2), (3, 7)], False),
+                                         ([(0, 4), (2, 7)], False)])
+def test_simplify_turns_slice_gradients_that_tile_into_a_concat(cuts, tiles):
+    """Gradients of slices that tile a tensor (along one axis, no gap, no overlap) sum to
+    their concatenation; a gap or an overlap keeps the sum."""
+    x = gf.placeholder(gf.float32, [3, 7])
+    pieces = [gf.sin(x[:, a:b]) * float(i + 1) for i, (a, b) in enumerate(cuts)]
+    loss = gf.add_n([gf.reduce_sum(p * p) for p in pieces])
+    g_x = gf.gradients(loss, x)[0]
+    g = run_passes(lowered(g_x, [x]), ["simplify", "dce"], check=True)
+    assert ("Concat" in types(g)) == tiles and ("StridedSliceGrad" not in types(g)) == tiles
+    feed = {x: np.linspace(-1, 1, 21, dtype=np.float32).reshape(3, 7)}
+    want, got = run_both(g_x, feed, ["simplify", "dce"])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -21,7 +21,7 @@ from graphflow.errors import CompileError
 from graphflow.graph import Operation, Tensor
 
 from ..kernel import EmitContext, KernelBuilder, Launch, ctype, index_type_for, numel
-from ..views import element_offset, is_view, strides
+from ..views import element_offset, is_view, stored_offset, strides
 from . import emitter
 
 
@@ -583,13 +583,16 @@ def _batch_setup(kb: KernelBuilder, a: Tensor, b: Tensor, out: Tensor, m: str, n
 
 @emitter("MatMul")
 def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
-                siblings: tuple = (), sibling_epilogue: tuple | None = None) -> None:
+                siblings: tuple = (), sibling_epilogue: tuple | None = None,
+                store_into: tuple | None = None) -> None:
     """C = A @ B (batched, broadcasting batch dims). `epilogue` = (elementwise ops, inlined
     ops, tensors to store): fused elementwise code applied to each C element in registers
     (bias, activation, residual add, the activation's derivative) before it is stored.
     `siblings`: a reduction of B over its rows (a bias gradient, 2-D only), summed as the
     tiles of the first row block load B; `sibling_epilogue` (like `epilogue`): elementwise ops
-    applied to each of those sums before it is stored (the bias's update)."""
+    applied to each of those sums before it is stored (the bias's update). `store_into` =
+    (Concat, reshapes and transposes from C to it): C is stored where the concatenation holds
+    its elements (codegen/views.py: concat_stores), never as a tensor of its own."""
     check_gemm_dtype(op)
     a, b = op.inputs
     out = op.outputs[0]
@@ -626,7 +629,18 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
     if is_view(b, ctx.views):
         b_op = view_operand(kb, b, ("k", "n"), tb, len(out.shape) - 2, ctx.views)
     prologue, checks, helpers = "", [], ()
-    if epilogue is None:
+    if store_into is not None:
+        concat, chain = store_into
+        kb.nodes = [op, *chain, concat]
+        c = kb.output(concat.outputs[0])
+        itype = index_type_for(a, b, concat.outputs[0],
+                               *[p.tensor for p in kb.params if p.tensor is not None])
+        nb = len(out.shape) - 2
+        where = stored_offset(out, [f"zc{i}" for i in range(nb)] + ["GF_ROW", "GF_COL"], chain, concat)
+
+        def store(row, col, v):
+            return f"{c}[{where.replace('GF_ROW', f'({row})').replace('GF_COL', f'({col})')}] = {v}"
+    elif epilogue is None:
         c = kb.output(out)
         itype = index_type_for(a, b, out, *[p.tensor for p in kb.params if p.tensor is not None])
 

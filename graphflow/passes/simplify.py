@@ -80,7 +80,39 @@ def _reshape(op: LOp, g: LGraph) -> LTensor | None:
 
 
 def _add_n(op: LOp, g: LGraph) -> LTensor | None:
-    return _same(op.inputs[0], op.outputs[0]) if len(op.inputs) == 1 else None
+    if len(op.inputs) == 1:
+        return _same(op.inputs[0], op.outputs[0])
+    return _slice_grads_to_concat(op, g)
+
+
+def _slice_grads_to_concat(op: LOp, g: LGraph) -> LTensor | None:
+    """The sum of the gradients of slices that tile a tensor along one axis (attention's q, k,
+    v cut from one projection) is their concatenation: no zeros written, nothing added."""
+    out = op.outputs[0]
+    if None in out.shape or any(t.op.type != "StridedSliceGrad" for t in op.inputs):
+        return None
+    pieces, axis = [], None
+    for t in op.inputs:
+        key, ref = t.op.attrs["key"], t.op.inputs[1]
+        if tuple(ref.shape) != tuple(out.shape) or t.op.inputs[0].dtype != out.dtype \
+                or len(key) > len(out.shape) or any(k[0] != "s" for k in key):
+            return None
+        cut = [i for i, k in enumerate(key) if range(out.shape[i])[slice(*k[1:])] != range(out.shape[i])]
+        if len(cut) != 1 or (axis is not None and cut[0] != axis):
+            return None
+        axis = cut[0]
+        r = range(out.shape[axis])[slice(*key[axis][1:])]
+        if r.step != 1 or not r:
+            return None
+        pieces.append((r.start, r.stop, t.op.inputs[0]))
+    pieces.sort(key=lambda p: p[0])
+    if pieces[0][0] != 0 or pieces[-1][1] != out.shape[axis] or any(
+            a[1] != b[0] for a, b in zip(pieces, pieces[1:])):
+        return None
+    concat = LOp("Concat", op.name + "/concat", [p[2] for p in pieces], {"axis": axis},
+                 list(op.origins), out.spec())
+    g.ops.insert(g.ops.index(op), concat)
+    return concat.outputs[0]
 
 
 def _pow(op: LOp, g: LGraph) -> LTensor | None:
