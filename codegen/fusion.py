@@ -224,11 +224,12 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set, set
     return order, inline, views
 
 
-EPILOGUE_TEMPLATES = ("MatMul", "Softmax", "Standardize", "StandardizeGrad")
-ROW_TEMPLATES = ("Softmax", "Standardize", "StandardizeGrad")  # epilogues along the last axis only
+EPILOGUE_TEMPLATES = ("MatMul", "Softmax", "SoftmaxGrad", "Standardize", "StandardizeGrad")
+# epilogues along the last axis only
+ROW_TEMPLATES = ("Softmax", "SoftmaxGrad", "Standardize", "StandardizeGrad")
 # template -> the input its prologue computes
 PROLOGUE_TEMPLATES = {"ReduceSum": 0, "ReduceMean": 0, "ReduceMax": 0, "ReduceMin": 0, "SumToLike": 0,
-                      "StandardizeGrad": 1}
+                      "StandardizeGrad": 1, "SoftmaxGrad": 1}
 
 
 def _fuse_prologues(group_of, groups, dag, debug) -> None:

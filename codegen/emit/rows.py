@@ -440,6 +440,42 @@ def emit_standardize_grad(ctx: EmitContext, op: Operation, prologue: tuple | Non
         helpers=(HELPERS, ROW_HELPERS, *helpers, *pro_helpers), checks=checks + pro_checks))
 
 
+@emitter("SoftmaxGrad")
+def emit_softmax_grad(ctx: EmitContext, op: Operation, prologue: tuple | None = None,
+                      epilogue: tuple | None = None) -> None:
+    """dx = y * (g - sum(g * y)) along the axis (y: the softmax's output): a pass summing
+    g * y, then the write pass. `prologue`: elementwise ops computing g as it is loaded;
+    `epilogue` (last axis): elementwise ops on dx in registers (attention's scale)."""
+    y, g = op.inputs
+    axis = op.attrs["axis"]
+    kb, y_ptr, rows, itype, c = _float_rows(ctx, op, _row_name("softmax_grad", prologue, epilogue),
+                                            y, axis)
+    grad = RowInput(kb, g, "g", prologue)
+    at = rows.at("j")
+    load1, g1 = grad.at(itype, at, store=False)
+    load2, g2 = grad.at(itype, at, store=True)
+    value = f"{y_ptr}[{at}] * (row_g - dot)"
+    write, top, checks, helpers = row_values(kb, rows, itype, c, op.outputs[0], value, epilogue, "dx",
+                                             have_i=prologue is not None)
+    write = [write[0], write[1], *["    " + line for line in load2],
+             f"    const {c} row_g = {g2};", *write[2:]]
+    phases = [
+        f"{c} dot = ({c})0;",
+        *row_loop(itype, [*load1, f"dot += {g1} * {y_ptr}[{at}];"]),
+        f"dot = gf_red_block<gf_red_sum<{c}> >(dot, smem);",
+        *write,
+    ]
+    pro_top, pro_checks, pro_helpers = grad.top()
+    body = pro_top + top + row_kernel(itype, rows, c, phases)
+    extra = f"; prologue: {', '.join(e.type for e in prologue[0])}" if prologue else ""
+    extra += f"; epilogue: {', '.join(e.type for e in epilogue[0])}" if epilogue else ""
+    ctx.add(kb.build(
+        body, rows.launch(), flops=lambda s: 4 * numel(s[y]),
+        comment=f"softmax's gradient along axis {axis} of {list(y.shape)}: a pass summing g * y, "
+                f"then the write pass{extra}",
+        helpers=(HELPERS, ROW_HELPERS, *helpers, *pro_helpers), checks=checks + pro_checks))
+
+
 @emitter("Cumsum")
 def emit_cumsum(ctx: EmitContext, op: Operation) -> None:
     x = op.inputs[0]

@@ -38,8 +38,22 @@ def _np_log_softmax(x, axis):
 
 
 def _softmax_grad(op, g):
-    y, axis = op.outputs[0], op.attrs["axis"]
-    return [y * (g - reduce_sum(g * y, axis, keepdims=True))]
+    return [make("SoftmaxGrad", [op.outputs[0], g], {"axis": op.attrs["axis"]})]
+
+
+def _softmax_grad_compute(y, g, axis):
+    return (y * (g - np.sum(g * y, axis=axis, keepdims=True))).astype(y.dtype)
+
+
+def _softmax_grad_grad(op, grad):
+    from ..autodiff import gradients  # second derivatives: through the primitive form
+    y, g = op.inputs
+    expr = y * (g - reduce_sum(g * y, op.attrs["axis"], keepdims=True))
+    return gradients(expr, [y, g], grad_ys=grad, name="primitive", stop_gradients=[y, g])
+
+
+register("SoftmaxGrad", infer=lambda specs, axis: _standardize_grad_infer(specs, axis, 0.0),
+         compute=_softmax_grad_compute, grad=_softmax_grad_grad)
 
 
 def _log_softmax_grad(op, g):
@@ -173,7 +187,7 @@ def _standardize_grad_infer(specs, axis, epsilon):
     x, dy = specs
     if x.dtype is not dy.dtype or len(x.shape) != len(dy.shape) or \
             not all(same_dim(a, b) for a, b in zip(x.shape, dy.shape)):
-        raise ShapeError(f"standardize gradient: x {list(x.shape)} {x.dtype.name} and dy "
+        raise ShapeError(f"row gradient: x {list(x.shape)} {x.dtype.name} and dy "
                          f"{list(dy.shape)} {dy.dtype.name} must match")
     return x
 
