@@ -224,7 +224,7 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set, set
     return order, inline, views
 
 
-EPILOGUE_TEMPLATES = ("MatMul", "Softmax", "SoftmaxGrad", "Standardize", "StandardizeGrad")
+EPILOGUE_TEMPLATES = ("MatMul", "Gather", "Softmax", "SoftmaxGrad", "Standardize", "StandardizeGrad")
 # epilogues along the last axis only
 ROW_TEMPLATES = ("Softmax", "SoftmaxGrad", "Standardize", "StandardizeGrad")
 # template -> the input its prologue computes

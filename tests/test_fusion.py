@@ -345,3 +345,19 @@ def test_gradients_of_head_slices_are_stored_by_their_gemms_into_one_tensor():
     for a, b_ in zip(f(xv), reference([loss, *grads], {x: xv})):
         np.testing.assert_allclose(a, b_, rtol=2e-4, atol=2e-5)
     s.close()
+
+
+def test_an_embedding_and_its_position_term_are_one_gather_kernel():
+    rng = np.random.default_rng(10)
+    table = gf.Variable(rng.standard_normal((11, 6)).astype(np.float32))
+    pos = gf.Variable(rng.standard_normal((4, 6)).astype(np.float32))
+    ids = gf.placeholder(gf.int32, [None, 4])
+    h = gf.gather(table, ids) + pos
+    loss = gf.reduce_sum(gf.tanh(h) * 3.0)
+    grads = gf.gradients(loss, [table, pos])
+    idv = rng.integers(0, 11, (5, 4)).astype(np.int32)
+    s, f = compiled([h, *grads], [ids])
+    assert "gather_add_0" in [k.name for k in f.kernels]
+    for a, b_ in zip(f(idv), reference([h, *grads], {ids: idv})):
+        np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-5)
+    s.close()

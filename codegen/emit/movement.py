@@ -30,6 +30,7 @@ from ..kernel import (
     ctype,
     index_type_for,
     numel,
+    tile_loop,
     tiled_launch,
 )
 from . import emitter
@@ -471,18 +472,40 @@ def _gathered_row(kb: KernelBuilder, table: Tensor, indices: Tensor, axis: int, 
 
 
 @emitter("Gather")
-def emit_gather(ctx: EmitContext, op: Operation) -> None:
-    """out[o, j, n] = params[o, indices[j], n]; an out-of-range index gives 0 (no trap)."""
+def emit_gather(ctx: EmitContext, op: Operation, epilogue: tuple | None = None) -> None:
+    """out[o, j, n] = params[o, indices[j], n]; an out-of-range index gives 0 (no trap).
+    `epilogue`: elementwise ops applied to each gathered value in registers (an embedding's
+    position term)."""
     params, indices = op.inputs
     out, axis = op.outputs[0], op.attrs["axis"]
-    kb = ctx.builder("gather", [op])
-    dst, src, ids = kb.output(out), kb.input(params), kb.input(indices)
-    itype = index_type_for(out, params, indices)
+    comment = (f"Gather axis {axis}: {list(params.shape)} at {list(indices.shape)} indices "
+               "(out-of-range indices give 0)")
+    if epilogue is None:
+        kb = ctx.builder("gather", [op])
+        dst, src, ids = kb.output(out), kb.input(params), kb.input(indices)
+        itype = index_type_for(out, params, indices)
+        lines, where, size = _gathered_row(kb, params, indices, axis, ids, itype)
+        lines.append(f"{dst}[i] = (row >= 0 && row < {size}) ? {src}[{where}] : {_zero(out)};")
+        add_map_kernel(ctx, kb, out, "\n".join(lines), itype, comment)
+        return
+    from ..fusion import type_names
+    from .elementwise import HELPERS as SCALAR_HELPERS
+    from .fused import FusedCode
+    ops, inline, stored = epilogue
+    kb = ctx.builder("_".join(["gather", *type_names(ops)[:3]]), [op])
+    src, ids = kb.input(params), kb.input(indices)
+    code = FusedCode(kb, ops, inline, stored)
+    kb.nodes = [op, *ops, *code.used_inline]
+    body = code.segment(ops, out, bound={out: "gather_v"})  # registers its loads first
+    itype = index_type_for(out, params, indices, *[p.tensor for p in kb.params if p.tensor is not None])
     lines, where, size = _gathered_row(kb, params, indices, axis, ids, itype)
-    lines.append(f"{dst}[i] = (row >= 0 && row < {size}) ? {src}[{where}] : {_zero(out)};")
-    add_map_kernel(ctx, kb, out, "\n".join(lines), itype,
-                   f"Gather axis {axis}: {list(params.shape)} at {list(indices.shape)} indices "
-                   "(out-of-range indices give 0)")
+    lines += [f"const {ctype(out.dtype)} gather_v = (row >= 0 && row < {size}) ? {src}[{where}] : "
+              f"{_zero(out)};", *body]
+    top = "".join(f"  {line}\n" for line in code.prologue)
+    ctx.add(kb.build(top + tile_loop(kb.numel(out), itype, "\n".join(lines)),
+                     tiled_launch(lambda shapes: numel(shapes[out])),
+                     comment=f"{comment}; epilogue: {', '.join(e.type for e in ops)}",
+                     helpers=(SCALAR_HELPERS,), checks=code.checks))
 
 
 @emitter("GatherGrad")
