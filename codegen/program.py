@@ -25,6 +25,7 @@ from graphflow.passes import LGraph, LTensor
 from graphflow.reference import infer_at_run_time
 from graphflow.variables import uninitialized_error
 
+from .combine import combine_gemms
 from .devices import CompileFailed, prelude
 from .dump import KernelInfo, dump_program
 from .emit import load_all
@@ -171,6 +172,8 @@ def emit_kernels(graph: LGraph, device: str, fuse: bool = True) -> tuple[list, s
         if group.prologue:
             extra["prologue"] = (group.prologue, inline, stored)
         emit(ctx, op, **extra)
+    if fuse:
+        ctx.kernels = combine_gemms(ctx.kernels, device)
     if device == "cpu":  # the cpu schedules' block-wide steps (see reduce.CPU_HELPERS)
         gpu, cpu = reduce_emit.HELPERS, reduce_emit.CPU_HELPERS
         for kernel in ctx.kernels:
