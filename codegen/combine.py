@@ -1,9 +1,11 @@
-"""Independent GEMMs share one launch (horizontal fusion of template kernels).
+"""Independent GEMMs (or reductions) share one launch: horizontal fusion of template kernels.
 
 A layer's backward pass has two GEMMs that read the same dY and depend on nothing of each
-other (dX = dY W^T, dW = X^T dY); attention's backward has two more pairs. Each kernel's body
+other (dX = dY W^T, dW = X^T dY); attention's backward has two more pairs; layer norm's
+backward has two column sums over the same rows (gamma's and beta's). Each kernel's body
 becomes a `__device__` function of its own parameters, and one `__global__` function calls
-them in turn: every block grid-strides over the first GEMM's tiles, then over the second's.
+them in turn: every block grid-strides over the first kernel's tiles, then over the second's
+(reductions of one geometry launch the same blocks and chunks).
 No barrier lies between them, so this is valid CUDA and the cpu device still runs it as a
 plain loop. The launch is the larger of the two in each grid dimension.
 
@@ -12,6 +14,7 @@ every read of the old value), nor kernels where one writes what the other reads 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from graphflow.ops.state import ASSIGN_OPS
@@ -22,9 +25,26 @@ from .kernel import Kernel, Launch
 MAX_STATIC_SHARED = 48 * 1024  # CUDA's static shared memory per block
 
 
-def _is_gemm(k: Kernel) -> bool:
-    return k.host is None and bool(k.nodes) and k.nodes[0].type == "MatMul" \
-        and not any(op.type in ASSIGN_OPS for op in k.nodes)
+REDUCTIONS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "SumToLike")
+LOOKAHEAD = 4  # how many kernels a partner may be hoisted over
+
+
+def kind(k: Kernel) -> tuple | None:
+    """What k may share a launch with (None: nothing): GEMMs of one dtype (one tiling, one
+    block shape); single-kernel reductions of inputs of one shape (one geometry: the same
+    blocks and chunks). Never a kernel that updates a variable."""
+    if k.host is not None or not k.nodes or any(op.type in ASSIGN_OPS for op in k.nodes) \
+            or re.search(r"_finish_\d+$", k.name):  # a second pass: launched only sometimes
+        return None
+    if k.nodes[0].type == "MatMul":
+        return ("gemm", k.nodes[0].outputs[0].dtype)
+    template = [op for op in k.nodes if op.type in REDUCTIONS]
+    if len(template) == 1:
+        op = template[0]
+        x = op.inputs[0]
+        axes = tuple(op.attrs.get("axis", ())) if op.type != "SumToLike" else tuple(op.inputs[1].shape)
+        return ("reduce", tuple(x.shape), x.dtype, tuple(op.outputs[0].shape), axes)
+    return None
 
 
 def _buffers(k: Kernel, kind: str) -> set:
@@ -32,34 +52,39 @@ def _buffers(k: Kernel, kind: str) -> set:
 
 
 def independent(a: Kernel, b: Kernel) -> bool:
-    """May a (earlier) and b run in one launch? Neither writes what the other touches, except
-    a concatenation both store their own parts of (views.concat_stores)."""
+    """May a (earlier) and b run in one launch, or b move before a? Neither writes what the
+    other touches, except a concatenation both store their own parts of
+    (views.concat_stores)."""
     a_out, b_out = _buffers(a, "out"), _buffers(b, "out")
     both = {t for t in a_out & b_out if t.op.type != "Concat"}
     return not (a_out & _buffers(b, "in") or b_out & _buffers(a, "in") or both)
 
 
-def combine_gemms(kernels: list[Kernel], device: str) -> list[Kernel]:
-    """Adjacent independent GEMM kernels merged into one launch each (pairs, then more)."""
+def combine_kernels(kernels: list[Kernel], device: str) -> list[Kernel]:
+    """Independent kernels of one kind (see `kind`) merged into one launch: a kernel's
+    partners are taken from the next LOOKAHEAD kernels when they can move up to it (they
+    depend on nothing in between)."""
+    pending = list(kernels)
     out: list[Kernel] = []
-    run: list[Kernel] = []
-    for k in kernels:
-        if run and _is_gemm(k) and all(independent(r, k) for r in run) and _fits(run + [k], device):
-            run.append(k)
-            continue
-        if run:
-            out.append(run[0] if len(run) == 1 else combined(run))
-        run = [k] if _is_gemm(k) else []
-        if not run:
-            out.append(k)
-    if run:
+    while pending:
+        k = pending.pop(0)
+        key = kind(k)
+        run = [k]
+        if key is not None:
+            j = 0
+            while j < min(LOOKAHEAD, len(pending)):
+                c = pending[j]
+                if kind(c) == key and all(independent(r, c) for r in run) \
+                        and all(independent(m, c) for m in pending[:j]) and _fits(run + [c], device):
+                    run.append(pending.pop(j))
+                    continue
+                j += 1
         out.append(run[0] if len(run) == 1 else combined(run))
     return out
 
 
 def _fits(ks: list[Kernel], device: str) -> bool:
-    if sum(len(k.params) for k in ks) > MAX_PARAMS or \
-            len({k.nodes[0].outputs[0].dtype for k in ks}) != 1:  # one tiling: one block shape
+    if sum(len(k.params) for k in ks) > MAX_PARAMS:
         return False
     if device == "cpu":
         return True
@@ -70,9 +95,10 @@ def _fits(ks: list[Kernel], device: str) -> bool:
 def combined(ks: list[Kernel]) -> Kernel:
     """One kernel calling each of `ks` (as a __device__ function of its own parameters)."""
     name = "combo_" + "__".join(k.name for k in ks)
+    what = "GEMMs" if ks[0].nodes[0].type == "MatMul" else "reductions"
     functions, params, calls = [], [], []
     for n, k in enumerate(ks):
-        mine = [replace(p, name=f"k{n}_{p.name}") for p in k.params]
+        mine = [replace(p, name=f"k{n}_{p.name}", slot=p.slot or p.name) for p in k.params]
         decl = ",\n    ".join(p.declaration() for p in k.params)
         functions.append(f"// {k.name}: {k.comment}\n__device__ void {k.name}_part(\n    {decl}) {{\n"
                          f"{k.body.rstrip()}\n}}\n")
@@ -91,6 +117,6 @@ def combined(ks: list[Kernel]) -> Kernel:
     return Kernel(
         name, [op for k in ks for op in k.nodes], params, "\n".join(calls) + "\n", launch,
         flops=lambda shapes: sum(k.flops(shapes) for k in ks),
-        comment=f"{len(ks)} independent GEMMs in one launch: " + ", ".join(k.name for k in ks),
+        comment=f"{len(ks)} independent {what} in one launch: " + ", ".join(k.name for k in ks),
         helpers=helpers, checks=[c for k in ks for c in k.checks],
         active=lambda shapes: any(k.active(shapes) for k in ks))

@@ -68,6 +68,7 @@ class Param:
     axis: int = 0  # for dims
     value: Callable | None = None  # scalars: (RunEnv) -> value; scratch: (shapes) -> count
     per_run: bool = False  # a scalar that changes from run to run (else fixed per shape signature)
+    slot: str = ""  # scratch: the buffer's name when the C name differs (a combined kernel's)
 
     def declaration(self) -> str:
         if self.kind == "in":

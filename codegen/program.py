@@ -25,7 +25,7 @@ from graphflow.passes import LGraph, LTensor
 from graphflow.reference import infer_at_run_time
 from graphflow.variables import uninitialized_error
 
-from .combine import combine_gemms
+from .combine import combine_kernels
 from .devices import CompileFailed, prelude
 from .dump import KernelInfo, dump_program
 from .emit import load_all
@@ -173,7 +173,7 @@ def emit_kernels(graph: LGraph, device: str, fuse: bool = True) -> tuple[list, s
             extra["prologue"] = (group.prologue, inline, stored)
         emit(ctx, op, **extra)
     if fuse:
-        ctx.kernels = combine_gemms(ctx.kernels, device)
+        ctx.kernels = combine_kernels(ctx.kernels, device)
     if device == "cpu":  # the cpu schedules' block-wide steps (see reduce.CPU_HELPERS)
         gpu, cpu = reduce_emit.HELPERS, reduce_emit.CPU_HELPERS
         for kernel in ctx.kernels:
@@ -415,7 +415,7 @@ class Program:
         return table
 
     def _scratch_buffer(self, p, shapes: dict, key) -> DeviceArray:
-        slot = (key, p.name, p.value)
+        slot = (key, p.slot or p.name, p.value)
         if slot not in self._scratch:
             if p.ctype not in SCRATCH_DTYPES:
                 raise CompileError(f"scratch buffer {p.name} has unsupported type {p.ctype}")

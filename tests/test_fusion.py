@@ -380,3 +380,19 @@ def test_independent_gemms_share_a_launch_and_dependent_ones_do_not():
     for got, want in zip(f(xv), reference([a, b, c], {x: xv})):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     s.close()
+
+
+@pytest.mark.parametrize("rows", [37, 70_000])  # the long case splits rows over chunks
+def test_reductions_of_one_geometry_share_a_launch(rows):
+    """Two column sums over the same rows (layer norm's gamma and beta gradients) are one
+    launch, also when each is two passes (the second passes stay their own kernels)."""
+    rng = np.random.default_rng(12)
+    x = gf.placeholder(gf.float32, [rows, 5])
+    a = gf.reduce_sum(x, axis=0)
+    b = gf.reduce_sum(x * gf.tanh(x), axis=0)
+    xv = rng.standard_normal((rows, 5)).astype(np.float32)
+    s, f = compiled([a, b], [x])
+    assert f.kernels[0].name.startswith("combo_reduce_sum_"), [k.name for k in f.kernels]
+    for got, want in zip(f(xv), reference([a, b], {x: xv})):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    s.close()
