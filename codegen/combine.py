@@ -60,23 +60,31 @@ def independent(a: Kernel, b: Kernel) -> bool:
     return not (a_out & _buffers(b, "in") or b_out & _buffers(a, "in") or both)
 
 
+def _is_map(k: Kernel) -> bool:
+    return k.map and k.host is None and not any(op.type in ASSIGN_OPS for op in k.nodes)
+
+
 def combine_kernels(kernels: list[Kernel], device: str) -> list[Kernel]:
-    """Independent kernels of one kind (see `kind`) merged into one launch: a kernel's
-    partners are taken from the next LOOKAHEAD kernels when they can move up to it (they
-    depend on nothing in between)."""
+    """Independent kernels of one kind (see `kind`) merged into one launch, and tile-loop
+    kernels (Kernel.map: right for any grid and block) beside any of them: a kernel's partners
+    are taken from the next LOOKAHEAD kernels when they can move up to it (they depend on
+    nothing in between)."""
     pending = list(kernels)
     out: list[Kernel] = []
     while pending:
         k = pending.pop(0)
         key = kind(k)
         run = [k]
-        if key is not None:
+        if key is not None or _is_map(k):
             j = 0
             while j < min(LOOKAHEAD, len(pending)):
                 c = pending[j]
-                if kind(c) == key and all(independent(r, c) for r in run) \
+                fits_kind = _is_map(c) or (kind(c) is not None and kind(c) == key) or (
+                    key is None and kind(c) is not None)  # a run of maps takes a template
+                if fits_kind and all(independent(r, c) for r in run) \
                         and all(independent(m, c) for m in pending[:j]) and _fits(run + [c], device):
                     run.append(pending.pop(j))
+                    key = key if key is not None else kind(c)
                     continue
                 j += 1
         out.append(run[0] if len(run) == 1 else combined(run))
@@ -95,24 +103,29 @@ def _fits(ks: list[Kernel], device: str) -> bool:
 def combined(ks: list[Kernel]) -> Kernel:
     """One kernel calling each of `ks` (as a __device__ function of its own parameters)."""
     name = "combo_" + "__".join(k.name for k in ks)
-    what = "GEMMs" if ks[0].nodes[0].type == "MatMul" else "reductions"
+    templates = [k for k in ks if not _is_map(k)]
+    what = "kernels" if not templates else \
+        "GEMMs" if templates[0].nodes[0].type == "MatMul" else "reductions"
     functions, params, calls = [], [], []
     for n, k in enumerate(ks):
         mine = [replace(p, name=f"k{n}_{p.name}", slot=p.slot or p.name) for p in k.params]
         decl = ",\n    ".join(p.declaration() for p in k.params)
         functions.append(f"// {k.name}: {k.comment}\n__device__ void {k.name}_part(\n    {decl}) {{\n"
                          f"{k.body.rstrip()}\n}}\n")
-        calls.append(f"  {k.name}_part({', '.join(p.name for p in mine)});")
+        call = f"{k.name}_part({', '.join(p.name for p in mine)});"
+        if _is_map(k) and templates:  # a tile loop strides x only: one row of blocks and threads
+            call = f"if (blockIdx.y == 0 && blockIdx.z == 0 && threadIdx.y == 0 && threadIdx.z == 0) {call}"
+        calls.append("  " + call)
         params += mine
     helpers = tuple(dict.fromkeys(h for k in ks for h in k.helpers)) + tuple(functions)
 
     def launch(shapes, device: str) -> Launch:
         shapes_of = [k.launch(shapes, device) for k in ks]
-        blocks = {tuple(s.block) for s in shapes_of}
+        blocks = {tuple(s.block) for k, s in zip(ks, shapes_of) if k in templates or not templates}
         if len(blocks) != 1:
             raise AssertionError(f"{name}: the combined kernels launch different blocks {blocks}")
         grid = tuple(max(s.grid[i] for s in shapes_of) for i in range(3))
-        return Launch(grid, shapes_of[0].block, max(s.shared for s in shapes_of))
+        return Launch(grid, next(iter(blocks)), max(s.shared for s in shapes_of))
 
     return Kernel(
         name, [op for k in ks for op in k.nodes], params, "\n".join(calls) + "\n", launch,

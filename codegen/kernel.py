@@ -98,6 +98,7 @@ class Kernel:
     checks: list = field(default_factory=list)  # (shapes) -> error text or None, before launch
     active: Callable[[Shapes], bool] = lambda shapes: True  # False: nothing to do, not launched
     host: Callable | None = None  # a host step instead of a CUDA kernel: host(args, shapes)
+    map: bool = False  # its body is one tile_loop: right for any grid and any blockDim.x
 
     @property
     def source(self) -> str:
@@ -277,9 +278,11 @@ def index_type_for(*tensors: Tensor) -> str:
 def add_map_kernel(ctx: EmitContext, kb: KernelBuilder, over: Tensor, inner: str, itype: str,
                    comment: str, flops=lambda shapes: 0, checks=None, helpers=()) -> Kernel:
     """Finish a one-thread-per-element kernel: `inner` runs for each flat index i of `over`."""
-    return ctx.add(kb.build(tile_loop(kb.numel(over), itype, inner),
-                            tiled_launch(lambda shapes: numel(shapes[over])), flops=flops,
-                            comment=comment, helpers=helpers, checks=checks or []))
+    kernel = kb.build(tile_loop(kb.numel(over), itype, inner),
+                      tiled_launch(lambda shapes: numel(shapes[over])), flops=flops,
+                      comment=comment, helpers=helpers, checks=checks or [])
+    kernel.map = True
+    return ctx.add(kernel)
 
 
 def add_zero_kernel(ctx: EmitContext, op: Operation, base: str, comment: str) -> Kernel:

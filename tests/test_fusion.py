@@ -357,7 +357,7 @@ def test_an_embedding_and_its_position_term_are_one_gather_kernel():
     grads = gf.gradients(loss, [table, pos])
     idv = rng.integers(0, 11, (5, 4)).astype(np.int32)
     s, f = compiled([h, *grads], [ids])
-    assert any(k.name.startswith("gather_add") for k in f.kernels)  # the add runs in the gather
+    assert any("gather_add" in k.name for k in f.kernels)  # the add runs in the gather
     for a, b_ in zip(f(idv), reference([h, *grads], {ids: idv})):
         np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-5)
     s.close()

@@ -176,8 +176,9 @@ def emit_fused(ctx: EmitContext, group: Group, inline: set, stored: set) -> None
     count = lambda shapes: max(numel(shapes[t]) for t in iters)  # noqa: E731
     flops = lambda shapes: sum(numel(shapes[t]) * len(seg) for t, seg in zip(iters, group.segments))  # noqa: E731
     what = ", ".join(sorted({op.type for op in group.ops}))
-    ctx.add(kb.build(body, tiled_launch(count), flops=flops, checks=code.checks, helpers=(HELPERS,),
+    kernel = ctx.add(kb.build(body, tiled_launch(count), flops=flops, checks=code.checks, helpers=(HELPERS,),
                      comment=f"{len(group.segments)} segment(s) of {what}, tiles of {TILE}"))
+    kernel.map = True  # tile loops only
 
 
 def _space(out, over):

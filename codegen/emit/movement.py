@@ -502,10 +502,12 @@ def emit_gather(ctx: EmitContext, op: Operation, epilogue: tuple | None = None) 
     lines += [f"const {ctype(out.dtype)} gather_v = (row >= 0 && row < {size}) ? {src}[{where}] : "
               f"{_zero(out)};", *body]
     top = "".join(f"  {line}\n" for line in code.prologue)
-    ctx.add(kb.build(top + tile_loop(kb.numel(out), itype, "\n".join(lines)),
-                     tiled_launch(lambda shapes: numel(shapes[out])),
-                     comment=f"{comment}; epilogue: {', '.join(e.type for e in ops)}",
-                     helpers=(SCALAR_HELPERS,), checks=code.checks))
+    kernel = kb.build(top + tile_loop(kb.numel(out), itype, "\n".join(lines)),
+                      tiled_launch(lambda shapes: numel(shapes[out])),
+                      comment=f"{comment}; epilogue: {', '.join(e.type for e in ops)}",
+                      helpers=(SCALAR_HELPERS,), checks=code.checks)
+    kernel.map = True
+    ctx.add(kernel)
 
 
 @emitter("GatherGrad")
