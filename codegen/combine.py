@@ -79,6 +79,8 @@ def combine_kernels(kernels: list[Kernel], device: str) -> list[Kernel]:
             j = 0
             while j < min(LOOKAHEAD, len(pending)):
                 c = pending[j]
+                if c.host is not None:  # never across a host step (a collective started early
+                    break               # so that it overlaps the kernels after it)
                 fits_kind = _is_map(c) or (kind(c) is not None and kind(c) == key) or (
                     key is None and kind(c) is not None)  # a run of maps takes a template
                 if fits_kind and all(independent(r, c) for r in run) \

@@ -54,6 +54,7 @@ class Group:
     sibling_epilogue: list[LOp] = field(default_factory=list)  # elementwise ops on a sibling's output
     total: list[LOp] = field(default_factory=list)  # a sum or mean of all of a row kernel's outputs
     store: tuple | None = None  # (Concat, reshapes/transposes): a GEMM storing into a concatenation
+    recompute: dict = field(default_factory=dict)  # operand index -> a thin GEMM group computing it
 
     @property
     def first(self) -> int:
@@ -212,6 +213,7 @@ def plan_groups(graph: LGraph, fuse: bool = True) -> tuple[list[Group], set, set
         _fuse_row_siblings(groups, dag, debug)
         _fuse_loss_totals(groups, dag, debug)
         _fuse_column_sums(graph, group_of, groups, dag, inline, debug)
+        _recompute_thin_gemms(graph, group_of, groups, dag, inline, fetched, views, debug)
         _fuse_horizontally(groups, dag, inline, debug)
     order = list(nx.lexicographical_topological_sort(dag, key=lambda g: g.first))
     for g in order:
@@ -355,6 +357,62 @@ def _fuse_column_sums(graph, group_of, groups, dag, inline, debug) -> None:
                 m.ops = m.ops + e.ops
                 _contract(dag, m, e, group_of, groups)
             break
+
+
+THIN_K = 16  # a GEMM this thin (K <= 16) is recomputed by the GEMMs that read its result
+
+
+def _recompute_thin_gemms(graph, group_of, groups, dag, inline, fetched, views, debug) -> None:
+    """A GEMM with a short K whose result (after its epilogue) only GEMMs read makes no kernel:
+    each reader computes the elements it packs (K multiply-adds and the epilogue each). The
+    hidden layer's gradient `dH = relu'(.) * (dlogits @ W^T)` (K = the classes) never reaches
+    memory; the GEMM `dW = X^T dH` computes it as it loads it."""
+    from .views import source
+    users = graph.consumers()
+    for p in [g for g in groups if not g.fused and g.ops[0].type == "MatMul"]:
+        mm = p.ops[0]
+        a, b = mm.inputs
+        if p.siblings or p.store or p.prologue or p.total or p.recompute or p not in dag \
+                or any(op.type in ASSIGN_OPS for op in p.ops) \
+                or len(a.shape) != 2 or len(b.shape) != 2 \
+                or any(source(t, views) is not alias_root(t) for t in (a, b)):  # not a view's reader
+            continue
+        k = a.shape[0] if mm.attrs["transpose_a"] else a.shape[1]
+        n = b.shape[0] if mm.attrs["transpose_b"] else b.shape[1]
+        if k is None or n is None or k > THIN_K or (mm.attrs["transpose_a"] and a.shape[1] is None):
+            continue
+        leaving = {op.outputs[0] for op in p.ops
+                   if op.outputs[0] in fetched or any(u not in p.ops for u in users.get(op.outputs[0], []))}
+        if len(leaving) != 1:
+            continue
+        final = leaving.pop()
+        readers = users.get(final, [])
+        takers = [group_of.get(u) for u in readers]
+        if final in fetched or not readers or any(  # GEMMs, and column sums such a GEMM takes
+                t is None or t is p or not (t.ops[0] is u and u.type == "MatMul" or u in t.siblings)
+                for u, t in zip(readers, takers)):
+            continue
+        reads = {alias_root(t).op for t, _ in external_reads(p.ops, inline)}
+        if any(alias_root(op.inputs[0]).op in reads for t in takers for op in t.ops if op.type in ASSIGN_OPS):
+            continue  # a reader updates a variable this GEMM reads
+        if any(_merge_creates_cycle(dag, p, t) for t in set(takers)):
+            continue
+        debug(f"recompute {p.title()} in {', '.join(t.title() for t in set(takers))}: K = {k}, "
+              "each reader computes the elements it loads")
+        for u, t in zip(readers, takers):
+            for index, x in enumerate(u.inputs if u.type == "MatMul" else ()):
+                if x is final:
+                    t.recompute[index] = p
+        for t in set(takers):  # the readers now read what p read, before what p preceded
+            for pred in dag.predecessors(p):
+                dag.add_edge(pred, t)
+            for succ in dag.successors(p):
+                if succ is not t:
+                    dag.add_edge(t, succ)
+        dag.remove_node(p)
+        groups.remove(p)
+        for op in p.ops:
+            group_of[op] = takers[0]
 
 
 def _last_axis(op: LOp) -> bool:

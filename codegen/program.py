@@ -165,6 +165,9 @@ def emit_kernels(graph: LGraph, device: str, fuse: bool = True) -> tuple[list, s
             extra["total"] = group.total[0]
         if group.store:
             extra["store_into"] = group.store
+        if group.recompute:
+            extra["recompute"] = {i: (g.ops[0], g.epilogue, inline)
+                                  for i, g in group.recompute.items()}
         if group.sibling_epilogue:
             extra["sibling_epilogue"] = (group.sibling_epilogue, inline, stored)
         if group.epilogue:

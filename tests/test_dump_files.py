@@ -99,7 +99,7 @@ def test_pruned_standalone_files_compile_alone(tmp_path):
                 path = tmp_path / f"{device}_{k.name}.cu"
                 path.write_text(standalone_source(k))
                 files.append(str(path))
-    assert len(files) >= 16
+    assert len(files) >= 12 and any("combo_" in f for f in files)  # combined launches too
     procs = [subprocess.Popen([NVCC, "-arch=sm_80", "-cubin"] + part, cwd=tmp_path, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
              for part in (files[0::2], files[1::2])]
@@ -142,7 +142,7 @@ def test_manifest_shared_bytes_without_ptxas(tmp_path, monkeypatch):
     assert gemm["shared_bytes"] == 2 * (2 * 16 * (64 + 4) * 4) == 17408, gemm
     assert gemm["dynamic_shared_bytes"] == 0
     # a float32 reduction: 256 partial sums of 4 bytes; argmax: 256 (float, long long) pairs
-    assert [k["shared_bytes"] for k in kernels if k["name"].startswith("reduce_sum")] == [256 * 4]
+    assert [k["shared_bytes"] for k in kernels if "reduce_sum" in k["name"]] == [256 * 4]
     am = [k for k in kernels if k["name"].startswith("argmax")]
     assert am and all(k["shared_bytes"] == 256 * 16 for k in am)
     assert all(k["shared_bytes"] == 0 for k in kernels if k["name"].startswith("add"))

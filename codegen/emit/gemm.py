@@ -556,6 +556,56 @@ def view_operand(kb: KernelBuilder, t: Tensor, coords: tuple, transposed: bool, 
     return Operand(fast, load=load)
 
 
+def thin_operand(kb: KernelBuilder, thin: Operation, epilogue: list, inline: set, coords: tuple,
+                 transposed: bool, prefix: str) -> tuple[Operand, str, list]:
+    """(operand, kernel-top lines, run-time checks): each element is computed where it is
+    loaded, as the thin GEMM `thin` (K multiply-adds) and its elementwise epilogue would
+    compute and store it."""
+    from .elementwise import Dialect
+    from .fused import FusedCode
+    a2, b2 = thin.inputs
+    out2 = thin.outputs[0]
+    ta2, tb2 = thin.attrs["transpose_a"], thin.attrs["transpose_b"]
+    m2, n2 = out2.shape
+    k2 = a2.shape[0] if ta2 else a2.shape[1]
+    pa2, pb2 = kb.input(a2), kb.input(b2)
+    c = ctype(out2.dtype)
+    code = FusedCode(kb, epilogue, inline, set(), prefix=prefix) if epilogue else None
+    if code is not None:
+        code.column = f"{prefix}_col"
+        lines = code.segment(epilogue, out2, bound={out2: f"{prefix}_acc"})
+        final = code.value_of(epilogue[-1].outputs[0])
+        kb.nodes = [*kb.nodes, thin, *epilogue, *code.used_inline]
+    else:
+        lines, final = [], f"{prefix}_acc"
+        kb.nodes = [*kb.nodes, thin]
+    zero = Dialect(out2.dtype).lit(0.0)
+    a_at = f"q * {m2} + {prefix}_row" if ta2 else f"{prefix}_row * {k2} + q"
+    b_at = f"{prefix}_col * {k2} + q" if tb2 else f"q * {n2} + {prefix}_col"
+
+    def load(first: str, second: str) -> tuple[str, str]:
+        # the operand's element (first, second) is element (row, col) of the thin GEMM's result
+        row, col = (second, first) if transposed else (first, second)
+        body = "\n".join([
+            f"{c} {prefix}_v;",
+            "{",
+            f"  const long long {prefix}_row = {row}, {prefix}_col = {col};",
+            f"  {c} {prefix}_acc = {zero};",
+            "  #pragma unroll 1",  # nvcc: one rolled loop per packed element, few registers
+            f"  for (int q = 0; q < {k2}; ++q) {prefix}_acc += {pa2}[{a_at}] * {pb2}[{b_at}];",
+            f"  const long long i = {prefix}_row * {n2} + {prefix}_col;",
+            *["  " + line for line in lines],
+            f"  {prefix}_v = {final};",
+            "}",
+        ])
+        return body, f"{prefix}_v"
+
+    # walk the operand along its contiguous coordinate in the thin GEMM's B (its result's row)
+    fast = coords[0] if transposed else coords[1]
+    top = "".join(f"  {line}\n" for line in code.prologue) if code is not None else ""
+    return Operand(fast, load=load), top, (code.checks if code is not None else [])
+
+
 def _batch_setup(kb: KernelBuilder, a: Tensor, b: Tensor, out: Tensor, m: str, n: str, k: str,
                  ta: bool, tb: bool) -> tuple[str, str]:
     """(batch count expression, per-batch offsets a_off/b_off/c_off for batch entry z)."""
@@ -584,7 +634,7 @@ def _batch_setup(kb: KernelBuilder, a: Tensor, b: Tensor, out: Tensor, m: str, n
 @emitter("MatMul")
 def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
                 siblings: tuple = (), sibling_epilogue: tuple | None = None,
-                store_into: tuple | None = None) -> None:
+                store_into: tuple | None = None, recompute: dict | None = None) -> None:
     """C = A @ B (batched, broadcasting batch dims). `epilogue` = (elementwise ops, inlined
     ops, tensors to store): fused elementwise code applied to each C element in registers
     (bias, activation, residual add, the activation's derivative) before it is stored.
@@ -592,7 +642,9 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
     tiles of the first row block load B; `sibling_epilogue` (like `epilogue`): elementwise ops
     applied to each of those sums before it is stored (the bias's update). `store_into` =
     (Concat, reshapes and transposes from C to it): C is stored where the concatenation holds
-    its elements (codegen/views.py: concat_stores), never as a tensor of its own."""
+    its elements (codegen/views.py: concat_stores), never as a tensor of its own. `recompute`
+    = {operand index: (MatMul, its epilogue ops, inlined ops)}: a thin GEMM (short K) whose
+    result that operand is, computed element by element as the operand is packed."""
     check_gemm_dtype(op)
     a, b = op.inputs
     out = op.outputs[0]
@@ -611,8 +663,9 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
             fused_names = type_names(epilogue[0])
     kb = ctx.builder("_".join([f"gemm_{t.name}", *fused_names[:4],
                                *(["sum_to_like"] if siblings else [])]), [op, *siblings])
-    pa = None if is_view(a, ctx.views) else kb.input(a)
-    pb = None if is_view(b, ctx.views) else kb.input(b)
+    recompute = recompute or {}
+    pa = None if is_view(a, ctx.views) or 0 in recompute else kb.input(a)
+    pb = None if is_view(b, ctx.views) or 1 in recompute else kb.input(b)
     ra, rb = len(a.shape), len(b.shape)
     # M, N, K from the operands' own dims (a None dim becomes a run-time parameter)
     m = kb.dim(a, ra - 1 if ta else ra - 2)
@@ -628,6 +681,16 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
         a_op = view_operand(kb, a, ("m", "k"), ta, len(out.shape) - 2, ctx.views)
     if is_view(b, ctx.views):
         b_op = view_operand(kb, b, ("k", "n"), tb, len(out.shape) - 2, ctx.views)
+    recomputed, thin_checks = "", []  # the recomputed operands' kernel-top lines and checks
+    for index, (thin, thin_epilogue, inline) in sorted(recompute.items()):
+        which = (("m", "k"), ta) if index == 0 else (("k", "n"), tb)
+        operand, top, more = thin_operand(kb, thin, thin_epilogue, inline, *which, f"r{index}")
+        recomputed += top
+        thin_checks += more
+        if index == 0:
+            a_op = operand
+        else:
+            b_op = operand
     prologue, checks, helpers = "", [], ()
     if store_into is not None:
         concat, chain = store_into
@@ -685,8 +748,11 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
             return (f"{{\n            const {s_type} sum_v = {v};\n"
                     f"            const {itype} i = {col};\n"
                     + "".join(f"            {line}\n" for line in s_lines) + "          }")
+    if recompute:
+        from .elementwise import HELPERS as SCALAR_HELPERS
+        checks, helpers = [*checks, *thin_checks], (*helpers, SCALAR_HELPERS)
     make_body = gemm_body_cpu if cpu else gemm_body
-    body = prologue + make_body(
+    body = recomputed + prologue + make_body(
         ctype(out.dtype), itype, t, m, n, k, a_op, b_op, store, batch=count, batch_setup=setup,
         col_sums=col_sums,
     )
