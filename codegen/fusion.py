@@ -395,8 +395,9 @@ def _recompute_thin_gemms(graph, group_of, groups, dag, inline, fetched, views, 
         reads = {alias_root(t).op for t, _ in external_reads(p.ops, inline)}
         if any(alias_root(op.inputs[0]).op in reads for t in takers for op in t.ops if op.type in ASSIGN_OPS):
             continue  # a reader updates a variable this GEMM reads
-        if any(_merge_creates_cycle(dag, p, t) for t in set(takers)):
-            continue
+        later = [x for x in dag.successors(p) if x not in takers]  # e.g. the update of what p reads
+        if any(nx.has_path(dag, x, t) for x in later for t in set(takers)):
+            continue  # a reader would have to run both before and after it
         debug(f"recompute {p.title()} in {', '.join(t.title() for t in set(takers))}: K = {k}, "
               "each reader computes the elements it loads")
         for u, t in zip(readers, takers):
@@ -406,9 +407,8 @@ def _recompute_thin_gemms(graph, group_of, groups, dag, inline, fetched, views, 
         for t in set(takers):  # the readers now read what p read, before what p preceded
             for pred in dag.predecessors(p):
                 dag.add_edge(pred, t)
-            for succ in dag.successors(p):
-                if succ is not t:
-                    dag.add_edge(t, succ)
+            for succ in later:
+                dag.add_edge(t, succ)
         dag.remove_node(p)
         groups.remove(p)
         for op in p.ops:
