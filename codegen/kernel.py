@@ -69,6 +69,8 @@ class Param:
     value: Callable | None = None  # scalars: (RunEnv) -> value; scratch: (shapes) -> count
     per_run: bool = False  # a scalar that changes from run to run (else fixed per shape signature)
     slot: str = ""  # scratch: the buffer's name when the C name differs (a combined kernel's)
+    extents: tuple = ()  # buffers: the tensors whose elements are read or written, when not all
+    #                      of the buffer's (views a GEMM reads, its part of a concatenation)
 
     def declaration(self) -> str:
         if self.kind == "in":
@@ -137,9 +139,7 @@ class Kernel:
         for p in self.params:
             if p.tensor is None or p.kind not in ("in", "out"):
                 continue
-            n = 1
-            for d in shapes[p.tensor]:
-                n *= d
+            n = sum(numel(shapes[t]) for t in p.extents) if p.extents else numel(shapes[p.tensor])
             if p.kind == "in":
                 read += n * p.tensor.dtype.size
             else:
@@ -170,6 +170,12 @@ class KernelBuilder:
 
     def output(self, t: Tensor, name: str = "out") -> str:
         return self._param(("out", t), lambda: Param(name, "out", ctype(t.dtype), t))
+
+    def covers(self, kind: str, t: Tensor, part: Tensor) -> None:
+        """The kernel touches only `part`'s elements of buffer t (for bytes_moved); parts add up."""
+        for p in self.params:
+            if p.kind == kind and p.tensor is t:
+                p.extents = (*p.extents, part)
 
     def scratch(self, key: str, c_type: str, elements: Callable[[Shapes], int]) -> str:
         """A temporary device buffer of `elements` items, private to this launch."""

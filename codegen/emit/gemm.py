@@ -545,6 +545,7 @@ def view_operand(kb: KernelBuilder, t: Tensor, coords: tuple, transposed: bool, 
     mine = ["GF_C1", "GF_C0"] if transposed else ["GF_C0", "GF_C1"]  # the operand's own order
     root, expr = element_offset(t, batch + mine, views)
     ptr = kb.input(root)
+    kb.covers("in", root, t)
     names = [f"zc{i}" for i in range(out_batch)] + ["GF_C0", "GF_C1"]
     step0, step1 = strides(root.shape, expr, names)[-2:]
     fast = coords[1] if step1 <= step0 else coords[0]
@@ -696,6 +697,7 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
         concat, chain = store_into
         kb.nodes = [op, *chain, concat]
         c = kb.output(concat.outputs[0])
+        kb.covers("out", concat.outputs[0], out)  # its own part of the concatenation
         itype = index_type_for(a, b, concat.outputs[0],
                                *[p.tensor for p in kb.params if p.tensor is not None])
         nb = len(out.shape) - 2
