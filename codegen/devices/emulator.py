@@ -116,7 +116,10 @@ def _function_bodies(text: str) -> dict[str, str]:
 
 def kernels_needing_fibers(source: str) -> set[str]:
     """Kernels that reach a barrier, shuffle or vote, directly or through functions and macros."""
-    bodies = _function_bodies(_strip(source))
+    text = _strip(source)
+    if not _SYNC.search(text):  # the cpu schedules have none: nothing to trace
+        return set()
+    bodies = _function_bodies(text)
     words = {name: set(re.findall(r"\w+", body)) for name, body in bodies.items()}
     syncing = {name for name, body in bodies.items() if _SYNC.search(body)}
     changed = True
