@@ -185,14 +185,15 @@ def _float_rows(ctx: EmitContext, op: Operation, name: str, x: Tensor, axis: int
 
 def row_values(kb: KernelBuilder, rows: Rows, itype: str, c: str, out: Tensor, value: str,
                epilogue: tuple | None, name: str = "out",
-               have_i: bool = False) -> tuple[list, str, list, tuple]:
+               before: list = (), have_i: bool = False) -> tuple[list, str, list, tuple]:
     """(row-loop lines storing `value` (a C expression of j) as `out`, or applying `epilogue`
     (elementwise ops, inlined ops, stored tensors) to it in registers; kernel-top lines;
-    checks; helpers). An epilogue runs only along the last axis, where j is the column; `have_i`:
-    the loop body already declares the flat index `i`."""
+    checks; helpers). An epilogue runs only along the last axis, where j is the column.
+    `before`: loop-body lines `value` needs (a gradient's loads); `have_i`: they declare the
+    flat index `i`."""
     at = rows.at("j")
     if epilogue is None:
-        return row_loop(itype, [f"{kb.output(out, name)}[{at}] = {value};"]), "", [], ()
+        return row_loop(itype, [*before, f"{kb.output(out, name)}[{at}] = {value};"]), "", [], ()
     from .elementwise import HELPERS as SCALAR_HELPERS
     from .fused import FusedCode
     ops, inline, stored = epilogue
@@ -200,9 +201,16 @@ def row_values(kb: KernelBuilder, rows: Rows, itype: str, c: str, out: Tensor, v
     code.column = "j"  # a row vector operand (gamma, beta) is read by column: it vectorizes
     kb.nodes = [*kb.nodes, *ops, *code.used_inline]
     lines = code.segment(ops, out, bound={out: "row_v"})
-    body = [f"const {c} row_v = {value};", *([] if have_i else [f"const {itype} i = {at};"]), *lines]
+    body = [*before, f"const {c} row_v = {value};", *([] if have_i else [f"const {itype} i = {at};"]),
+            *lines]
     top = "".join(f"  {line}\n" for line in code.prologue)
     return row_loop(itype, body), top, code.checks, (SCALAR_HELPERS,)
+
+
+def fused_note(prologue: tuple | None, epilogue: tuple | None) -> str:
+    """What a kernel comment adds for the elementwise ops fused before and after a template."""
+    note = f"; prologue: {', '.join(e.type for e in prologue[0])}" if prologue else ""
+    return note + (f"; epilogue: {', '.join(e.type for e in epilogue[0])}" if epilogue else "")
 
 
 class RowInput:
@@ -261,7 +269,7 @@ def emit_softmax(ctx: EmitContext, op: Operation, epilogue: tuple | None = None)
                                                  "probs")
     body = top + row_kernel(itype, rows, f"gf_red_softmax<{c}>::acc",
                             online_softmax(itype, c, x_ptr, rows) + write)
-    extra = f"; epilogue: {', '.join(e.type for e in epilogue[0])}" if epilogue else ""
+    extra = fused_note(None, epilogue)
     ctx.add(kb.build(
         body, rows.launch(), flops=lambda s: 4 * numel(s[x]),
         comment=f"{op.type} along axis {op.attrs['axis']} of {list(x.shape)}: a row per threadIdx.x; "
@@ -389,7 +397,7 @@ def emit_standardize(ctx: EmitContext, op: Operation, epilogue: tuple | None = N
     write, top, checks, helpers = row_values(kb, rows, itype, c, op.outputs[0], value, epilogue)
     body = top + row_kernel(itype, rows, f"gf_red_welford<{c}>::acc",
                             welford(itype, c, rows, x_ptr, eps) + write)
-    extra = f"; epilogue: {', '.join(e.type for e in epilogue[0])}" if epilogue else ""
+    extra = fused_note(None, epilogue)
     ctx.add(kb.build(
         body, rows.launch(), flops=lambda s: (6 + 2 * bool(epilogue)) * numel(s[x]),
         comment=f"standardize along axis {axis} of {list(x.shape)}: Welford (count, mean, M2) per "
@@ -414,11 +422,9 @@ def emit_standardize_grad(ctx: EmitContext, op: Operation, prologue: tuple | Non
     load2, dy2 = grad.at(itype, at, store=False)
     load3, dy3 = grad.at(itype, at, store=True)
     value = f"rstd * (row_dy - sum_dy / ({c})len - row_xhat * sum_dy_xhat / ({c})len)"
+    before = [*load3, f"const {c} row_dy = {dy3};", f"const {c} row_xhat = ({x_ptr}[{at}] - mean) * rstd;"]
     write, top, checks, helpers = row_values(kb, rows, itype, c, op.outputs[0], value, epilogue, "dx",
-                                             have_i=prologue is not None)
-    write = [write[0], write[1], *["    " + line for line in load3],
-             f"    const {c} row_dy = {dy3};",
-             f"    const {c} row_xhat = ({x_ptr}[{at}] - mean) * rstd;", *write[2:]]
+                                             before, have_i=prologue is not None)
     phases = welford(itype, c, rows, x_ptr, eps) + [
         f"{c} sum_dy = ({c})0, sum_dy_xhat = ({c})0;",
         *row_loop(itype, [*load2, f"const {c} d = {dy2};",
@@ -431,8 +437,7 @@ def emit_standardize_grad(ctx: EmitContext, op: Operation, prologue: tuple | Non
     ]
     pro_top, pro_checks, pro_helpers = grad.top()
     body = pro_top + top + row_kernel(itype, rows, f"gf_red_welford<{c}>::acc", phases)
-    extra = f"; prologue: {', '.join(e.type for e in prologue[0])}" if prologue else ""
-    extra += f"; epilogue: {', '.join(e.type for e in epilogue[0])}" if epilogue else ""
+    extra = fused_note(prologue, epilogue)
     ctx.add(kb.build(
         body, rows.launch(), flops=lambda s: 14 * numel(s[x]),
         comment=f"standardize's gradient along axis {axis} of {list(x.shape)}: Welford pass, a pass "
@@ -456,9 +461,8 @@ def emit_softmax_grad(ctx: EmitContext, op: Operation, prologue: tuple | None = 
     load2, g2 = grad.at(itype, at, store=True)
     value = f"{y_ptr}[{at}] * (row_g - dot)"
     write, top, checks, helpers = row_values(kb, rows, itype, c, op.outputs[0], value, epilogue, "dx",
+                                             [*load2, f"const {c} row_g = {g2};"],
                                              have_i=prologue is not None)
-    write = [write[0], write[1], *["    " + line for line in load2],
-             f"    const {c} row_g = {g2};", *write[2:]]
     phases = [
         f"{c} dot = ({c})0;",
         *row_loop(itype, [*load1, f"dot += {g1} * {y_ptr}[{at}];"]),
@@ -467,8 +471,7 @@ def emit_softmax_grad(ctx: EmitContext, op: Operation, prologue: tuple | None = 
     ]
     pro_top, pro_checks, pro_helpers = grad.top()
     body = pro_top + top + row_kernel(itype, rows, c, phases)
-    extra = f"; prologue: {', '.join(e.type for e in prologue[0])}" if prologue else ""
-    extra += f"; epilogue: {', '.join(e.type for e in epilogue[0])}" if epilogue else ""
+    extra = fused_note(prologue, epilogue)
     ctx.add(kb.build(
         body, rows.launch(), flops=lambda s: 4 * numel(s[y]),
         comment=f"softmax's gradient along axis {axis} of {list(y.shape)}: a pass summing g * y, "
