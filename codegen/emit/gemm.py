@@ -320,18 +320,7 @@ def _pack_b(b: Operand, stmts: str, value: str, c_type: str, itype: str, nr: int
     contiguous coordinate innermost, so reads have unit stride."""
     store = f"dst[kk * {nr} + j]"
     if b.fast == "k":  # B is transposed in memory: walk each column's k run
-        return f"""\
-          for (int j = 0; j < {nr}; ++j) {{
-            const {itype} gn = nb + j;
-            if (gn < N) {{
-              for (int kk = 0; kk < kc; ++kk) {{
-                const {itype} gk = k0 + kk;
-{_block(stmts, value, store, 16)}              }}
-            }} else {{
-              for (int kk = 0; kk < kc; ++kk) {store} = ({c_type})0;
-            }}
-          }}
-"""
+        return _pack_k_runs(stmts, value, store, c_type, itype, ("j", nr, "gn", "nb + j", "N"))
     return f"""\
           for (int kk = 0; kk < kc; ++kk) {{
             const {itype} gk = k0 + kk;
@@ -367,10 +356,18 @@ def _pack_a(a: Operand, stmts: str, value: str, c_type: str, itype: str, mr: int
             }}
           }}
 """
+    return _pack_k_runs(stmts, value, store, c_type, itype, ("i", mr, "gm", "m0 + i0 + i", "M"))
+
+
+def _pack_k_runs(stmts: str, value: str, store: str, c_type: str, itype: str, lane: tuple) -> str:
+    """Pack an operand whose k runs are contiguous: for each lane (row of A, column of B:
+    `lane` = (index, width, global name, global expression, bound)) walk its k run, zero past
+    the bound."""
+    index, width, g, expr, bound = lane
     return f"""\
-          for (int i = 0; i < {mr}; ++i) {{
-            const {itype} gm = m0 + i0 + i;
-            if (gm < M) {{
+          for (int {index} = 0; {index} < {width}; ++{index}) {{
+            const {itype} {g} = {expr};
+            if ({g} < {bound}) {{
               for (int kk = 0; kk < kc; ++kk) {{
                 const {itype} gk = k0 + kk;
 {_block(stmts, value, store, 16)}              }}
