@@ -34,13 +34,10 @@ def view_ops(graph: LGraph, fetched: set, users: dict) -> set[LOp]:
         memo[t] = ok
         return ok
 
-    views = set()
-    for op in graph.ops:
-        if _viewable(op) and only_gemms_read(op.outputs[0]):
-            root = source(op.outputs[0], {op} | views | _viewable_set(graph))
-            if root.op.type != "Variable":
-                views.add(op)
-    return views
+    viewable = [op for op in graph.ops if _viewable(op)]
+    candidates = set(viewable)  # walked through for the root: never a variable, by any chain
+    return {op for op in viewable if only_gemms_read(op.outputs[0])
+            and source(op.outputs[0], candidates).op.type != "Variable"}
 
 
 # ops that read these inputs' shapes only (a gradient's reference to its forward value)
@@ -51,10 +48,6 @@ SHAPE_ONLY = {"ReshapeLike": (1,), "BroadcastLike": (1,), "SumToLike": (1,), "St
 def _reads_values(u: LOp, t: LTensor) -> bool:
     shape_only = SHAPE_ONLY.get(u.type, ())
     return any(x is t and i not in shape_only for i, x in enumerate(u.inputs))
-
-
-def _viewable_set(graph: LGraph) -> set:
-    return {op for op in graph.ops if _viewable(op)}
 
 
 def _viewable(op: LOp) -> bool:
