@@ -586,9 +586,10 @@ def emit_const_copies(ctx: EmitContext, ops: list, pairs: list[tuple]) -> None:
     where = {(p.kind, p.tensor): j for j, p in enumerate(kernel.params)}
     moves = [(where[("in", value)], where[("out", out)], numel(out.shape) * out.dtype.size)
              for value, out in pairs]
-    driver = get_driver("cpu" if ctx.device == "cpu" else "cuda")
+    device = "cpu" if ctx.device == "cpu" else "cuda"
 
-    def copy(args, shapes) -> None:
+    def copy(args, shapes) -> None:  # the driver at run time: emitting needs none
+        driver = get_driver(device)
         for src, dst, size in moves:
             if size:
                 driver.memcpy_dtod(args[dst], args[src], size)
