@@ -142,14 +142,18 @@ def _loaded_inputs(op: LOp) -> list[LTensor]:
 
 def external_reads(ops: list[LOp], inline: set) -> list[tuple[LTensor, bool]]:
     """(tensor, through an inlined chain) for every value the ops read from outside them."""
+    return [(x, x is not t) for t, x in _read_pairs(ops, inline)]
+
+
+def _read_pairs(ops: list[LOp], inline: set) -> list[tuple[LTensor, LTensor]]:
+    """(input used, tensor loaded for it) for every value the ops read from outside them."""
     inside = {op.outputs[0] for op in ops if op.outputs}
     reads = []
     for op in ops:
         for t in (_loaded_inputs(op) if op.type in ELEMENTWISE else op.inputs):
             if t in inside or (op.type in ELEMENTWISE and alias_root(t) in inside):
                 continue
-            leaves = expand(t, inline)
-            reads += [(x, x is not t) for x in leaves if x not in inside]
+            reads += [(t, x) for x in expand(t, inline) if x not in inside]
     return reads
 
 
@@ -508,9 +512,15 @@ def _group_dag(graph: LGraph, group_of: dict, groups: list, inline: set, views: 
 def _merge_creates_cycle(dag: nx.DiGraph, a: Group, b: Group) -> bool:
     """Would contracting a and b make a cycle? Only via a path a -> x -> b (or b -> x -> a)."""
     for src, dst in ((a, b), (b, a)):
-        for s in dag.successors(src):
-            if s is not dst and nx.has_path(dag, s, dst):
-                return True
+        stack = [s for s in dag.successors(src) if s is not dst]
+        seen = set(stack)
+        while stack:  # depth-first from src's other successors, looking for dst
+            for s in dag.successors(stack.pop()):
+                if s is dst:
+                    return True
+                if s not in seen:
+                    seen.add(s)
+                    stack.append(s)
     return False
 
 
@@ -587,14 +597,25 @@ def _fuse_horizontally(groups, dag, inline, debug) -> None:
     updates = lambda g: any(op.type in ASSIGN_OPS for op in g.ops)  # noqa: E731
     fused = sorted((g for g in groups if g.fused), key=lambda g: (not updates(g), depth[g], g.first))
     buckets: list[Group] = []
+    reads = {g: _read_pairs(g.ops, inline) for g in fused}  # what _params counts, per group
+
+    def merged_reads(a: Group, b: Group) -> list:  # _read_pairs(a.ops + b.ops), from each one's
+        def outside(pairs: list, other: Group) -> list:
+            made = {op.outputs[0] for op in other.ops if op.outputs}
+            return [(t, x) for t, x in pairs if t not in made and alias_root(t) not in made
+                    and x not in made]  # (all ops here are elementwise)
+        return outside(reads[a], b) + outside(reads[b], a)
+
     for g in fused:
         for bucket in buckets:
             if updates(bucket) != updates(g) or (not updates(g) and depth[bucket] != depth[g]):
                 continue
             if dag.has_edge(bucket, g) or dag.has_edge(g, bucket) or _merge_creates_cycle(dag, bucket, g):
                 continue
-            if _params(bucket.ops + g.ops, inline) > MAX_PARAMS:
+            both = merged_reads(bucket, g)
+            if len({x for _, x in both}) + len(bucket.ops) + len(g.ops) > MAX_PARAMS:
                 continue
+            reads[bucket] = both
             debug(f"fuse {g.title()} beside {bucket.title()}: independent elementwise groups "
                   "(one launch, one segment each)")
             bucket.ops = bucket.ops + g.ops

@@ -148,6 +148,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lr", type=float, default=None,
                         help="Adam's learning rate (2e-3; 1e-2 with --fast), a tenth of it for "
                              "the last fifth of the steps")
+    parser.add_argument("--schedule", choices=["step", "cosine"], default=None,
+                        help="'step': the rate, a tenth of it for the last fifth of the steps; "
+                             "'cosine': a linear warmup, then a cosine decay to 0 (step)")
+    parser.add_argument("--warmup", type=int, default=200, help="warmup steps of --schedule cosine")
+    parser.add_argument("--clip", type=float, default=0.0,
+                        help="clip the gradients' global norm to this (0: no clipping)")
     parser.add_argument("--eval-every", type=int, default=250, metavar="N",
                         help="print the held-out accuracy every N steps (0: only at the end)")
     args = parse_args(parser, argv)
@@ -171,8 +177,18 @@ def main(argv: list[str] | None = None) -> dict:
         loss = gf.reduce_mean(gf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=answers))
         accuracy = gf.reduce_mean(gf.cast(gf.equal(gf.argmax(answers, -1), labels), gf.float32))
         global_step = gf.train.get_or_create_global_step()
-        rate = gf.train.piecewise_constant(global_step, [int(0.8 * args.steps)], [lr, lr / 10])
-        train_op = gf.train.AdamOptimizer(rate).minimize(loss, global_step=global_step)
+        if (args.schedule or "step") == "step":
+            rate = gf.train.piecewise_constant(global_step, [int(0.8 * args.steps)], [lr, lr / 10])
+        else:
+            warm = min(args.warmup, args.steps - 1)
+            rate = gf.train.linear_warmup(gf.train.cosine_decay(
+                lr, global_step - warm, args.steps - warm), global_step, max(warm, 1))
+        optimizer = gf.train.AdamOptimizer(rate)
+        grads_and_vars = optimizer.compute_gradients(loss)
+        if args.clip:
+            clipped, _ = gf.clip_by_global_norm([g for g, _ in grads_and_vars], args.clip)
+            grads_and_vars = list(zip(clipped, [v for _, v in grads_and_vars]))
+        train_op = optimizer.apply_gradients(grads_and_vars, global_step=global_step)
         init = gf.global_variables_initializer()
         gf.get_default_graph().finalize()
 

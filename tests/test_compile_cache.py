@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -135,6 +136,38 @@ def test_library_others_could_have_changed_is_rebuilt(drv, tmp_path):
     assert cache.stats["compiles"] > compiles
 
 
+def test_a_warm_lookup_runs_neither_the_analysis_nor_the_compiler(drv, monkeypatch):
+    from graphflow.codegen.devices import emulator
+    source = fill_source(uuid.uuid4().hex)
+    fill(drv, source)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a warm lookup ran the analysis or the compiler")
+    for name in ("find_kernels", "kernels_needing_fibers"):
+        monkeypatch.setattr(emulator, name, forbidden)
+    monkeypatch.setattr(cache, "compiler_version", forbidden)
+    monkeypatch.setattr(cache.subprocess, "run", forbidden)
+    np.testing.assert_array_equal(fill(drv, source), 21 + np.arange(4))
+
+
+@pytest.mark.parametrize("damage", ["garbage", "library gone", "others can write it"])
+def test_a_damaged_index_entry_is_rebuilt(drv, tmp_path, damage):
+    source = fill_source(uuid.uuid4().hex)
+    fill(drv, source)
+    folder = tmp_path / "cache"
+    index = next(p for p in folder.glob("*.json")
+                 if json.loads(p.read_text())["facts"]["kernels"] == ["fill"])
+    if damage == "garbage":
+        index.write_text("{not json")
+    elif damage == "library gone":
+        (folder / json.loads(index.read_text())["library"]).unlink()
+    else:
+        index.chmod(0o666)
+    np.testing.assert_array_equal(fill(drv, source), 21 + np.arange(4))
+    entry = json.loads(index.read_text())  # rewritten, naming a library that is there
+    assert (folder / entry["library"]).exists() and entry["facts"]["kernels"] == ["fill"]
+
+
 def test_failed_compile_leaves_no_library(drv, tmp_path):
     with pytest.raises(CompileFailed):
         drv.SourceModule("__global__ void bad(float* x) { x[0] = ; }")
@@ -247,8 +280,11 @@ def test_a_hit_is_recently_used_and_compiles_prune(drv, tmp_path, monkeypatch):
     monkeypatch.setenv("GRAPHFLOW_CACHE_MAX_FILES", "2")
     second = fill_source(uuid.uuid4().hex).replace("threadIdx.x;", "threadIdx.x * 2;")
     fill(drv, second)  # over the limit: the least recently used entries go, the new one stays
-    names = [p.name for p in folder.iterdir() if len(p.name.split(".")[0]) == 64]
-    assert len(names) == 2 and all(n.endswith((".so", ".cu")) for n in names)
+    names = sorted(p.name for p in folder.iterdir() if len(p.name.split(".")[0]) == 64)
+    # the new entry's library and source, and its index entry (written after the pruning)
+    assert sorted(n.split(".")[1] for n in names) == ["cu", "json", "so"]
+    index = json.loads((folder / next(n for n in names if n.endswith(".json"))).read_text())
+    assert index["library"] in names and index["facts"]["kernels"]
     np.testing.assert_array_equal(fill(drv, second), 21 + 2 * np.arange(4))
 
 

@@ -169,6 +169,7 @@ def _machine() -> str:
     return "\n".join(sorted(set(keep)))
 
 
+@functools.cache
 def _shim_hash() -> str:
     return hashlib.sha256(SHIM.read_bytes() + _machine().encode()).hexdigest()
 
@@ -181,7 +182,8 @@ def _load_runtime() -> ctypes.CDLL:
             # With ASan in the process, instrument the runtime too: it annotates fiber switches.
             flags = SANITIZE_FLAGS if _asan_loaded() else FLAGS
             source = '#define GF_EMU_RUNTIME_IMPL\n#include "cuda_shim.h"\n'
-            path = cache.compile_cached(source, _cxx(), [*flags, "-x", "c++"], extra_key=_shim_hash())
+            path, _ = cache.compile_indexed(source, _cxx(), [*flags, "-x", "c++"],
+                                            lambda text: (text, {}), extra_key=_shim_hash())
             lib = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
             lib.gf_emu_launch.argtypes = [ctypes.POINTER(_Launch)]
             lib.gf_emu_launch.restype = ctypes.c_int
@@ -438,14 +440,20 @@ class SourceModule:
             )
         _load_runtime()
         self.source = source
-        self.kernels = find_kernels(source)
-        fibers = kernels_needing_fibers(source)
-        body = source if no_extern_c else f'extern "C" {{\n{source}\n}}'
-        glue = "".join(f"GF_KERNEL_GLUE({k})\n" for k in self.kernels)
-        text = f'#include "cuda_shim.h"\n{body}\n{glue}'
+
+        def prepare(source: str) -> tuple[str, dict]:  # runs only when the index has no entry
+            kernels = find_kernels(source)
+            body = source if no_extern_c else f'extern "C" {{\n{source}\n}}'
+            glue = "".join(f"GF_KERNEL_GLUE({k})\n" for k in kernels)
+            return (f'#include "cuda_shim.h"\n{body}\n{glue}',
+                    {"kernels": kernels, "fibers": sorted(kernels_needing_fibers(source))})
+
         kept = [o for o in options or () if o[:2] in ("-D", "-U", "-I") and len(o) > 2]
         flags = [*(SANITIZE_FLAGS if sanitize else FLAGS), *kept, "-x", "c++"]
-        self.library_path = cache.compile_cached(text, _cxx(), flags, extra_key=_shim_hash())
+        wrapping = "" if no_extern_c else " extern-c"  # prepare's text depends on it: so does the key
+        self.library_path, facts = cache.compile_indexed(source, _cxx(), flags, prepare,
+                                                         extra_key=_shim_hash() + wrapping)
+        self.kernels, fibers = facts["kernels"], set(facts["fibers"])
         self._lib = ctypes.CDLL(str(self.library_path))
         self._functions = {k: Function(self._lib, k, k in fibers) for k in self.kernels}
 

@@ -28,7 +28,9 @@ def freeze(value):
 def cse(graph: LGraph) -> LGraph:
     seen: dict = {}
     kept = []
+    renamed: dict = {}  # merged output -> its twin's (ops are in order: inputs come first)
     for op in graph.ops:
+        op.inputs = [renamed.get(t, t) for t in op.inputs]
         if op.op_def.stateful or not op.outputs:
             kept.append(op)
             continue
@@ -40,7 +42,8 @@ def cse(graph: LGraph) -> LGraph:
             kept.append(op)
             continue
         twin.origins.extend(o for o in op.origins if o not in twin.origins)
-        graph.replace_uses(op.outputs[0], twin.outputs[0])
+        renamed[op.outputs[0]] = twin.outputs[0]
     graph.ops = kept
+    graph.rename(renamed)  # the fetches
     graph.renumber()
     return graph

@@ -14,7 +14,9 @@ MAX_GROWTH = 1  # a folded constant may be at most this many times its largest i
 
 
 def fold_constants(graph: LGraph) -> LGraph:
+    renamed: dict = {}  # folded output -> its constant (ops are in order: inputs come first)
     for i, op in enumerate(graph.ops):
+        op.inputs = [renamed.get(t, t) for t in op.inputs]
         if op.type == "Const" or not op.outputs or op.op_def.stateful or op.op_def.compute is None \
                 or op.op_def.needs_context or not op.inputs:
             continue
@@ -33,6 +35,7 @@ def fold_constants(graph: LGraph) -> LGraph:
         value.flags.writeable = False
         const = LOp("Const", op.name, [], {"value": value}, op.origins, op.outputs[0].spec())
         graph.ops[i] = const
-        graph.replace_uses(op.outputs[0], const.outputs[0])
+        renamed[op.outputs[0]] = const.outputs[0]
+    graph.rename(renamed)  # the fetches
     graph.renumber()
     return graph

@@ -88,9 +88,16 @@ class LGraph:
 
     def replace_uses(self, old: LTensor, new: LTensor) -> None:
         """Every use of `old` (inputs and fetches) now reads `new`."""
-        for op in self.ops:
-            op.inputs = [new if t is old else t for t in op.inputs]
-        self.fetches = [new if t is old else t for t in self.fetches]
+        self.rename({old: new})
+
+    def rename(self, renamed: dict[LTensor, LTensor]) -> None:
+        """Every use of a key (inputs and fetches) now reads its value: one pass for many
+        replacements (a pass walking ops in order resolves each op's inputs as it reaches
+        it, then renames the rest, see cse.py)."""
+        if renamed:
+            for op in self.ops:
+                op.inputs = [renamed.get(t, t) for t in op.inputs]
+            self.fetches = [renamed.get(t, t) for t in self.fetches]
 
     def live_outputs(self) -> set[LTensor]:
         """Tensors whose values leave the graph: fetched ones."""
