@@ -396,6 +396,11 @@ def _recompute_thin_gemms(graph, group_of, groups, dag, inline, fetched, views, 
                 t is None or t is p or not (t.ops[0] is u and u.type == "MatMul" or u in t.siblings)
                 for u, t in zip(readers, takers)):
             continue
+        gemm_reads = [x for u in readers if u.type == "MatMul" for x in u.inputs if x is final]
+        if len(gemm_reads) != 1:  # never recomputed by several consumers: W2's dH2 feeds dW2
+            debug(f"keep {p.title()}: {len(gemm_reads)} GEMM operands read it, each would "
+                  "recompute it")  # and dH1, and redoing it in both cost more than its store
+            continue
         reads = {alias_root(t).op for t, _ in external_reads(p.ops, inline)}
         if any(alias_root(op.inputs[0]).op in reads for t in takers for op in t.ops if op.type in ASSIGN_OPS):
             continue  # a reader updates a variable this GEMM reads

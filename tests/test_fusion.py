@@ -401,9 +401,11 @@ def test_reductions_of_one_geometry_share_a_launch(rows):
 def test_a_thin_gemm_is_recomputed_by_the_gemm_that_reads_it():
     """The hidden layer's gradient dH = relu'(.) * (dlogits @ W2^T) has K = the 5 classes: the
     GEMM dW1 = X^T dH (and the bias gradient it sums) computes it as it loads it, so dH never
-    reaches memory; a thick K (40 classes) keeps its own kernel. Both match the reference."""
+    reaches memory; a thick K (40 classes) keeps its own kernel, and so does a thin one that two
+    GEMMs read (the gradient of x too: dX = dH W1^T), which would compute it twice. All match
+    the reference."""
     rng = np.random.default_rng(13)
-    for classes, recomputed in ((5, True), (40, False)):
+    for classes, recomputed, wrt_x in ((5, True, False), (40, False, False), (5, False, True)):
         x = gf.placeholder(gf.float32, [None, 7])
         y = gf.placeholder(gf.int32, [None])
         w1 = gf.Variable(rng.standard_normal((7, 9)).astype(np.float32))
@@ -411,7 +413,7 @@ def test_a_thin_gemm_is_recomputed_by_the_gemm_that_reads_it():
         w2 = gf.Variable(rng.standard_normal((9, classes)).astype(np.float32))
         logits = gf.matmul(gf.nn.relu(gf.matmul(x, w1) + b1), w2)
         loss = gf.reduce_mean(gf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
-        grads = gf.gradients(loss, [w1, b1, w2])
+        grads = gf.gradients(loss, [w1, b1, w2] + ([x] if wrt_x else []))
         xv = rng.standard_normal((11, 7)).astype(np.float32)
         yv = rng.integers(0, classes, 11).astype(np.int32)
         s, f = compiled(grads, [x, y])
