@@ -9,6 +9,8 @@ computed once per thread before any loop.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from graphflow.ops.state import ASSIGN_OPS
 
 from ..fusion import ALIAS_OPS, INDEXED, Group, _loaded_inputs, alias_root, is_one_element, kernel_base_name
@@ -135,7 +137,7 @@ class FusedCode:
         for t in _loaded_inputs(op):
             if t not in names:
                 name = self.fresh("s")
-                lines.append(f"const {compute_ctype(t.dtype)} {name} = {self.kb.input(t)}[0];")
+                lines.append(f"const {compute_ctype(t.dtype)} {name} = {self._scalar(t)};")
                 names[t] = name
             args.append(names[t])
         name = self.fresh("s")
@@ -143,9 +145,20 @@ class FusedCode:
         lines.append(f"const {compute_ctype(dt)} {name} = {rounded(dt, scalar_expr(self.kb, op, args))};")
         return name
 
+    def _scalar(self, t) -> str:
+        """A one-element tensor's value: a constant's literal (g++ folds it, and merges the
+        expressions it makes equal: the GELU gradient's tanh with the forward's), else a load."""
+        if t.op.type == "Const" and is_one_element(t):
+            return Dialect(t.dtype).lit(np.asarray(t.op.attrs["value"]).reshape(-1)[0])
+        return f"{self.kb.input(t)}[0]"
+
     def _load(self, t, over, lines: list) -> str:
         """Bind external tensor t at this element (once per kernel when it is one element)."""
         name = self.fresh("x")
+        if t.op.type == "Const" and is_one_element(t):
+            self.prologue.append(f"const {compute_ctype(t.dtype)} {name} = {self._scalar(t)};")
+            self.names[t] = name
+            return name
         if self.column is not None and _row_vector(t, over):  # a bias: index by column, which
             lines.append(f"const {compute_ctype(t.dtype)} {name} = {self.kb.input(t)}[{self.column}];")
             return name  # vectorizes (the flat index's `i % N` does not)
