@@ -51,10 +51,10 @@ EXPECTED = {
     # gf_red_arg's identity calls gf_red_lowest/highest; its acc is gf_red_argpair
     "argmax": {"gf_red_arg": True, "gf_red_argpair": True, "gf_red_lowest": True,
                "gf_red_highest": True, "gf_red_block": True, "gf_red_sum": False,
-               "gf_scan_block": False, "gf_red_welford": False, "gf_sigmoid": False},
+               "gf_scan_block": False, "gf_sigmoid": False},
     # gf_red_softmax combines with gf_red_max and gf_row_exp; its acc is gf_row_softmax_acc
     "softmax": {"gf_red_softmax": True, "gf_row_softmax_acc": True, "gf_red_max": True,
-                "gf_row_exp": True, "gf_red_lowest": True, "gf_red_welford": False,
+                "gf_row_exp": True, "gf_red_lowest": True,
                 "gf_row_sqrt": False, "gf_red_arg": False, "gf_red_sum": False},
     # gf_normal draws with gf_philox4x64, which returns a gf_philox4
     "normal": {"gf_normal": True, "gf_philox4x64": True, "gf_philox4": True,

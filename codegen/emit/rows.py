@@ -11,9 +11,9 @@ input dtype:
   softmax / log-softmax / cross-entropy: one read pass keeps an online (max, sum of exp(x - max))
       per thread (rescaling the sum when the max grows), combined across the block; then a write
       pass (softmax, log-softmax) or a second read pass (soft-label cross-entropy);
-  standardize (layer norm): one read pass of Welford (count, mean, M2) per thread, merged with
-      Chan's formula; then the write pass (its gradient: a second read pass summing dy and
-      dy * xhat first);
+  standardize (layer norm): a read pass summing x, block-reduced to the mean, a second summing
+      (x - mean)^2; then the write pass (its gradient: a third read pass summing dy and dy * xhat
+      first);
   cumsum: tiles of blockDim.y * ITEMS elements per row; each thread scans ITEMS consecutive
       elements serially, a block-wide exclusive scan (warp __shfl_up_sync Hillis-Steele + the warp
       totals through shared memory) offsets them, and a running carry links the tiles.
@@ -30,7 +30,7 @@ from .elementwise import Dialect
 from .reduce import HELPERS, block_shape, grid_size, indent, mul, paren, scaled
 
 ROW_HELPERS = r"""
-// graphflow row kernels: exp/log by dtype, online softmax and Welford combiners
+// graphflow row kernels: exp/log by dtype and the online softmax combiner
 __device__ __forceinline__ float gf_row_exp(float x) { return expf(x); }
 __device__ __forceinline__ double gf_row_exp(double x) { return exp(x); }
 __device__ __forceinline__ float gf_row_log(float x) { return logf(x); }
@@ -69,37 +69,6 @@ template <class T> struct gf_red_softmax {
   }
 };
 
-// Welford: count, mean and M2 = sum of squared deviations; merged with Chan et al.'s formula
-template <class T> struct gf_row_welford_acc { long long n; T mean, m2; };
-template <class T> struct gf_red_welford {
-  typedef gf_row_welford_acc<T> acc;
-  static __device__ __forceinline__ acc make(long long n, T mean, T m2) {
-    acc a;
-    a.n = n;
-    a.mean = mean;
-    a.m2 = m2;
-    return a;
-  }
-  static __device__ __forceinline__ acc identity() { return make(0, (T)0, (T)0); }
-  static __device__ __forceinline__ void push(acc& a, T x) {
-    a.n += 1;
-    const T d = x - a.mean;
-    a.mean += d / (T)a.n;
-    a.m2 += d * (x - a.mean);
-  }
-  static __device__ __forceinline__ acc combine(acc a, acc b) {
-    const long long n = a.n + b.n;
-    if (b.n == 0) return a;
-    if (a.n == 0) return b;
-    const T d = b.mean - a.mean;
-    const T wb = (T)b.n / (T)n;
-    return make(n, a.mean + d * wb, a.m2 + b.m2 + d * d * (T)a.n * wb);
-  }
-  static __device__ __forceinline__ acc shfl_down(acc a, unsigned d) {
-    return make(__shfl_down_sync(0xffffffffu, a.n, d), __shfl_down_sync(0xffffffffu, a.mean, d),
-                __shfl_down_sync(0xffffffffu, a.m2, d));
-  }
-};
 """
 
 SCAN_ITEMS = 4  # consecutive elements each thread scans serially per tile
@@ -367,15 +336,21 @@ def emit_xent(ctx: EmitContext, op: Operation) -> None:
         helpers=(HELPERS, ROW_HELPERS)))
 
 
-def welford(itype: str, c: str, rows: Rows, x_ptr: str, eps: str) -> list:
-    """Lines leaving the row's `mean` and `rstd` = 1 / sqrt(biased variance + eps)."""
-    red = f"gf_red_welford<{c}>"
+def moments(itype: str, c: str, rows: Rows, x_ptr: str, eps: str) -> list:
+    """Lines leaving the row's `mean` and `rstd` = 1 / sqrt(biased variance + eps): a pass
+    summing x, then one summing (x - mean)^2. The deviations are taken from the mean, so a
+    large offset costs no precision (as with Welford's update, which this replaced: its
+    division per element serialized the cpu schedule's rows on the divider)."""
     return [
-        f"{red}::acc w = {red}::identity();",
-        *row_loop(itype, [f"{red}::push(w, {x_ptr}[{rows.at('j')}]);"]),
-        f"w = gf_red_block<{red} >(w, smem);",
-        f"const {c} mean = w.mean;",
-        f"const {c} rstd = ({c})1 / gf_row_sqrt(w.m2 / ({c})len + {eps});",
+        f"{c} sum_x = ({c})0;",
+        *row_loop(itype, [f"sum_x += {x_ptr}[{rows.at('j')}];"]),
+        f"sum_x = gf_red_block<gf_red_sum<{c}> >(sum_x, smem);",
+        f"const {c} mean = sum_x / ({c})len;",
+        f"{c} sum_sq = ({c})0;",
+        *row_loop(itype, [f"const {c} d = {x_ptr}[{rows.at('j')}] - mean;", "sum_sq += d * d;"]),
+        f"__shared__ {c} smem_sq[256];",
+        f"sum_sq = gf_red_block<gf_red_sum<{c}> >(sum_sq, smem_sq);",
+        f"const {c} rstd = ({c})1 / gf_row_sqrt(sum_sq / ({c})len + {eps});",
     ]
 
 
@@ -395,23 +370,23 @@ def emit_standardize(ctx: EmitContext, op: Operation, epilogue: tuple | None = N
     eps = Dialect(x.dtype).lit(op.attrs["epsilon"])
     value = f"({x_ptr}[{rows.at('j')}] - mean) * rstd"
     write, top, checks, helpers = row_values(kb, rows, itype, c, op.outputs[0], value, epilogue)
-    body = top + row_kernel(itype, rows, f"gf_red_welford<{c}>::acc",
-                            welford(itype, c, rows, x_ptr, eps) + write)
+    body = top + row_kernel(itype, rows, c, moments(itype, c, rows, x_ptr, eps) + write)
     extra = fused_note(None, epilogue)
     ctx.add(kb.build(
         body, rows.launch(), flops=lambda s: (6 + 2 * bool(epilogue)) * numel(s[x]),
-        comment=f"standardize along axis {axis} of {list(x.shape)}: Welford (count, mean, M2) per "
-                f"thread, Chan merge across the block, then the write pass{extra}",
+        comment=f"standardize along axis {axis} of {list(x.shape)}: a pass summing x, one summing "
+                f"(x - mean)^2, then the write pass{extra}",
         helpers=(HELPERS, ROW_HELPERS, *helpers), checks=checks))
 
 
 @emitter("StandardizeGrad")
 def emit_standardize_grad(ctx: EmitContext, op: Operation, prologue: tuple | None = None,
                           epilogue: tuple | None = None) -> None:
-    """dx = rstd * (dy - mean(dy) - xhat * mean(dy * xhat)) along the axis: a Welford pass over
-    x, a pass summing dy and dy * xhat, and the write pass. `prologue`: the elementwise ops that
-    compute dy (layer norm's `dy * gamma`), recomputed as each pass loads it; `epilogue` (last
-    axis): elementwise ops on dx in registers (the sum with the residual branch's gradient)."""
+    """dx = rstd * (dy - mean(dy) - xhat * mean(dy * xhat)) along the axis: the two passes of
+    `moments` over x, a pass summing dy and dy * xhat, and the write pass. `prologue`: the
+    elementwise ops that compute dy (layer norm's `dy * gamma`), recomputed as each pass loads
+    it; `epilogue` (last axis): elementwise ops on dx in registers (the sum with the residual
+    branch's gradient)."""
     x, dy = op.inputs
     axis = op.attrs["axis"]
     name = _row_name("standardize_grad", prologue, epilogue)
@@ -425,7 +400,7 @@ def emit_standardize_grad(ctx: EmitContext, op: Operation, prologue: tuple | Non
     before = [*load3, f"const {c} row_dy = {dy3};", f"const {c} row_xhat = ({x_ptr}[{at}] - mean) * rstd;"]
     write, top, checks, helpers = row_values(kb, rows, itype, c, op.outputs[0], value, epilogue, "dx",
                                              before, have_i=prologue is not None)
-    phases = welford(itype, c, rows, x_ptr, eps) + [
+    phases = moments(itype, c, rows, x_ptr, eps) + [
         f"{c} sum_dy = ({c})0, sum_dy_xhat = ({c})0;",
         *row_loop(itype, [*load2, f"const {c} d = {dy2};",
                           "sum_dy += d;", f"sum_dy_xhat += d * (({x_ptr}[{at}] - mean) * rstd);"]),
@@ -436,12 +411,12 @@ def emit_standardize_grad(ctx: EmitContext, op: Operation, prologue: tuple | Non
         *write,
     ]
     pro_top, pro_checks, pro_helpers = grad.top()
-    body = pro_top + top + row_kernel(itype, rows, f"gf_red_welford<{c}>::acc", phases)
+    body = pro_top + top + row_kernel(itype, rows, c, phases)
     extra = fused_note(prologue, epilogue)
     ctx.add(kb.build(
         body, rows.launch(), flops=lambda s: 14 * numel(s[x]),
-        comment=f"standardize's gradient along axis {axis} of {list(x.shape)}: Welford pass, a pass "
-                f"summing dy and dy * xhat, then the write pass{extra}",
+        comment=f"standardize's gradient along axis {axis} of {list(x.shape)}: the mean and variance "
+                f"passes, a pass summing dy and dy * xhat, then the write pass{extra}",
         helpers=(HELPERS, ROW_HELPERS, *helpers, *pro_helpers), checks=checks + pro_checks))
 
 
