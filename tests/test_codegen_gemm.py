@@ -218,3 +218,16 @@ def test_kernels_compile_for_sm80_without_spills(tmp_path):
                      "conv2d_gemm"] + ["gemm"] * 3, names
     for name, u in gemms.items():
         assert u["spill_stores"] == 0 and u["spill_loads"] == 0, (name, u)
+
+
+def test_empty_k_and_several_k_slices():
+    """The cpu schedule starts its register tiles at 0 on the first K slice and clears nothing
+    else: K = 0 must still give the epilogue of zeros, and K over several slices (700 = 256 +
+    256 + 188) must add every slice."""
+    a = gf.placeholder(gf.float32, [None, None])
+    b = gf.placeholder(gf.float32, [None, 5])
+    c = gf.matmul(a, b) + 1.0
+    cpu, ref = run_both([c], [a, b], [[np.zeros((3, 0), np.float32), np.zeros((0, 5), np.float32)],
+                                      [_feed((33, 700), gf.float32), _feed((700, 5), gf.float32)]])
+    np.testing.assert_array_equal(cpu[0][0], np.ones((3, 5), np.float32))
+    assert_all_close(cpu, ref, gf.float32)
