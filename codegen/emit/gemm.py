@@ -77,6 +77,10 @@ class Operand:
     ptr: str = ""
     ld: str = ""
     load: Callable[[str, str], tuple[str, str]] | None = None
+    # run(row, first column, count, most, store, pad) -> C lines for `count` consecutive elements
+    # along `fast` at once (a recomputed thin GEMM: its K loop outermost, so the cpu packing
+    # loops vectorize); store(t) is where element t goes
+    run: Callable[..., str] | None = None
 
 
 def _operand_code(
@@ -315,20 +319,24 @@ def _block(stmts: str, value: str, dst: str, pad: int) -> str:
     return "".join(" " * pad + line + "\n" for line in [*lines, f"{dst} = {value};"])
 
 
-def _pack_b(b: Operand, stmts: str, value: str, c_type: str, itype: str, nr: int) -> str:
+def _pack_b(b: Operand, stmts: str, value: str, c_type: str, itype: str, nr: int, kc: int) -> str:
     """Copy B[k0 + kk][nb + j] into the strip dst[kk][j], zero past N; the loop over B's
     contiguous coordinate innermost, so reads have unit stride."""
     store = f"dst[kk * {nr} + j]"
     if b.fast == "k":  # B is transposed in memory: walk each column's k run
-        return _pack_k_runs(stmts, value, store, c_type, itype, ("j", nr, "gn", "nb + j", "N"))
+        return _pack_k_runs(b, stmts, value, lambda kk: f"dst[{kk} * {nr} + j]", c_type, itype,
+                            ("j", nr, "gn", "nb + j", "N"), kc)
+    full = (b.run("gk", "nb", str(nr), nr, lambda t: f"dst[kk * {nr} + {t}]", 14) if b.run else
+            f"""\
+              for (int j = 0; j < {nr}; ++j) {{
+                const {itype} gn = nb + j;
+{_block(stmts, value, store, 16)}              }}
+""")
     return f"""\
           for (int kk = 0; kk < kc; ++kk) {{
             const {itype} gk = k0 + kk;
             if (nb + {nr} <= N) {{
-              for (int j = 0; j < {nr}; ++j) {{
-                const {itype} gn = nb + j;
-{_block(stmts, value, store, 16)}              }}
-            }} else {{
+{full}            }} else {{
               for (int j = 0; j < {nr}; ++j) {{
                 const {itype} gn = nb + j;
                 {store} = ({c_type})0;
@@ -340,7 +348,7 @@ def _pack_b(b: Operand, stmts: str, value: str, c_type: str, itype: str, nr: int
 """
 
 
-def _pack_a(a: Operand, stmts: str, value: str, c_type: str, itype: str, mr: int) -> str:
+def _pack_a(a: Operand, stmts: str, value: str, c_type: str, itype: str, mr: int, kc: int) -> str:
     """Copy A[m0 + i0 + i][k0 + kk] into the micro-panel Ap[kk][i], zero past M; unit-stride
     reads as in _pack_b."""
     store = f"Ap[kk * {mr} + i]"
@@ -356,23 +364,27 @@ def _pack_a(a: Operand, stmts: str, value: str, c_type: str, itype: str, mr: int
             }}
           }}
 """
-    return _pack_k_runs(stmts, value, store, c_type, itype, ("i", mr, "gm", "m0 + i0 + i", "M"))
+    return _pack_k_runs(a, stmts, value, lambda kk: f"Ap[{kk} * {mr} + i]", c_type, itype,
+                        ("i", mr, "gm", "m0 + i0 + i", "M"), kc)
 
 
-def _pack_k_runs(stmts: str, value: str, store: str, c_type: str, itype: str, lane: tuple) -> str:
+def _pack_k_runs(op: Operand, stmts: str, value: str, store: Callable[[str], str], c_type: str,
+                 itype: str, lane: tuple, kc: int) -> str:
     """Pack an operand whose k runs are contiguous: for each lane (row of A, column of B:
     `lane` = (index, width, global name, global expression, bound)) walk its k run, zero past
     the bound."""
     index, width, g, expr, bound = lane
+    inside = (op.run(g, "k0", "kc", kc, store, 14) if op.run else f"""\
+              for (int kk = 0; kk < kc; ++kk) {{
+                const {itype} gk = k0 + kk;
+{_block(stmts, value, store("kk"), 16)}              }}
+""")
     return f"""\
           for (int {index} = 0; {index} < {width}; ++{index}) {{
             const {itype} {g} = {expr};
             if ({g} < {bound}) {{
-              for (int kk = 0; kk < kc; ++kk) {{
-                const {itype} gk = k0 + kk;
-{_block(stmts, value, store, 16)}              }}
-            }} else {{
-              for (int kk = 0; kk < kc; ++kk) {store} = ({c_type})0;
+{inside}            }} else {{
+              for (int kk = 0; kk < kc; ++kk) {store("kk")} = ({c_type})0;
             }}
           }}
 """
@@ -461,9 +473,9 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
         for (int jp = 0; jp * {nr} < cols; ++jp) {{  // pack B[k0 + kk][n0 + jp * NR + j]
           {c_type}* __restrict__ dst = Bp + jp * {kc * nr};
           const {itype} nb = n0 + jp * {nr};
-{_pack_b(b, b_stmts, b_value, c_type, itype, nr)}{sums.add}        }}
+{_pack_b(b, b_stmts, b_value, c_type, itype, nr, kc)}{sums.add}        }}
         for (int i0 = 0; i0 < rows; i0 += {mr}) {{  // pack A[m0 + i0 + i][k0 + kk]
-{_pack_a(a, a_stmts, a_value, c_type, itype, mr)}          // the {mr}x{nr} register tile over each strip
+{_pack_a(a, a_stmts, a_value, c_type, itype, mr, kc)}          // the {mr}x{nr} register tile over each strip
           for (int jp = 0; jp * {nr} < cols; ++jp) {{
             {c_type}* __restrict__ ct = Ct + i0 * {t.bn} + jp * {nr};
             const {c_type}* __restrict__ bp = Bp + jp * {kc * nr};
@@ -555,11 +567,16 @@ def view_operand(kb: KernelBuilder, t: Tensor, coords: tuple, transposed: bool, 
     return Operand(fast, load=load)
 
 
+STAGE_MAX = 8192  # elements of a thin GEMM's transposed B that the cpu schedule copies untransposed
+
+
 def thin_operand(kb: KernelBuilder, thin: Operation, epilogue: list, inline: set, coords: tuple,
-                 transposed: bool, prefix: str) -> tuple[Operand, str, list]:
+                 transposed: bool, prefix: str, cpu: bool = False) -> tuple[Operand, str, list]:
     """(operand, kernel-top lines, run-time checks): each element is computed where it is
     loaded, as the thin GEMM `thin` (K multiply-adds) and its elementwise epilogue would
-    compute and store it."""
+    compute and store it. On the cpu schedule (`cpu`) the packing loops compute a run of
+    elements of one result row at once, the K loop outermost, so they vectorize; a transposed
+    B of the thin GEMM (the classifier's W^T) is first copied untransposed to the stack."""
     from .elementwise import Dialect
     from .fused import FusedCode
     a2, b2 = thin.inputs
@@ -602,7 +619,48 @@ def thin_operand(kb: KernelBuilder, thin: Operation, epilogue: list, inline: set
     # walk the operand along its contiguous coordinate in the thin GEMM's B (its result's row)
     fast = coords[0] if transposed else coords[1]
     top = "".join(f"  {line}\n" for line in code.prologue) if code is not None else ""
-    return Operand(fast, load=load), top, (code.checks if code is not None else [])
+    staged = tb2 and k2 * n2 <= STAGE_MAX
+    if staged and cpu:
+        top += (f"  {c} {prefix}_b[{k2} * {n2}];  // the thin GEMM's B untransposed: [K][N]\n"
+                f"  for (int q = 0; q < {k2}; ++q)\n"
+                f"    for (int n = 0; n < {n2}; ++n) {prefix}_b[q * {n2} + n] = {pb2}[n * {k2} + q];\n")
+    b_rows = f"{prefix}_b" if tb2 else pb2  # row q of B at b_rows + q * n2
+
+    def run(row: str, col0: str, count: str, most: int, store: Callable[[str], str], pad: int) -> str:
+        # elements (row, col0 + t) of the result, t < count: the same sums in the same order as
+        # `load` (each element's K terms one after another), the K loop outermost
+        text = [
+            "{",
+            f"  const long long {prefix}_row = {row};",
+            f"  {c} {prefix}_run[{most}];",
+            "  #pragma unroll 1",  # nvcc (which compiles this schedule too): rolled, no spills
+            f"  for (int t = 0; t < {count}; ++t) {prefix}_run[t] = {zero};",
+            "  #pragma unroll 1",
+            f"  for (int q = 0; q < {k2}; ++q) {{",
+            f"    const {c} {prefix}_a = {pa2}[{a_at}];",
+            f"    const {c}* __restrict__ {prefix}_bq = {b_rows} + q * {n2} + ({col0});",
+            "    #pragma unroll 1",
+            f"    for (int t = 0; t < {count}; ++t) {prefix}_run[t] += {prefix}_a * {prefix}_bq[t];",
+            "  }",
+            "  #pragma unroll 1",
+            f"  for (int t = 0; t < {count}; ++t) {{",
+            f"    {c} {prefix}_v;",
+            "    {",
+            f"      const long long {prefix}_col = ({col0}) + t;",
+            f"      const {c} {prefix}_acc = {prefix}_run[t];",
+            f"      const long long i = {prefix}_row * {n2} + {prefix}_col;",
+            *["      " + line for line in lines],
+            f"      {prefix}_v = {final};",
+            "    }",
+            f"    {store('t')} = {prefix}_v;",
+            "  }",
+            "}",
+        ]
+        return "".join(" " * pad + line + "\n" for line in text)
+
+    use_run = cpu and (staged or not tb2)
+    return (Operand(fast, load=load, run=run if use_run else None), top,
+            (code.checks if code is not None else []))
 
 
 def _batch_setup(kb: KernelBuilder, a: Tensor, b: Tensor, out: Tensor, m: str, n: str, k: str,
@@ -683,7 +741,7 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
     recomputed, thin_checks = "", []  # the recomputed operands' kernel-top lines and checks
     for index, (thin, thin_epilogue, inline) in sorted(recompute.items()):
         which = (("m", "k"), ta) if index == 0 else (("k", "n"), tb)
-        operand, top, more = thin_operand(kb, thin, thin_epilogue, inline, *which, f"r{index}")
+        operand, top, more = thin_operand(kb, thin, thin_epilogue, inline, *which, f"r{index}", cpu)
         recomputed += top
         thin_checks += more
         if index == 0:
