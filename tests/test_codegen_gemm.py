@@ -221,9 +221,8 @@ def test_kernels_compile_for_sm80_without_spills(tmp_path):
 
 
 def test_empty_k_and_several_k_slices():
-    """The cpu schedule starts its register tiles at 0 on the first K slice and clears nothing
-    else: K = 0 must still give the epilogue of zeros, and K over several slices (700 = 256 +
-    256 + 188) must add every slice."""
+    """K = 0 gives the epilogue of zeros (the cpu schedule's tile is cleared, never loaded from
+    a slice), and K over several slices (700 = 256 + 256 + 188) adds every slice."""
     a = gf.placeholder(gf.float32, [None, None])
     b = gf.placeholder(gf.float32, [None, 5])
     c = gf.matmul(a, b) + 1.0

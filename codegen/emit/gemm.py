@@ -463,11 +463,10 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
       const {itype} m0 = (tile / tiles_n) * {t.bm}, n0 = (tile % tiles_n) * {t.bn};
       const int rows = M - m0 < {t.bm} ? (int)(M - m0) : {t.bm};
       const int cols = N - n0 < {t.bn} ? (int)(N - n0) : {t.bn};
-      // the first K slice starts the register tiles at 0 (no clearing pass, no loads: most
-      // GEMMs here have a single slice); only K == 0 leaves the tile to be cleared
-      if (K <= 0)
-        for (int i = 0; i < rows; ++i)
-          for (int j = 0; j < cols; ++j) Ct[i * {t.bn} + j] = ({c_type})0;
+      // zero only what the register tiles accumulate into (rows and strips in use): a small
+      // GEMM (attention's 32x32 heads) must not pay for clearing the whole {t.bm}x{t.bn} tile
+      for (int i = 0; i < (rows + {t.mr - 1}) / {t.mr} * {t.mr}; ++i)
+        for (int j = 0; j < (cols + {t.nr - 1}) / {t.nr} * {t.nr}; ++j) Ct[i * {t.bn} + j] = ({c_type})0;
 {sums.init}      for ({itype} k0 = 0; k0 < K; k0 += {kc}) {{
         const int kc = K - k0 < {kc} ? (int)(K - k0) : {kc};
         for (int jp = 0; jp * {nr} < cols; ++jp) {{  // pack B[k0 + kk][n0 + jp * NR + j]
@@ -481,7 +480,7 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
             const {c_type}* __restrict__ bp = Bp + jp * {kc * nr};
             {c_type} acc[{mr}][{nr}];
             for (int i = 0; i < {mr}; ++i)
-              for (int j = 0; j < {nr}; ++j) acc[i][j] = k0 == 0 ? ({c_type})0 : ct[i * {t.bn} + j];
+              for (int j = 0; j < {nr}; ++j) acc[i][j] = ct[i * {t.bn} + j];
             for (int kk = 0; kk < kc; ++kk) {{
               for (int i = 0; i < {mr}; ++i) {{
                 const {c_type} av = Ap[kk * {mr} + i];
