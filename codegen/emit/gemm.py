@@ -597,6 +597,8 @@ def thin_operand(kb: KernelBuilder, thin: Operation, epilogue: list, inline: set
     zero = Dialect(out2.dtype).lit(0.0)
     a_at = f"q * {m2} + {prefix}_row" if ta2 else f"{prefix}_row * {k2} + q"
     b_at = f"{prefix}_col * {k2} + q" if tb2 else f"q * {n2} + {prefix}_col"
+    # one element's epilogue, its row, column and sum bound: the value in {prefix}_v
+    finish = [f"const long long i = {prefix}_row * {n2} + {prefix}_col;", *lines, f"{prefix}_v = {final};"]
 
     def load(first: str, second: str) -> tuple[str, str]:
         # the operand's element (first, second) is element (row, col) of the thin GEMM's result
@@ -608,9 +610,7 @@ def thin_operand(kb: KernelBuilder, thin: Operation, epilogue: list, inline: set
             f"  {c} {prefix}_acc = {zero};",
             "  #pragma unroll 1",  # nvcc: one rolled loop per packed element, few registers
             f"  for (int q = 0; q < {k2}; ++q) {prefix}_acc += {pa2}[{a_at}] * {pb2}[{b_at}];",
-            f"  const long long i = {prefix}_row * {n2} + {prefix}_col;",
-            *["  " + line for line in lines],
-            f"  {prefix}_v = {final};",
+            *["  " + line for line in finish],
             "}",
         ])
         return body, f"{prefix}_v"
@@ -618,8 +618,9 @@ def thin_operand(kb: KernelBuilder, thin: Operation, epilogue: list, inline: set
     # walk the operand along its contiguous coordinate in the thin GEMM's B (its result's row)
     fast = coords[0] if transposed else coords[1]
     top = "".join(f"  {line}\n" for line in code.prologue) if code is not None else ""
-    staged = tb2 and k2 * n2 <= STAGE_MAX
-    if staged and cpu:
+    # the cpu schedule packs runs: B's rows contiguous, a transposed B first copied untransposed
+    use_run = cpu and (not tb2 or k2 * n2 <= STAGE_MAX)
+    if use_run and tb2:
         top += (f"  {c} {prefix}_b[{k2} * {n2}];  // the thin GEMM's B untransposed: [K][N]\n"
                 f"  for (int q = 0; q < {k2}; ++q)\n"
                 f"    for (int n = 0; n < {n2}; ++n) {prefix}_b[q * {n2} + n] = {pb2}[n * {k2} + q];\n")
@@ -647,9 +648,7 @@ def thin_operand(kb: KernelBuilder, thin: Operation, epilogue: list, inline: set
             "    {",
             f"      const long long {prefix}_col = ({col0}) + t;",
             f"      const {c} {prefix}_acc = {prefix}_run[t];",
-            f"      const long long i = {prefix}_row * {n2} + {prefix}_col;",
-            *["      " + line for line in lines],
-            f"      {prefix}_v = {final};",
+            *["      " + line for line in finish],
             "    }",
             f"    {store('t')} = {prefix}_v;",
             "  }",
@@ -657,7 +656,6 @@ def thin_operand(kb: KernelBuilder, thin: Operation, epilogue: list, inline: set
         ]
         return "".join(" " * pad + line + "\n" for line in text)
 
-    use_run = cpu and (staged or not tb2)
     return (Operand(fast, load=load, run=run if use_run else None), top,
             (code.checks if code is not None else []))
 

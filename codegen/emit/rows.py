@@ -96,8 +96,8 @@ def row_reduce(itype: str, c: str, rows: Rows, body: list, terms: dict, red: str
     """Lines combining this thread's share of the row into each `name` of terms ({name:
     expression of the element at j}, after the per-element `body` lines) with the combiner
     `red` (default gf_red_sum<c>), declared here. The cpu schedule keeps eight partial results
-    per name, so g++ vectorizes the loop (one float sum must be added in order, and a max
-    with NaN propagation branches); the other schedule combines into one."""
+    per name, so g++ vectorizes a sum (one float sum must be added in order); a max with NaN
+    propagation still compiles to scalar compares there. The other schedule combines into one."""
     red = red or f"gf_red_sum<{c}>"
     declare = [f"{c} {name} = {red}::identity();" for name in terms]
     if not rows.serial:
