@@ -2,8 +2,11 @@
 happened (kernel counts), that it is right, and what it must never do."""
 import numpy as np
 import pytest
+from graphflow.codegen.emit.gemm import cpu_tiling_for
 
 import graphflow as gf
+
+CPU_GEMM = "gemm_" + cpu_tiling_for(gf.float32).name  # the cpu schedule's kernel names
 
 
 def compiled(fetches, feeds, optimize=True):
@@ -73,8 +76,8 @@ def test_optimizer_updates_fuse_into_gemms_or_horizontally_and_update_in_place()
         np.testing.assert_allclose(g_, w_, rtol=1e-5, atol=1e-6)
     updates = sorted(k.name for k in f.kernels if "update" in k.name)
     assert updates == ["adam_update_all_0", "adam_update_all_1",  # b1 and a; the beta powers
-                       "gemm_cpu4x24_adam_update_0",  # w1
-                       "gemm_cpu4x24_adam_update_sum_to_like_0"], updates  # w2, and c's column sum
+                       f"{CPU_GEMM}_adam_update_0",  # w1
+                       f"{CPU_GEMM}_adam_update_sum_to_like_0"], updates  # w2, and c's column sum
     assert all(s._values[op] is buf for op, buf in buffers.items())  # updated in place
     s.close()
 
@@ -179,7 +182,7 @@ def test_loss_and_its_gradient_fuse_into_fewer_kernels():
     assert "sparse_softmax_xent_softmax_reduce_mean_one_hot_sub_mul_0" in names, names
     assert not any(n.startswith(("softmax", "fused", "reduce")) or "broadcast_like" in n
                    for n in names), names
-    assert sum(n.count("gemm_cpu4x24_sum_to_like") for n in names) == 2, names  # db1, db2 (maybe in a combo)
+    assert sum(n.count(f"{CPU_GEMM}_sum_to_like") for n in names) == 2, names  # db1, db2 (maybe in a combo)
     for a, b_ in zip(got, reference([loss, *grads], {x: xv, y: yv})):
         np.testing.assert_allclose(a, b_, rtol=1e-5, atol=1e-5)
     s.close()
@@ -376,7 +379,7 @@ def test_independent_gemms_share_a_launch_and_dependent_ones_do_not():
     xv = rng.standard_normal((5, 7)).astype(np.float32)
     s, f = compiled([a, b, c], [x])
     names = [k.name for k in f.kernels]
-    assert names == ["combo_gemm_cpu4x24_0__gemm_cpu4x24_1", "gemm_cpu4x24_2"], names
+    assert names == [f"combo_{CPU_GEMM}_0__{CPU_GEMM}_1", f"{CPU_GEMM}_2"], names
     for got, want in zip(f(xv), reference([a, b, c], {x: xv})):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     s.close()

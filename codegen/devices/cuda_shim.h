@@ -40,6 +40,24 @@
 #endif
 #ifdef __CUDACC__ /* float16 tensors are __half in memory; kernels compute on floats */
 #include <cuda_fp16.h>
+/* gf_simd<T>: 32 bytes of T, the cpu GEMM schedule's register tile (see the host version
+ * below). That schedule never runs on a GPU, but its kernels must stay valid CUDA: here a
+ * plain struct whose lanes nvcc keeps in registers once the loops are unrolled. */
+#ifndef GF_SIMD_DEFINED
+#define GF_SIMD_DEFINED
+template <typename T> struct gf_simd { T lane[32 / sizeof(T)]; };
+template <typename T> __device__ inline gf_simd<T> gf_simd_load(const T* p) {
+  gf_simd<T> v;
+  for (int i = 0; i < 32 / (int)sizeof(T); ++i) v.lane[i] = p[i];
+  return v;
+}
+template <typename T> __device__ inline void gf_simd_store(T* p, const gf_simd<T>& v) {
+  for (int i = 0; i < 32 / (int)sizeof(T); ++i) p[i] = v.lane[i];
+}
+template <typename T> __device__ inline void gf_simd_fma(gf_simd<T>& acc, T a, const gf_simd<T>& b) {
+  for (int i = 0; i < 32 / (int)sizeof(T); ++i) acc.lane[i] += a * b.lane[i];
+}
+#endif
 #endif
 /* <<< graphflow cuda prelude */
 #else /* host */
@@ -80,6 +98,21 @@ GF_VEC2(int, int, 8) GF_VEC3(int, int) GF_VEC4(int, int, 16)
 GF_VEC2(unsigned, uint, 8) GF_VEC3(unsigned, uint) GF_VEC4(unsigned, uint, 16)
 GF_VEC2(long long, longlong, 16) GF_VEC2(unsigned char, uchar, 2) GF_VEC4(unsigned char, uchar, 4)
 GF_VEC4(signed char, char, 4)
+
+/* ---- gf_simd<T>: 32 bytes of T (eight floats, four doubles) as one GCC vector ----
+ * The cpu GEMM schedule's register tile is an array of these: g++ keeps each in one AVX
+ * register and turns gf_simd_fma into one vfmadd (-ffp-contract=fast, as nvcc contracts),
+ * where plain scalar loops left it re-loading B for every row of the tile. Without AVX, g++
+ * splits each into narrower vectors. */
+template <typename T> struct gf_simd_of { typedef T type __attribute__((vector_size(32))); };
+template <typename T> using gf_simd = typename gf_simd_of<T>::type;
+template <typename T> GF_INLINE gf_simd<T> gf_simd_load(const T* p) {
+  gf_simd<T> v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+template <typename T> GF_INLINE void gf_simd_store(T* p, gf_simd<T> v) { __builtin_memcpy(p, &v, sizeof v); }
+template <typename T> GF_INLINE void gf_simd_fma(gf_simd<T>& acc, T a, gf_simd<T> b) { acc += a * b; }
 
 /* ---- __half: cuda_fp16.h's float16 storage type, minimal (kernels compute on floats) ---- */
 struct __half {

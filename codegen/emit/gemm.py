@@ -277,16 +277,19 @@ class CpuTiling:
     """The cpu schedule: one thread per block computes a BM x BN tile. For each KC-deep slice of
     K it packs B into NR-wide column strips ([KC][NR] each, zero-padded), then walks the tile's
     rows MR at a time: packs an MR x KC micro-panel of A ([KC][MR]) and runs the MR x NR register
-    tile over every strip. Trip counts are compile-time constants, so g++ keeps the MR x NR
-    accumulators in vector registers (4 x 24 floats: twelve AVX2 registers) and streams the
-    packed panels with unit stride. No shared memory, no barrier: the emulator runs it as a
-    plain loop. Valid CUDA too (nvcc compiles it)."""
+    tile over every strip. The register tile is MR x (NR / LANES) gf_simd vectors (32 bytes
+    each): 6 x 2 for floats, twelve AVX2 registers beside B's two and A's broadcast, as BLIS's
+    Haswell kernel; per step of K it loads two vectors and six scalars for twelve FMAs.
+    Trip counts are compile-time constants and the packed panels stream with unit stride. No
+    shared memory, no barrier: the emulator runs it as a plain loop. Valid CUDA too (nvcc
+    compiles it)."""
 
-    bm: int = 128
+    bm: int = 132
     bn: int = 192
     kc: int = 256
-    mr: int = 4
-    nr: int = 24
+    mr: int = 6
+    nr: int = 16
+    lanes: int = 8
 
     @property
     def name(self) -> str:
@@ -298,10 +301,10 @@ class CpuTiling:
 
 
 def cpu_tiling_for(dtype) -> CpuTiling:
-    """Three vector registers per accumulator row with AVX2: 24 floats, or 12 doubles."""
+    """Two 32-byte vectors per accumulator row: 16 floats or int32s, 8 doubles or int64s."""
     if dtype.size <= 4:
         return CpuTiling()
-    return CpuTiling(bm=64, bn=96, kc=128, mr=4, nr=12)
+    return CpuTiling(bm=66, bn=96, kc=128, mr=6, nr=8, lanes=4)
 
 
 def _element(op: Operand, which: str, row: str, col: str) -> tuple[str, str]:
@@ -448,6 +451,8 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
     a_stmts, a_value = _element(a, "a", "gm", "gk")
     b_stmts, b_value = _element(b, "b", "gk", "gn")
     mr, nr, kc = t.mr, t.nr, t.kc
+    lanes = t.lanes
+    nv = nr // lanes
     sums = cpu_column_sums(col_sums, c_type, t.bn, nr)
     return f"""\
   // {t.describe()}
@@ -478,17 +483,24 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
           for (int jp = 0; jp * {nr} < cols; ++jp) {{
             {c_type}* __restrict__ ct = Ct + i0 * {t.bn} + jp * {nr};
             const {c_type}* __restrict__ bp = Bp + jp * {kc * nr};
-            {c_type} acc[{mr}][{nr}];
+            gf_simd<{c_type}> acc[{mr}][{nv}];  // {mr} rows of {nv} vectors of {lanes}
+            #pragma unroll
             for (int i = 0; i < {mr}; ++i)
-              for (int j = 0; j < {nr}; ++j) acc[i][j] = ct[i * {t.bn} + j];
+              #pragma unroll
+              for (int v = 0; v < {nv}; ++v) acc[i][v] = gf_simd_load(ct + i * {t.bn} + v * {lanes});
             for (int kk = 0; kk < kc; ++kk) {{
-              for (int i = 0; i < {mr}; ++i) {{
-                const {c_type} av = Ap[kk * {mr} + i];
-                for (int j = 0; j < {nr}; ++j) acc[i][j] += av * bp[kk * {nr} + j];
-              }}
+              gf_simd<{c_type}> b[{nv}];
+              #pragma unroll
+              for (int v = 0; v < {nv}; ++v) b[v] = gf_simd_load(bp + kk * {nr} + v * {lanes});
+              #pragma unroll
+              for (int i = 0; i < {mr}; ++i)
+                #pragma unroll
+                for (int v = 0; v < {nv}; ++v) gf_simd_fma(acc[i][v], Ap[kk * {mr} + i], b[v]);
             }}
+            #pragma unroll
             for (int i = 0; i < {mr}; ++i)
-              for (int j = 0; j < {nr}; ++j) ct[i * {t.bn} + j] = acc[i][j];
+              #pragma unroll
+              for (int v = 0; v < {nv}; ++v) gf_simd_store(ct + i * {t.bn} + v * {lanes}, acc[i][v]);
           }}
         }}
       }}
