@@ -36,8 +36,10 @@ GPU_BLOCK = 256
 
 
 def ctype(dtype: DType) -> str:
-    """The C type a dtype's elements have in memory."""
-    return CTYPES[dtype.name]
+    """The C type a dtype's elements have in memory. bool tensors are gf_bool (unsigned char,
+    0 or 1, the same bytes as numpy's bool_): g++ vectorizes byte loads but not loads of C++
+    bool, so a relu gradient's select over a saved mask ran one element per branch."""
+    return "gf_bool" if dtype.name == "bool" else CTYPES[dtype.name]
 
 
 def compute_ctype(dtype: DType) -> str:

@@ -40,6 +40,8 @@
 #endif
 #ifdef __CUDACC__ /* float16 tensors are __half in memory; kernels compute on floats */
 #include <cuda_fp16.h>
+/* gf_bool: a bool tensor's element in memory (0 or 1, numpy's bool_) */
+typedef unsigned char gf_bool;
 /* gf_simd<T>: 32 bytes of T, the cpu GEMM schedule's register tile (see the host version
  * below). That schedule never runs on a GPU, but its kernels must stay valid CUDA: here a
  * plain struct whose lanes nvcc keeps in registers once the loops are unrolled. */
@@ -98,6 +100,11 @@ GF_VEC2(int, int, 8) GF_VEC3(int, int) GF_VEC4(int, int, 16)
 GF_VEC2(unsigned, uint, 8) GF_VEC3(unsigned, uint) GF_VEC4(unsigned, uint, 16)
 GF_VEC2(long long, longlong, 16) GF_VEC2(unsigned char, uchar, 2) GF_VEC4(unsigned char, uchar, 4)
 GF_VEC4(signed char, char, 4)
+
+/* ---- gf_bool: a bool tensor's element in memory (0 or 1, numpy's bool_); kernels compute on
+ * bool. A byte, not C++ bool, because g++ vectorizes loops that load bytes but not ones that
+ * load bools (-fopt-info-vec: "no vectype"). ---- */
+typedef unsigned char gf_bool;
 
 /* ---- gf_simd<T>: 32 bytes of T (eight floats, four doubles) as one GCC vector ----
  * The cpu GEMM schedule's register tile is an array of these: g++ keeps each in one AVX
