@@ -438,7 +438,6 @@ class SourceModule:
                 "GRAPHFLOW_EMU_SANITIZE=1 needs AddressSanitizer loaded first in the process: run with "
                 "LD_PRELOAD=$(g++ -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0 python ..."
             )
-        _load_runtime()
         self.source = source
 
         def prepare(source: str) -> tuple[str, dict]:  # runs only when the index has no entry
@@ -454,6 +453,7 @@ class SourceModule:
         self.library_path, facts = cache.compile_indexed(source, _cxx(), flags, prepare,
                                                          extra_key=_shim_hash() + wrapping)
         self.kernels, fibers = facts["kernels"], set(facts["fibers"])
+        _load_runtime()  # after compiling (the runtime builds meanwhile), before the kernels resolve it
         self._lib = ctypes.CDLL(str(self.library_path))
         self._functions = {k: Function(self._lib, k, k in fibers) for k in self.kernels}
 
