@@ -139,16 +139,19 @@ def row_kernel(itype: str, rows: Rows, smem_type: str, phases: list) -> str:
     return indent(lines, 2)
 
 
-def max_and_sum_exp(itype: str, c: str, x_ptr: str, rows: Rows) -> list:
+def max_and_sum_exp(itype: str, c: str, x_ptr: str, rows: Rows, keep: str = "") -> list:
     """Lines leaving the row's max in `m` and sum of exp(x - m) in `s` (every thread): a max
     pass, then a pass summing exp(x - m). NaN or +inf in the row gives NaN, like the
     reference's x - max; -inf elements add nothing (an all -inf row: NaN, as numpy). Two plain
-    passes, not the online (max, sum), whose rescaling branch kept the loop from vectorizing."""
+    passes, not the online (max, sum), whose rescaling branch kept the loop from vectorizing.
+    keep: a pointer the sum pass also stores each exp(x - m) in (at the element's place), so a
+    softmax's write pass divides instead of computing each exp a second time."""
     at = rows.at("j")
+    body = [f"const {c} e = gf_row_exp({x_ptr}[{at}] - m);", f"{keep}[{at}] = e;"] if keep else []
     return [
         *row_reduce(itype, c, rows, [], {"m": f"{x_ptr}[{at}]"}, f"gf_red_max<{c}>"),
         f"m = gf_red_block<gf_red_max<{c}> >(m, smem);",
-        *row_reduce(itype, c, rows, [], {"s": f"gf_row_exp({x_ptr}[{at}] - m)"}),
+        *row_reduce(itype, c, rows, body, {"s": "e" if keep else f"gf_row_exp({x_ptr}[{at}] - m)"}),
         f"__shared__ {c} smem_exp[256];",
         f"s = gf_red_block<gf_red_sum<{c}> >(s, smem_exp);",
     ]
@@ -237,16 +240,19 @@ def emit_softmax(ctx: EmitContext, op: Operation, epilogue: tuple | None = None)
     if epilogue is not None:
         name = "_".join([name, *type_names(epilogue[0])[:4]])
     kb, x_ptr, rows, itype, c = _float_rows(ctx, op, name, x, op.attrs["axis"])
-    top, checks, helpers = "", [], ()
+    top, checks, helpers, keep = "", [], (), ""
     if log:
         out = kb.output(op.outputs[0])
         write = [f"const {c} log_s = gf_row_log(s);",
                  *row_loop(itype, [f"{out}[{rows.at('j')}] = ({x_ptr}[{rows.at('j')}] - m) - log_s;"])]
+    elif epilogue is None:  # the sum pass leaves each exp in probs
+        keep = kb.output(op.outputs[0], "probs")
+        write = row_loop(itype, [f"{keep}[{rows.at('j')}] = {keep}[{rows.at('j')}] / s;"])
     else:
         value = f"gf_row_exp({x_ptr}[{rows.at('j')}] - m) / s"
         write, top, checks, helpers = row_values(kb, rows, itype, c, op.outputs[0], value, epilogue,
                                                  "probs")
-    body = top + row_kernel(itype, rows, c, max_and_sum_exp(itype, c, x_ptr, rows) + write)
+    body = top + row_kernel(itype, rows, c, max_and_sum_exp(itype, c, x_ptr, rows, keep) + write)
     extra = fused_note(None, epilogue)
     ctx.add(kb.build(
         body, rows.launch(), flops=lambda s: 4 * numel(s[x]),
