@@ -54,9 +54,10 @@ SHIM = Path(__file__).with_name("cuda_shim.h")
 # between machines never hands one a library built for another.
 # OPTIMIZE: -O2 plus the three -O3 loop optimizations the kernels need (the vectorizer with the
 # dynamic cost model, complete peeling of the register tile's small loops, unswitching the
-# packing loops' edge tests). Measured on W1/W2/W3 against -O3 in one process each: steps
-# 0.86x/1.01x/0.97x of -O3's time, translation units compiled in 23-50% less time (-O3's other
-# passes bought nothing here); plain -O2 ran W2 2.6x slower.
+# packing loops' edge tests). benchmarks/emulator_flags.py, W1/W2/W3 against -O3: steps
+# 0.84x/1.02x/0.96x of -O3's time, translation units compiled in 16-52% less time (-O3's other
+# passes bought nothing here); plain -O2 ran W2 2.6x slower (the register tile's loops stay
+# rolled).
 OPTIMIZE = "-O2 -ftree-vectorize -fvect-cost-model=dynamic -fpeel-loops -funswitch-loops".split()
 COMMON = (
     "-march=native -ffp-contract=fast -std=c++17 -fPIC -shared -pthread -fvisibility=hidden "
