@@ -299,7 +299,12 @@ long long llabs(long long) noexcept;
  * infinities, overflow to inf and underflow to subnormals/0 are right (2^n is applied in two
  * halves, so a subnormal result is rounded once). The macros send kernel code's expf/tanhf
  * here (nvcc builds use the CUDA library's). */
-GF_INLINE float gf_expf(float x) {
+/* const: a call's value depends only on its argument, so g++ merges two calls on the same value
+ * (a GELU and its gradient in one kernel each ask for tanh of the same x: always_inline had
+ * inlined both before any merging); simd: where a long expression leaves a call out of line,
+ * the loop still vectorizes, calling the function's AVX clone. */
+#define GF_MATH static inline __attribute__((const, simd("notinbranch")))
+GF_MATH float gf_expf(float x) {
   x = x < -104.0f ? -104.0f : (x > 89.0f ? 89.0f : x); /* beyond: 0 or inf; NaN stays */
   const float shifter = 12582912.0f;                  /* 1.5 * 2^23: adding it rounds to an integer */
   const float kn = x * 1.44269504088896341f + shifter;
@@ -322,7 +327,7 @@ GF_INLINE float gf_expf(float x) {
   __builtin_memcpy(&s2, &e2, sizeof s2);
   return p * s1 * s2;
 }
-GF_INLINE float gf_tanhf(float x) {
+GF_MATH float gf_tanhf(float x) {
   float a = x < 0 ? -x : x;
   a = a > 9.1f ? 9.1f : a; /* tanh(9.1) rounds to 1.0f */
   const float z = a * a;   /* |x| < 0.625: an odd polynomial, no cancellation */
