@@ -558,7 +558,12 @@ def _hazard(ops: list[LOp], shape, inline: set) -> str | None:
 
 
 def _params(ops: list[LOp], inline: set) -> int:
-    return len({t for t, _ in external_reads(ops, inline)}) + len(ops)
+    return _param_count(_read_pairs(ops, inline), len(ops))
+
+
+def _param_count(pairs: list[tuple[LTensor, LTensor]], op_count: int) -> int:
+    """A fused kernel's parameters: each tensor it loads (from `_read_pairs`), and one per op."""
+    return len({x for _, x in pairs}) + op_count
 
 
 def _fuse_vertically(graph, group_of, groups, dag, inline, debug) -> None:
@@ -618,7 +623,7 @@ def _fuse_horizontally(groups, dag, inline, debug) -> None:
             if dag.has_edge(bucket, g) or dag.has_edge(g, bucket) or _merge_creates_cycle(dag, bucket, g):
                 continue
             both = merged_reads(bucket, g)
-            if len({x for _, x in both}) + len(bucket.ops) + len(g.ops) > MAX_PARAMS:
+            if _param_count(both, len(bucket.ops) + len(g.ops)) > MAX_PARAMS:
                 continue
             reads[bucket] = both
             debug(f"fuse {g.title()} beside {bucket.title()}: independent elementwise groups "
