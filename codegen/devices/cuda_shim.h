@@ -38,14 +38,14 @@
   extern __shared__ __align__(16) unsigned char gf_dynamic_smem_[];    \
   type* name = reinterpret_cast<type*>(gf_dynamic_smem_)
 #endif
-#ifdef __CUDACC__ /* float16 tensors are __half in memory; kernels compute on floats */
-#include <cuda_fp16.h>
+#ifdef __CUDACC__ /* nvcc only: under g++ the host part of this header defines these */
+#include <cuda_fp16.h> /* float16 tensors are __half in memory; kernels compute on floats */
 /* gf_bool: a bool tensor's element in memory (0 or 1, numpy's bool_) */
 typedef unsigned char gf_bool;
 /* gf_simd<T>: 32 bytes of T, the cpu GEMM schedule's register tile (see the host version
  * below). That schedule never runs on a GPU, but its kernels must stay valid CUDA: here a
  * plain struct whose lanes nvcc keeps in registers once the loops are unrolled. */
-#ifndef GF_SIMD_DEFINED
+#ifndef GF_SIMD_DEFINED /* a unit may hold the prelude twice: inlined, and this header's */
 #define GF_SIMD_DEFINED
 template <typename T> struct gf_simd { T lane[32 / sizeof(T)]; };
 template <typename T> __device__ inline gf_simd<T> gf_simd_load(const T* p) {
