@@ -46,10 +46,11 @@ class NativeCall:
 
 class LaunchTable:
     """entries: ('kernel', (function, args, grid, block, shared, threads)) or
-    ('host', HostStep); `prepare` is the driver's sequence builder (given NativeCalls too
-    where a host step has a native form)."""
+    ('host', HostStep); `prepare` is the driver's sequence builder. With `native_calls` (the
+    cpu device, whose sequence runs host C functions too) a host step's native form joins it
+    as a NativeCall; otherwise (cuda: PyCUDA launches) every host step runs from Python."""
 
-    def __init__(self, entries: list, prepare) -> None:
+    def __init__(self, entries: list, prepare, native_calls: bool) -> None:
         self._parts: list = []
         self._where: list[tuple[int, int]] = []  # launch index -> (part, index in part)
         run: list = []
@@ -60,7 +61,7 @@ class LaunchTable:
                 run.clear()
 
         for kind, entry in entries:
-            native = getattr(entry.fn, "native", None) if kind == "host" else None
+            native = getattr(entry.fn, "native", None) if kind == "host" and native_calls else None
             call = native(entry.args, entry.shapes) if native is not None else None
             if call is not None:
                 kind, entry = "kernel", call

@@ -376,7 +376,7 @@ class Program:
                 elif p.kind == "scratch":
                     buf = self._scratch_buffer(p, shapes, key)
                     scratch_bytes += buf.nbytes
-                    args.append(buf)
+                    args.append(buf.alloc)
                 elif p.kind == "scalar" and p.per_run:
                     scalar_args.append((len(entries), j, p))
                     args.append(None)
@@ -410,8 +410,9 @@ class Program:
             fetch_views = {t: view(buffers[self.root(t)], shapes[t], t.dtype.np)
                            for t in self.graph.live_outputs()
                            if self.root(t) in buffers and self.root(t) not in self._in_place}
-        table = Table(shapes, buffers, LaunchTable(entries, self.driver.prepare), variable_args,
-                      scalar_args, infos, stats, {}, views, fetch_views, launches)
+        launch_table = LaunchTable(entries, self.driver.prepare, native_calls=self.device == "cpu")
+        table = Table(shapes, buffers, launch_table, variable_args, scalar_args, infos, stats, {},
+                      views, fetch_views, launches)
         pairs = list(zip(self._user_fetches, self.graph.fetches))
         if all(t is None or t in fetch_views for _, t in pairs):
             table.fetch_copies = [(user_t, fetch_views[t]) for user_t, t in pairs if t is not None]
@@ -426,7 +427,7 @@ class Program:
             buf = DeviceArray(self.driver, (count,), SCRATCH_DTYPES[p.ctype])
             self.driver.memset_d8(buf.alloc, 0, buf.nbytes)  # a ticket counter starts at 0
             self._scratch[slot] = buf
-        return self._scratch[slot].alloc
+        return self._scratch[slot]
 
     def _const(self, t: LTensor):
         if t not in self._consts:

@@ -1,6 +1,14 @@
+import os
+
 import pytest
 
 import graphflow as gf
+
+if os.environ.get("GRAPHFLOW_TEST_CUDA") == "emulator":  # see pycuda_shaped.py
+    from graphflow.codegen import devices
+    from pycuda_shaped import PycudaShaped
+
+    devices._drivers["cuda"] = PycudaShaped()
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from graphflow.codegen.devices import LaunchFailed, cache, get_driver
+from graphflow.codegen.devices import CallSequence, LaunchFailed, cache, get_driver
 from graphflow.codegen.launch import HostStep, LaunchTable, NativeCall
 
 from graphflow.errors import DistributedError
@@ -116,9 +116,16 @@ def test_a_host_step_with_a_native_form_joins_the_sequence(host_lib):
 
     with_native.native = lambda args, shapes: _call(host_lib, "double_first", args[0])
     table = LaunchTable([("host", HostStep(with_native, [x], {})), ("host", HostStep(host, [x], {}))],
-                        drv.prepare)
+                        drv.prepare, native_calls=True)
     table.run()
     assert len(python_calls) == 1  # only the step without a native form came back to Python
     got = np.empty(N, np.float32)
+    drv.memcpy_dtoh(got, x)
+    np.testing.assert_array_equal(got, np.array([2, 1, 1, 1, 1], np.float32))
+    # the cuda device's sequence (PyCUDA launches) cannot hold a host C call: both from Python
+    python_calls.clear()
+    LaunchTable([("host", HostStep(with_native, [x], {})), ("host", HostStep(host, [x], {}))],
+                CallSequence, native_calls=False).run()
+    assert len(python_calls) == 2
     drv.memcpy_dtoh(got, x)
     np.testing.assert_array_equal(got, np.array([2, 1, 1, 1, 1], np.float32))

@@ -216,9 +216,12 @@ _libc.free.argtypes = [ctypes.c_void_p]
 
 
 class DeviceAllocation:
-    """Host memory standing in for device memory; ``int(a)`` is its address. Freed by .free() or GC."""
+    """Host memory standing in for device memory; ``int(a)`` is its address. Freed by .free() or GC.
 
-    __slots__ = ("_ptr", "nbytes")
+    Its public API is PyCUDA's (``int()``, ``free()``) and nothing more, so code that runs on
+    the emulator cannot lean on what a real allocation lacks; the size is private."""
+
+    __slots__ = ("_ptr", "_nbytes")
 
     def __init__(self, nbytes: int) -> None:
         if nbytes <= 0:
@@ -227,7 +230,7 @@ class DeviceAllocation:
         if _libc.posix_memalign(ctypes.byref(p), 256, nbytes) != 0:  # cudaMalloc aligns to 256
             raise MemoryError(f"cannot allocate {nbytes} bytes")
         self._ptr: int = p.value or 0
-        self.nbytes = nbytes
+        self._nbytes = nbytes
 
     def __int__(self) -> int:
         if not self._ptr:
@@ -245,7 +248,7 @@ class DeviceAllocation:
         self.free()
 
     def __repr__(self) -> str:
-        return f"<DeviceAllocation {self.nbytes} bytes at {self._ptr:#x}>"
+        return f"<DeviceAllocation {self._nbytes} bytes at {self._ptr:#x}>"
 
 
 def _host_view(a: object, writable: bool) -> np.ndarray:
@@ -258,8 +261,8 @@ def _host_view(a: object, writable: bool) -> np.ndarray:
 
 
 def _check_room(dest: DeviceAllocation | int, nbytes: int) -> int:
-    if isinstance(dest, DeviceAllocation) and nbytes > dest.nbytes:
-        raise ValueError(f"copy of {nbytes} bytes overruns an allocation of {dest.nbytes} bytes")
+    if isinstance(dest, DeviceAllocation) and nbytes > dest._nbytes:
+        raise ValueError(f"copy of {nbytes} bytes overruns an allocation of {dest._nbytes} bytes")
     return int(dest)
 
 
@@ -519,14 +522,14 @@ class EmulatorDriver:
     @staticmethod
     def memcpy_dtoh(dest: np.ndarray, src: DeviceAllocation | int) -> None:
         arr = _host_view(dest, writable=True)
-        if isinstance(src, DeviceAllocation) and arr.nbytes > src.nbytes:
-            raise ValueError(f"copy of {arr.nbytes} bytes overruns an allocation of {src.nbytes} bytes")
+        if isinstance(src, DeviceAllocation) and arr.nbytes > src._nbytes:
+            raise ValueError(f"copy of {arr.nbytes} bytes overruns an allocation of {src._nbytes} bytes")
         ctypes.memmove(arr.ctypes.data, int(src), arr.nbytes)
 
     @staticmethod
     def memcpy_dtod(dest: DeviceAllocation | int, src: DeviceAllocation | int, size: int) -> None:
-        if isinstance(src, DeviceAllocation) and size > src.nbytes:
-            raise ValueError(f"copy of {size} bytes overruns an allocation of {src.nbytes} bytes")
+        if isinstance(src, DeviceAllocation) and size > src._nbytes:
+            raise ValueError(f"copy of {size} bytes overruns an allocation of {src._nbytes} bytes")
         ctypes.memmove(_check_room(dest, size), int(src), size)
 
     @staticmethod
