@@ -5,7 +5,7 @@ native launch table, one thread, allocations that are only an address. Registere
 
 tests/test_cuda_path.py uses it; GRAPHFLOW_TEST_CUDA=emulator makes conftest.py register it
 for every test, to run any test file's "cuda" cases here without a GPU."""
-from graphflow.codegen.devices import CallSequence
+from graphflow.codegen.devices import CallSequence, usable_cores
 from graphflow.codegen.devices.emulator import EmulatorDriver
 
 
@@ -32,3 +32,7 @@ class PycudaShaped:
     @staticmethod
     def thread_count() -> int:
         return 1
+
+    @staticmethod
+    def compile_jobs() -> int:
+        return usable_cores()

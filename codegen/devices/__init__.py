@@ -14,6 +14,7 @@ PyCUDA-shaped API, so one device layer runs unchanged on either:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,11 @@ class CallSequence:
     def run(self) -> None:
         for fn, args, grid, block, shared in self._entries:
             fn(*args, grid=grid, block=block, shared=shared)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: how many compilers a program's parts start at once."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def get_driver(name: str) -> Any:

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..ctext import matching_bracket
 from ..launch import NativeCall
-from . import DeviceUnavailable, LaunchFailed, cache
+from . import DeviceUnavailable, LaunchFailed, cache, usable_cores
 
 __all__ = [
     "DeviceAllocation",
@@ -494,7 +494,7 @@ class EmulatorDriver:
     @staticmethod
     def compile_jobs() -> int:
         """How many translation units of one program g++ may compile at once: the cores."""
-        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return usable_cores()
 
     @staticmethod
     def thread_count() -> int:

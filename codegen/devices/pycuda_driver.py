@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import CallSequence, DeviceUnavailable, cache
+from . import CallSequence, DeviceUnavailable, cache, usable_cores
 
 __all__ = ["CudaDriver", "compile_cubin"]
 
@@ -69,8 +69,24 @@ class CudaDriver:
     def SourceModule(
         self, source: str, options: Sequence[str] | None = None, no_extern_c: bool = False
     ) -> Any:  # noqa: N802
-        """A PyCUDA module (``.get_function(name)``) for ``source``; CompileFailed on errors."""
-        return self._drv.module_from_buffer(compile_cubin(source, self.arch, options, no_extern_c))
+        """A PyCUDA module (``.get_function(name)``) for ``source``; CompileFailed on errors.
+
+        Safe to call from several threads at once (a program's parts compile side by side):
+        nvcc runs in a subprocess, and a thread without a current context loads the module
+        into graphflow's (the primary context) and pops it again."""
+        cubin = compile_cubin(source, self.arch, options, no_extern_c)
+        if self._drv.Context.get_current() is not None:
+            return self._drv.module_from_buffer(cubin)
+        self.context.push()
+        try:
+            return self._drv.module_from_buffer(cubin)
+        finally:
+            self._drv.Context.pop()
+
+    @staticmethod
+    def compile_jobs() -> int:
+        """How many translation units of one program nvcc may compile at once: the cores."""
+        return usable_cores()
 
     def synchronize(self) -> None:
         self._drv.Context.synchronize()
