@@ -35,7 +35,7 @@ def compile_seconds(source: str, flags: list[str]) -> float:
         path = Path(tmp) / "step.cu"
         path.write_text(source)
         start = time.perf_counter()
-        subprocess.run([*emulator._cxx(), *flags, "-include", "cuda_shim.h", "-x", "c++",
+        subprocess.run([*emulator.cxx(), *flags, "-include", "cuda_shim.h", "-x", "c++",
                         "-o", str(Path(tmp) / "step.so"), str(path)], check=True)
         return time.perf_counter() - start
 

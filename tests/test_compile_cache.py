@@ -193,7 +193,10 @@ def test_concurrent_compiles_of_the_same_source(tmp_path):
         assert out.split()[:4] == ["21", "22", "23", "24"]
     names = [p.name for p in folder.iterdir()]
     assert not [n for n in names if ".tmp" in n]
-    assert len([n for n in names if n.endswith(".so")]) == 2  # runtime + module, each once
+    from graphflow.codegen.devices import toolchain
+
+    runtime = toolchain.installed_runtime(toolchain.FLAGS) is None  # else setup.py built it
+    assert len([n for n in names if n.endswith(".so")]) == 1 + runtime  # each once
 
 
 def test_nvcc_errors_quote_the_source(monkeypatch, tmp_path):
@@ -371,3 +374,18 @@ def test_an_initializer_emits_for_cuda_without_a_gpu():
     lowered = run_passes(lower(g.subgraph_order([init], set()), [init], ()), PIPELINE)
     _, _, kernels = emit_kernels(lowered, "cuda")
     assert [k.host is not None for k in kernels] == [True]
+
+
+def test_an_installed_runtime_is_used_only_when_it_matches(tmp_path, monkeypatch):
+    """setup.py's runtime carries the key of what it was built from; another header, compiler,
+    flag set or CPU means the cpu device builds its own (into the compile cache)."""
+    from graphflow.codegen.devices import toolchain
+
+    library = tmp_path / "emu_runtime.so"
+    monkeypatch.setattr(toolchain, "INSTALLED_RUNTIME", library)
+    assert toolchain.installed_runtime(toolchain.FLAGS) is None  # none installed
+    toolchain.build_runtime(library)
+    assert toolchain.installed_runtime(toolchain.FLAGS) == library
+    assert toolchain.installed_runtime(toolchain.SANITIZE_FLAGS) is None  # other flags
+    monkeypatch.setattr(toolchain, "shim_hash", lambda: "another header or CPU")
+    assert toolchain.installed_runtime(toolchain.FLAGS) is None

@@ -37,6 +37,7 @@ def test_non_editable_install_runs_a_compiled_graph(tmp_path):
     assert build.returncode == 0, build.stderr
     assert (target / "graphflow" / "codegen" / "devices" / "cuda_shim.h").exists()
     assert (target / "graphflow" / "codegen" / "devices" / "mpi_collectives.c").exists()
+    assert (target / "graphflow" / "codegen" / "devices" / "emu_runtime.so").exists()  # setup.py
     assert not (target / "codegen").exists()  # never a top-level package named codegen
     # every package of the source tree is installed (the list in pyproject.toml is explicit)
     source = {p.parent.relative_to(REPO) for p in REPO.glob("graphflow/**/__init__.py")}
@@ -50,3 +51,6 @@ def test_non_editable_install_runs_a_compiled_graph(tmp_path):
     assert result.returncode == 0, result.stderr
     value, where = result.stdout.splitlines()
     assert value == "[2.0, 2.0, 2.0]" and where.startswith(str(target))
+    # the runtime built at install time was used: the compile cache holds only the kernels
+    built = [p for p in (tmp_path / "cache").rglob("*.cu") if "GF_EMU_RUNTIME_IMPL" in p.read_text()]
+    assert built == [] and list((tmp_path / "cache").rglob("*.cu"))

@@ -199,7 +199,7 @@ def compile_cached(
 
 
 @functools.cache
-def _compiler_stamp(compiler: str) -> str:
+def compiler_stamp(compiler: str) -> str:
     """The compiler's resolved file, size and mtime: what an index key holds instead of its
     version (replacing the compiler changes the stamp; nothing is spawned to read it)."""
     real = os.path.realpath(shutil.which(compiler) or compiler)
@@ -224,7 +224,7 @@ def compile_indexed(
     returns the text to compile and facts about it (JSON-able). Returns (library, facts); on a
     warm lookup neither ``prepare`` nor the compiler runs (see the module docstring)."""
     h = hashlib.sha256()
-    for part in (source, _compiler_stamp(command[0]), *flags, extra_key, suffix):
+    for part in (source, compiler_stamp(command[0]), *flags, extra_key, suffix):
         h.update(part.encode())
         h.update(b"\0")
     folder = _usable_dir()

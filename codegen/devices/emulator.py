@@ -20,19 +20,28 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
 import re
 import threading
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
 from ..ctext import matching_bracket
 from ..launch import NativeCall
 from . import DeviceUnavailable, LaunchFailed, cache, usable_cores
+from .toolchain import (  # noqa: F401 (COMMON, OPTIMIZE: benchmarks/emulator_flags.py)
+    COMMON,
+    FLAGS,
+    OPTIMIZE,
+    RUNTIME_SOURCE,
+    SANITIZE_FLAGS,
+    SHIM,
+    cxx,
+    installed_runtime,
+    shim_hash,
+)
 
 __all__ = [
     "DeviceAllocation",
@@ -43,28 +52,6 @@ __all__ = [
     "kernels_needing_fibers",
 ]
 
-SHIM = Path(__file__).with_name("cuda_shim.h")
-# Never -ffast-math: with -shared it turns on flush-to-zero for the whole Python process.
-# -ffp-contract=fast lets g++ fuse a*b+c into one FMA, as nvcc does by default (not fast-math:
-# no reassociation, no flush-to-zero; ISO C++ mode would otherwise turn contraction off).
-# -fno-trapping-math: no program here unmasks floating-point traps (nor does CUDA have them), so
-# g++ may compute both sides of a select, which lets loops with selects vectorize; results are
-# bit-for-bit the same.
-# -march=native: the cache key holds this machine's CPU (see _machine), so a cache folder shared
-# between machines never hands one a library built for another.
-# OPTIMIZE: -O2 plus the three -O3 loop optimizations the kernels need (the vectorizer with the
-# dynamic cost model, complete peeling of the register tile's small loops, unswitching the
-# packing loops' edge tests). benchmarks/emulator_flags.py, W1/W2/W3 against -O3: steps
-# 0.84x/1.02x/0.96x of -O3's time, translation units compiled in 16-52% less time (-O3's other
-# passes bought nothing here); plain -O2 ran W2 2.6x slower (the register tile's loops stay
-# rolled).
-OPTIMIZE = "-O2 -ftree-vectorize -fvect-cost-model=dynamic -fpeel-loops -funswitch-loops".split()
-COMMON = (
-    "-march=native -ffp-contract=fast -std=c++17 -fPIC -shared -pthread -fvisibility=hidden "
-    "-fno-strict-aliasing -fno-math-errno -fno-trapping-math"
-).split()
-FLAGS = [*OPTIMIZE, *COMMON]
-SANITIZE_FLAGS = [*COMMON, "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"]
 MAX_BLOCK, MAX_BLOCK_DIM, MAX_GRID_DIM = 1024, (1024, 1024, 64), (2**31 - 1, 65535, 65535)
 MAX_DYNAMIC_SHARED = 48 * 1024  # CUDA's default limit without opting in per kernel
 GF_HOST_CALL = 1  # gf_launch.kind of a NativeCall (cuda_shim.h)
@@ -72,10 +59,6 @@ GF_HOST_CALL = 1  # gf_launch.kind of a NativeCall (cuda_shim.h)
 
 def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no", "off")
-
-
-def _cxx() -> list[str]:
-    return [os.environ.get("GRAPHFLOW_EMU_CXX", "g++"), "-I", str(SHIM.parent)]
 
 
 # ---- reading kernels out of the source -------------------------------------------------------
@@ -164,23 +147,6 @@ def _asan_loaded() -> bool:
     return hasattr(ctypes.CDLL(None), "__asan_init")
 
 
-@functools.lru_cache(maxsize=1)
-def _machine() -> str:
-    """What -march=native means here: the CPU's model and feature flags."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        import platform
-        return platform.processor() or platform.machine()
-    keep = [line for line in text.splitlines() if line.startswith(("model name", "flags", "Features"))]
-    return "\n".join(sorted(set(keep)))
-
-
-@functools.cache
-def _shim_hash() -> str:
-    return hashlib.sha256(SHIM.read_bytes() + _machine().encode()).hexdigest()
-
-
 def _load_runtime() -> ctypes.CDLL:
     """Build (once, cached) and load the runtime, RTLD_GLOBAL so kernels resolve its symbols."""
     global _runtime
@@ -188,9 +154,10 @@ def _load_runtime() -> ctypes.CDLL:
         if _runtime is None:
             # With ASan in the process, instrument the runtime too: it annotates fiber switches.
             flags = SANITIZE_FLAGS if _asan_loaded() else FLAGS
-            source = '#define GF_EMU_RUNTIME_IMPL\n#include "cuda_shim.h"\n'
-            path, _ = cache.compile_indexed(source, _cxx(), [*flags, "-x", "c++"],
-                                            lambda text: (text, {}), extra_key=_shim_hash())
+            path = installed_runtime(flags)  # built by setup.py, else built here and cached
+            if path is None:
+                path, _ = cache.compile_indexed(RUNTIME_SOURCE, cxx(), [*flags, "-x", "c++"],
+                                                lambda text: (text, {}), extra_key=shim_hash())
             lib = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
             lib.gf_emu_launch.argtypes = [ctypes.POINTER(_Launch)]
             lib.gf_emu_launch.restype = ctypes.c_int
@@ -460,8 +427,8 @@ class SourceModule:
         kept = [o for o in options or () if o[:2] in ("-D", "-U", "-I") and len(o) > 2]
         flags = [*(SANITIZE_FLAGS if sanitize else FLAGS), *kept, "-x", "c++"]
         wrapping = "" if no_extern_c else " extern-c"  # prepare's text depends on it: so does the key
-        self.library_path, facts = cache.compile_indexed(source, _cxx(), flags, prepare,
-                                                         extra_key=_shim_hash() + wrapping)
+        self.library_path, facts = cache.compile_indexed(source, cxx(), flags, prepare,
+                                                         extra_key=shim_hash() + wrapping)
         self.kernels, fibers = facts["kernels"], set(facts["fibers"])
         _load_runtime()  # after compiling (the runtime builds meanwhile), before the kernels resolve it
         self._lib = ctypes.CDLL(str(self.library_path))

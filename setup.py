@@ -1,0 +1,34 @@
+"""Builds the cpu device's runtime library at install time; everything else is in pyproject.toml.
+
+The runtime (codegen/devices/cuda_shim.h with GF_EMU_RUNTIME_IMPL: thread pool, launch loop,
+fibers) is the same for every program, so a user's first compile should not wait for it. It is
+built with the cpu device's own g++ command (codegen/devices/toolchain.py) as
+graphflow/codegen/devices/emu_runtime.so. Without g++ the install still succeeds, and the cpu
+device builds the runtime on first use, as it does when the installed one no longer matches.
+"""
+import sys
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class BuildEmulatorRuntime(build_ext):
+    def get_ext_filename(self, fullname: str) -> str:
+        return str(Path(*fullname.split("."))) + ".so"  # a plain library, not a Python module
+
+    def build_extension(self, ext: Extension) -> None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from codegen.devices import toolchain  # numpy-free
+
+        out = Path(self.get_ext_fullpath(ext.name))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            toolchain.build_runtime(out)
+        except Exception as e:  # noqa: BLE001 - the cpu device builds it on first use instead
+            print(f"graphflow: the cpu device's runtime was not built at install time ({e}); "
+                  "it will be built on first use", file=sys.stderr)
+
+
+setup(ext_modules=[Extension("graphflow.codegen.devices.emu_runtime", sources=[], optional=True)],
+      cmdclass={"build_ext": BuildEmulatorRuntime})
