@@ -106,7 +106,7 @@ def assemble(kernels: list[Kernel]) -> str:
     return "\n".join(parts)
 
 
-PART_MIN_BYTES = 12_000  # a translation unit of less kernel text is not worth its own compiler
+PART_MIN_BYTES = 6_000  # a translation unit of less kernel text is not worth its own compiler
 
 
 def compile_parts(kernels: list[Kernel], jobs: int) -> list[list[Kernel]]:

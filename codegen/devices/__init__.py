@@ -100,22 +100,30 @@ _PRELUDE_MARKS = {
 }
 
 
+_GEMM_MARKS = ("/* >>> graphflow cpu gemm */", "/* <<< graphflow cpu gemm */")
+
+
 def prelude(target: str) -> str:
     """Text to put at the top of a translation unit for ``target`` ("cuda" or "cpu").
 
-    "cuda": the few portability macros (GF_DYNAMIC_SHARED), enough for ``nvcc -c`` on a
-    dumped kernel file; harmless when the emulator compiles it. "cpu": the whole shim
-    header less the runtime's implementation, so the file compiles alone with g++.
+    "cuda": the few portability macros (GF_DYNAMIC_SHARED), the nvcc forms of gf_bool and
+    gf_simd, and the cpu GEMM's building blocks, enough for ``nvcc -c`` on a dumped kernel
+    file; harmless when the emulator compiles it (there the runtime defines those blocks).
+    "cpu": the whole shim header less the runtime's implementation, so the file compiles alone
+    with g++.
     """
     if target not in _PRELUDE_MARKS:
         raise ValueError(f"unknown prelude target {target!r}: expected 'cuda' or 'cpu'")
     text = _SHIM.read_text()
     begin, end = _PRELUDE_MARKS[target]
     i, j = text.index(begin), text.index(end)
-    if target == "cuda":
+    if target == "cuda":  # the prelude block, and the cpu GEMM's building blocks (both compilers)
+        g, h = text.index(_GEMM_MARKS[0]), text.index(_GEMM_MARKS[1])
         return (
             "/* graphflow prelude (see codegen/devices/cuda_shim.h) */\n"
             + text[i + len(begin) : j].strip()
+            + "\n"
+            + text[g : h + len(_GEMM_MARKS[1])]
             + "\n"
         )
     return text[:i] + text[j + len(end) :]

@@ -1014,4 +1014,129 @@ __attribute__((constructor)) static void gf_runtime_init(void) {
 /* <<< graphflow emulator runtime */
 
 #endif /* __CUDACC__ */
+/* >>> graphflow cpu gemm */
+/* The cpu GEMM schedule's building blocks (codegen/emit/gemm.py, CpuTiling): packing strided
+ * operands into panels, and the 6 x (2 vectors) register tile over a row panel. Written once,
+ * for both compilers: nvcc defines them in every unit (the schedule never runs on a GPU, but its
+ * kernels stay valid CUDA); g++ compiles them once, into the emulator's runtime, and a kernel
+ * calls them there: a GEMM kernel then leaves g++ little more than its epilogue to optimize.
+ * NR = 2 vectors = 16 floats or int32s, 8 doubles or int64s; a strip of B is [kc][NR]. */
+#ifndef GF_CPU_GEMM_DEFINED
+#define GF_CPU_GEMM_DEFINED
+#define GF_GEMM_MR 6
+#define GF_GEMM_NV 2
+#if defined(__CUDACC__) || defined(GF_EMU_RUNTIME_IMPL)
+#ifdef __CUDACC__
+#define GF_GEMM_API __device__ inline
+#else
+#define GF_GEMM_API GF_EXPORT
+#endif
+/* Ct[i][j] += sum over kk < kc of Ap[kk][i] * strip_{j / NR}[kk][j % NR], for the MR rows of
+ * Ct (row stride ldc) and the strips of Bp (each `strip` apart) covering `cols` columns. */
+template <typename T>
+GF_GEMM_API void gf_gemm_panel(const T* __restrict__ Ap, const T* __restrict__ Bp, long long strip,
+                               T* __restrict__ Ct, int ldc, int kc, int cols) {
+  const int lanes = 32 / (int)sizeof(T), nr = GF_GEMM_NV * lanes;
+  for (int jp = 0; jp * nr < cols; ++jp) {
+    T* __restrict__ ct = Ct + jp * nr;
+    const T* __restrict__ bp = Bp + jp * strip;
+    gf_simd<T> acc[GF_GEMM_MR][GF_GEMM_NV];
+#pragma unroll
+    for (int i = 0; i < GF_GEMM_MR; ++i)
+#pragma unroll
+      for (int v = 0; v < GF_GEMM_NV; ++v) acc[i][v] = gf_simd_load(ct + i * ldc + v * lanes);
+    for (int kk = 0; kk < kc; ++kk) {
+      gf_simd<T> b[GF_GEMM_NV];
+#pragma unroll
+      for (int v = 0; v < GF_GEMM_NV; ++v) b[v] = gf_simd_load(bp + kk * nr + v * lanes);
+#pragma unroll
+      for (int i = 0; i < GF_GEMM_MR; ++i)
+#pragma unroll
+        for (int v = 0; v < GF_GEMM_NV; ++v) gf_simd_fma(acc[i][v], Ap[kk * GF_GEMM_MR + i], b[v]);
+    }
+#pragma unroll
+    for (int i = 0; i < GF_GEMM_MR; ++i)
+#pragma unroll
+      for (int v = 0; v < GF_GEMM_NV; ++v) gf_simd_store(ct + i * ldc + v * lanes, acc[i][v]);
+  }
+}
+/* Strips of B(k, n) = B[k * ks + n * ns] (ks or ns is 1) for k in [k0, k0 + kc) and n in
+ * [n0, n0 + cols): strip jp at Bp + jp * strip, zero past column `cols`; the contiguous
+ * coordinate innermost, so reads have unit stride. Unless null, col_sums[j] adds up column j
+ * of what was packed (a bias gradient's column sums, while the strip is in cache). */
+template <typename T>
+GF_GEMM_API void gf_gemm_pack_b(T* __restrict__ Bp, long long strip, const T* __restrict__ B,
+                                long long ks, long long ns, long long k0, int kc, long long n0,
+                                int cols, T* __restrict__ col_sums) {
+  const int nr = GF_GEMM_NV * 32 / (int)sizeof(T);
+  for (int jp = 0; jp * nr < cols; ++jp) {
+    T* __restrict__ dst = Bp + jp * strip;
+    const int width = cols - jp * nr < nr ? cols - jp * nr : nr;
+    const T* __restrict__ src = B + k0 * ks + (n0 + jp * nr) * ns;
+    if (ns == 1) {
+      for (int kk = 0; kk < kc; ++kk) {
+        if (width == nr) {
+          for (int j = 0; j < nr; ++j) dst[kk * nr + j] = src[kk * ks + j];
+        } else {
+          for (int j = 0; j < nr; ++j) dst[kk * nr + j] = j < width ? src[kk * ks + j] : (T)0;
+        }
+      }
+    } else {
+      for (int j = 0; j < nr; ++j) {
+        if (j < width) {
+          for (int kk = 0; kk < kc; ++kk) dst[kk * nr + j] = src[j * ns + kk];
+        } else {
+          for (int kk = 0; kk < kc; ++kk) dst[kk * nr + j] = (T)0;
+        }
+      }
+    }
+    if (col_sums)
+      for (int kk = 0; kk < kc; ++kk)
+        for (int j = 0; j < nr; ++j) col_sums[jp * nr + j] += dst[kk * nr + j];
+  }
+}
+/* The micro-panel Ap[kk][i] = A(m + i, k0 + kk) of A(m, k) = A[m * ms + k * ks] (ms or ks is
+ * 1), zero for rows m + i >= M. */
+template <typename T>
+GF_GEMM_API void gf_gemm_pack_a(T* __restrict__ Ap, const T* __restrict__ A, long long ms,
+                                long long ks, long long m, long long M, long long k0, int kc) {
+  const T* __restrict__ src = A + m * ms + k0 * ks;
+  if (ks == 1) {
+    for (int i = 0; i < GF_GEMM_MR; ++i) {
+      if (m + i < M) {
+        for (int kk = 0; kk < kc; ++kk) Ap[kk * GF_GEMM_MR + i] = src[i * ms + kk];
+      } else {
+        for (int kk = 0; kk < kc; ++kk) Ap[kk * GF_GEMM_MR + i] = (T)0;
+      }
+    }
+  } else {
+    for (int kk = 0; kk < kc; ++kk)
+      for (int i = 0; i < GF_GEMM_MR; ++i)
+        Ap[kk * GF_GEMM_MR + i] = m + i < M ? src[kk * ks + i] : (T)0;
+  }
+}
+#ifndef __CUDACC__ /* the runtime: one copy of each, for the GEMM's element types */
+#define GF_GEMM_INSTANTIATE(T)                                                                 \
+  template void gf_gemm_panel<T>(const T*, const T*, long long, T*, int, int, int);             \
+  template void gf_gemm_pack_b<T>(T*, long long, const T*, long long, long long, long long, int, \
+                                  long long, int, T*);                                          \
+  template void gf_gemm_pack_a<T>(T*, const T*, long long, long long, long long, long long,     \
+                                  long long, int);
+GF_GEMM_INSTANTIATE(float)
+GF_GEMM_INSTANTIATE(double)
+GF_GEMM_INSTANTIATE(int)
+GF_GEMM_INSTANTIATE(long long)
+#endif
+#else /* a kernel compiled by g++: the runtime defines them */
+template <typename T>
+GF_EXPORT void gf_gemm_panel(const T*, const T*, long long, T*, int, int, int);
+template <typename T>
+GF_EXPORT void gf_gemm_pack_b(T*, long long, const T*, long long, long long, long long, int,
+                              long long, int, T*);
+template <typename T>
+GF_EXPORT void gf_gemm_pack_a(T*, const T*, long long, long long, long long, long long,
+                              long long, int);
+#endif
+#endif
+/* <<< graphflow cpu gemm */
 #endif /* GRAPHFLOW_CUDA_SHIM_H */

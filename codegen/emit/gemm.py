@@ -441,19 +441,53 @@ def cpu_column_sums(col_sums: Callable[[str, str], str] | None, c_type: str, bn:
                f"        for (int j = 0; j < cols; ++j) {col_sums('n0 + j', 'bsum[j]')};\n"))
 
 
+def _strided(op: Operand) -> bool:
+    """A plain strided matrix (no gather, no recomputed run): the runtime's packing fits it."""
+    return op.load is None and op.run is None
+
+
+def _pack_b_call(b: Operand, strip: int, col_sums: str) -> str:
+    """gf_gemm_pack_b (cuda_shim.h) for a strided B: element (k, n) at ptr[k * ks + n * ns]."""
+    ks, ns = ("1", f"(long long)({b.ld})") if b.fast == "k" else (f"(long long)({b.ld})", "1")
+    return f"        gf_gemm_pack_b(Bp, {strip}, {b.ptr}, {ks}, {ns}, k0, kc, n0, cols, {col_sums});\n"
+
+
+def _pack_a_call(a: Operand) -> str:
+    """gf_gemm_pack_a (cuda_shim.h) for a strided A: element (m, k) at ptr[m * ms + k * ks]."""
+    ms, ks = ("1", f"(long long)({a.ld})") if a.fast == "m" else (f"(long long)({a.ld})", "1")
+    return f"          gf_gemm_pack_a(Ap, {a.ptr}, {ms}, {ks}, m0 + i0, M, k0, kc);\n"
+
+
 def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str, a: Operand,
                   b: Operand, store: Callable[[str, str, str], str], batch: str = "1",
                   batch_setup: str = "", col_sums: Callable[[str, str], str] | None = None) -> str:
     """Kernel body of the cpu schedule (see CpuTiling): launch with blockDim (1, 1, 1), one
     block per tile on x, batch entries on z. col_sums (batch 1, B not transposed): (column,
     value) -> the statement storing B's column sum, which the tiles of the first row block add
-    up as they pack B."""
-    a_stmts, a_value = _element(a, "a", "gm", "gk")
-    b_stmts, b_value = _element(b, "b", "gk", "gn")
+    up as they pack B.
+
+    The register tile and the packing of strided operands are cuda_shim.h's gf_gemm_* blocks
+    (compiled once into the cpu device's runtime); operands read through a gather or a
+    recomputed GEMM pack here, inline."""
+    assert t.mr == 6 and t.nr == 2 * t.lanes, "cuda_shim.h's gf_gemm_panel is 6 x 2 vectors"
     mr, nr, kc = t.mr, t.nr, t.kc
-    lanes = t.lanes
-    nv = nr // lanes
+    strip = kc * nr
     sums = cpu_column_sums(col_sums, c_type, t.bn, nr)
+    if _strided(b):  # B's column sums, if any, added up as each strip is packed
+        pack_b = _pack_b_call(b, strip, f"sums ? bsum : ({c_type}*)0" if sums.add else f"({c_type}*)0")
+    else:
+        b_stmts, b_value = _element(b, "b", "gk", "gn")
+        pack_b = f"""\
+        for (int jp = 0; jp * {nr} < cols; ++jp) {{  // pack B[k0 + kk][n0 + jp * NR + j]
+          {c_type}* __restrict__ dst = Bp + jp * {strip};
+          const {itype} nb = n0 + jp * {nr};
+{_pack_b(b, b_stmts, b_value, c_type, itype, nr, kc)}{sums.add}        }}
+"""
+    if _strided(a):
+        pack_a = _pack_a_call(a)
+    else:
+        a_stmts, a_value = _element(a, "a", "gm", "gk")
+        pack_a = _pack_a(a, a_stmts, a_value, c_type, itype, mr, kc)
     return f"""\
   // {t.describe()}
   {c_type} Ap[{kc} * {mr}];  // A micro-panel [KC][MR], zero-padded
@@ -474,34 +508,9 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
         for (int j = 0; j < (cols + {t.nr - 1}) / {t.nr} * {t.nr}; ++j) Ct[i * {t.bn} + j] = ({c_type})0;
 {sums.init}      for ({itype} k0 = 0; k0 < K; k0 += {kc}) {{
         const int kc = K - k0 < {kc} ? (int)(K - k0) : {kc};
-        for (int jp = 0; jp * {nr} < cols; ++jp) {{  // pack B[k0 + kk][n0 + jp * NR + j]
-          {c_type}* __restrict__ dst = Bp + jp * {kc * nr};
-          const {itype} nb = n0 + jp * {nr};
-{_pack_b(b, b_stmts, b_value, c_type, itype, nr, kc)}{sums.add}        }}
-        for (int i0 = 0; i0 < rows; i0 += {mr}) {{  // pack A[m0 + i0 + i][k0 + kk]
-{_pack_a(a, a_stmts, a_value, c_type, itype, mr, kc)}          // the {mr}x{nr} register tile over each strip
-          for (int jp = 0; jp * {nr} < cols; ++jp) {{
-            {c_type}* __restrict__ ct = Ct + i0 * {t.bn} + jp * {nr};
-            const {c_type}* __restrict__ bp = Bp + jp * {kc * nr};
-            gf_simd<{c_type}> acc[{mr}][{nv}];  // {mr} rows of {nv} vectors of {lanes}
-            #pragma unroll
-            for (int i = 0; i < {mr}; ++i)
-              #pragma unroll
-              for (int v = 0; v < {nv}; ++v) acc[i][v] = gf_simd_load(ct + i * {t.bn} + v * {lanes});
-            for (int kk = 0; kk < kc; ++kk) {{
-              gf_simd<{c_type}> b[{nv}];
-              #pragma unroll
-              for (int v = 0; v < {nv}; ++v) b[v] = gf_simd_load(bp + kk * {nr} + v * {lanes});
-              #pragma unroll
-              for (int i = 0; i < {mr}; ++i)
-                #pragma unroll
-                for (int v = 0; v < {nv}; ++v) gf_simd_fma(acc[i][v], Ap[kk * {mr} + i], b[v]);
-            }}
-            #pragma unroll
-            for (int i = 0; i < {mr}; ++i)
-              #pragma unroll
-              for (int v = 0; v < {nv}; ++v) gf_simd_store(ct + i * {t.bn} + v * {lanes}, acc[i][v]);
-          }}
+{pack_b}        for (int i0 = 0; i0 < rows; i0 += {mr}) {{  // pack A[m0 + i0 + i][k0 + kk]
+{pack_a}          // the {mr}x{nr} register tile over each strip
+          gf_gemm_panel(Ap, Bp, {strip}, Ct + i0 * {t.bn}, {t.bn}, kc, cols);
         }}
       }}
       for (int i = 0; i < rows; ++i) {{
