@@ -215,8 +215,8 @@ class Table:
     bound: dict = None   # (launch, argument) -> allocation bound now
     feed_views: list = None  # (user tensor, numpy view of its buffer) where the driver has views
     fetch_views: dict = None  # fetched tensor -> numpy view of its (fixed) buffer, likewise
-    launches: list = None  # per entry: (kernel index, (function, args, grid, block, shared) or
-    #                        a HostStep), for run_timed
+    launches: list = None  # per entry: (kernel index, (function, args, grid, block, shared,
+    #                        OS threads) or a HostStep), for run_timed
     fetch_copies: list = None  # (user tensor, view) for every fetch, when all have views
 
 
@@ -398,7 +398,7 @@ class Program:
             small = flops + read + written < SMALL_WORK
             entries.append(("kernel", (fn, args, launch.grid, launch.block, launch.shared,
                                        1 if small else threads)))
-            launches.append((len(infos) - 1, (fn, args, launch.grid, launch.block, launch.shared)))
+            launches.append((len(infos) - 1, entries[-1][1]))
             totals["launches"] += 1
         stats = {"kernels": len(self.kernels), "peak_memory_bytes": memory.peak + scratch_bytes,
                  "peak_memory_bound": memory.bound, **totals}
@@ -490,9 +490,11 @@ class Program:
                 step.run()
                 seconds = time.perf_counter() - start
             else:
-                fn, args, grid, block, shared = launch
+                fn, args, grid, block, shared, threads = launch
                 args = [bound.get((k, j), a) for j, a in enumerate(args)]
-                seconds = fn(*args, grid=grid, block=block, shared=shared, time_kernel=True)
+                # on cpu, the OS threads the step itself gives this launch (one for small work)
+                extra = {"threads": threads} if self.device == "cpu" else {}
+                seconds = fn(*args, grid=grid, block=block, shared=shared, time_kernel=True, **extra)
             info = table.infos[index]
             times.append((index, float(seconds), info.bytes_read + info.bytes_written, info.flops))
         self.infos = table.infos

@@ -52,6 +52,34 @@ def test_profile_table_covers_every_kernel(capsys):
     assert all(r.name in printed for r in prof.rows)
 
 
+def test_profiled_launches_use_the_steps_own_thread_counts(monkeypatch):
+    """Each timed launch runs on the OS threads the step gives it (one for small work), not
+    on every core: a profile must time the launches the step runs."""
+    from graphflow.codegen import program as program_module
+    from graphflow.codegen.devices import emulator
+
+    monkeypatch.setenv("GRAPHFLOW_EMU_THREADS", "2")
+    monkeypatch.setattr(program_module, "SMALL_WORK", 300_000)  # the big GEMM is not small
+    seen = []
+    launch = emulator.Function.__call__
+
+    def recording(self, *args, **kwargs):
+        seen.append((self.name, kwargs.get("threads")))
+        return launch(self, *args, **kwargs)
+
+    monkeypatch.setattr(emulator.Function, "__call__", recording)
+    g, x, w, loss, train, init = mlp()
+    data = np.random.default_rng(1).normal(size=(4096, 8)).astype(np.float32)
+    with gf.Session(g, device="cpu") as sess:
+        sess.run(init)
+        step = sess.make_callable([train, loss], feed_list=[x])
+        step.profile(data, repeat=1, warmup=0, show=False)
+        kernels = step.kernels
+    sizes = {k.name: k.bytes_read + k.bytes_written + k.flops for k in kernels}
+    assert seen and seen == [(name, 1 if sizes[name] < 300_000 else 2) for name, _ in seen]
+    assert {threads for _, threads in seen} == {1, 2}
+
+
 def test_profiled_calls_compute_what_reference_computes():
     g, x, w, loss, train, init = mlp()
     with gf.Session(g, device="reference") as ref:

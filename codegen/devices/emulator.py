@@ -310,11 +310,15 @@ class Function:
         shared: int = 0,
         stream: object = None,
         time_kernel: bool = False,
+        threads: int | None = None,
     ) -> float | None:
+        """Launch, as PyCUDA does; `threads` (emulator only): the OS threads running blocks,
+        default $GRAPHFLOW_EMU_THREADS (the profiler passes the step's own choice)."""
         block3 = (tuple(int(b) for b in block) + (1, 1))[:3]
         grid3 = (tuple(int(g) for g in grid) + (1, 1))[:3]
         store, pointers = self._pack(args)  # both must outlive the launch
-        launch = self._launch_struct(pointers, grid3, block3, shared, _thread_count())
+        launch = self._launch_struct(pointers, grid3, block3, shared,
+                                     _thread_count() if threads is None else threads)
         runtime = _load_runtime()
         start = time.perf_counter()
         with _lock:
