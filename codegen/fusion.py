@@ -542,13 +542,17 @@ def _contract(dag: nx.DiGraph, keep: Group, gone: Group, group_of: dict, groups:
         group_of[op] = keep
 
 
-def _hazard(ops: list[LOp], shape, inline: set) -> str | None:
+def _hazard(ops: list[LOp], shape, inline: set, pairs: list | None = None) -> str | None:
     """Why one segment of `ops` cannot update a variable it also reads, or None. Safe only
-    when each element is read and written by the same thread (or one thread does all)."""
+    when each element is read and written by the same thread (or one thread does all).
+    `pairs`: the ops' `_read_pairs`, when the caller has them."""
     if shape is None:
         return None
     written = {alias_root(op.inputs[0]).op: op for op in ops if op.type in ASSIGN_OPS}
-    for t, inlined in external_reads(ops, inline):
+    if not written:
+        return None
+    for t, x in pairs if pairs is not None else _read_pairs(ops, inline):
+        inlined = x is not t
         root = alias_root(t)
         if root.op in written and (inlined or t is not root or tuple(root.shape) != shape
                                    or is_one_element(root)):
@@ -590,10 +594,12 @@ def _why_not_vertical(a: Group, b: Group, dag, inline) -> str | None:
         return f"iteration spaces differ ({shown[0]} vs {shown[1]})"
     if _merge_creates_cycle(dag, a, b):
         return "a path between them leaves the group (fusing would make a cycle)"
-    hazard = _hazard(a.ops + b.ops, sa, inline)
+    ops = a.ops + b.ops
+    pairs = _read_pairs(ops, inline)
+    hazard = _hazard(ops, sa, inline, pairs)
     if hazard:
         return hazard
-    if _params(a.ops + b.ops, inline) > MAX_PARAMS:
+    if _param_count(pairs, len(ops)) > MAX_PARAMS:
         return "the parameter block would exceed CUDA's limit"
     return None
 
