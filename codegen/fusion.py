@@ -551,18 +551,14 @@ def _hazard(ops: list[LOp], shape, inline: set, pairs: list | None = None) -> st
     written = {alias_root(op.inputs[0]).op: op for op in ops if op.type in ASSIGN_OPS}
     if not written:
         return None
-    for t, x in pairs if pairs is not None else _read_pairs(ops, inline):
-        inlined = x is not t
+    for used, t in pairs if pairs is not None else _read_pairs(ops, inline):  # t: the load
+        inlined = t is not used
         root = alias_root(t)
         if root.op in written and (inlined or t is not root or tuple(root.shape) != shape
                                    or is_one_element(root)):
             return f"{root.op.name} is read (not element by element) where " \
                    f"{written[root.op].name} updates it"
     return None
-
-
-def _params(ops: list[LOp], inline: set) -> int:
-    return _param_count(_read_pairs(ops, inline), len(ops))
 
 
 def _param_count(pairs: list[tuple[LTensor, LTensor]], op_count: int) -> int:
