@@ -5,14 +5,18 @@ native launch table, one thread, allocations that are only an address. Registere
 
 tests/test_cuda_path.py uses it; GRAPHFLOW_TEST_CUDA=emulator makes conftest.py register it
 for every test, to run any test file's "cuda" cases here without a GPU."""
-from graphflow.codegen.devices import CallSequence, usable_cores
 from graphflow.codegen.devices.emulator import EmulatorDriver
+from graphflow.codegen.devices.pycuda_driver import CudaDriver  # PyCUDA itself loads lazily
 
 
 class PycudaShaped:
-    """CudaDriver's attributes, each from the emulator; nothing else."""
+    """CudaDriver's attributes: its own launch table, thread and compile counts; memory and
+    modules from the emulator; nothing else."""
 
     name = "cuda"
+    prepare = staticmethod(CudaDriver.prepare)
+    thread_count = staticmethod(CudaDriver.thread_count)
+    compile_jobs = staticmethod(CudaDriver.compile_jobs)
 
     def __init__(self) -> None:
         emu = EmulatorDriver()
@@ -24,15 +28,3 @@ class PycudaShaped:
 
     def SourceModule(self, source, options=None, no_extern_c=False):  # noqa: N802
         return self._emu.SourceModule(source, options, no_extern_c=no_extern_c)
-
-    @staticmethod
-    def prepare(entries) -> CallSequence:
-        return CallSequence(entries)
-
-    @staticmethod
-    def thread_count() -> int:
-        return 1
-
-    @staticmethod
-    def compile_jobs() -> int:
-        return usable_cores()

@@ -1,10 +1,11 @@
 """The CPU device: runs CUDA C kernels on the host, with a PyCUDA-shaped API.
 
 The kernel source is compiled by g++ against ``cuda_shim.h`` into a shared library (cached on
-disk, see cache.py). A small runtime library, built once per process from the same header,
-runs a launch: blocks go to a pool of OS threads; the threads of a block run as a plain loop,
-or as fibers switching at barriers when the kernel (or a function it calls) uses
-``__syncthreads``, ``__syncwarp``, shuffles or votes.
+disk, see cache.py). A small runtime library, built from the same header at install time
+(setup.py; else once, into the cache, see toolchain.py), runs a launch: blocks go to a pool
+of OS threads; the threads of a block run as a plain loop, or as fibers switching at barriers
+when the kernel (or a function it calls) uses ``__syncthreads``, ``__syncwarp``, shuffles or
+votes.
 
 Environment, read when a module is compiled (SANITIZE) or a kernel launched (the others):
   GRAPHFLOW_EMU_THREADS=n   OS threads running blocks (default: the usable cores)
