@@ -8,6 +8,9 @@ stays) for one session per workload, all in this process; the steps are then tim
 (the median of `--rounds` rounds, one OS thread), so the machine's drift hits every flag set
 alike. Also printed: g++'s wall time for the whole step's translation unit with those flags.
 Without flag sets it compares the current OPTIMIZE with -O3. Nothing here is asserted by tests.
+The runtime library is not rebuilt per flag set (one per process, with the flags in force at
+the first launch: the first set's), so the GEMM's register tile and packing, which live there
+(cuda_shim.h's gf_gemm_*), run with those flags throughout; the sets differ in the kernels.
 """
 from __future__ import annotations
 
