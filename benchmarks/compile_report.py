@@ -63,10 +63,9 @@ def measure(name: str, device: str, optimize: bool) -> dict:
                 compile_s = time.perf_counter() - start
                 stats = dict(step.stats)
                 program = step._plan.program
-                table = next(iter(program._tables.values()))
                 stats["first_loss"] = loss
                 stats["compile_s"] = compile_s
-                stats["shapes"] = table.shapes
+                stats["shapes"] = program.shapes_for({x: xv.shape, y: yv.shape})
                 stats["program"] = program
         finally:
             if old is None:

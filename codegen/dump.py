@@ -7,23 +7,11 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from .ctext import used_helpers
 from .devices import prelude
-
-
-@dataclass
-class KernelInfo:
-    """What one kernel does and what its launch costs (for the last shape signature run)."""
-    name: str
-    nodes: list
-    grid: tuple
-    block: tuple
-    shared_bytes: int
-    bytes_read: int
-    bytes_written: int
-    flops: int
+from .executable import KernelInfo
 
 
 def standalone_source(kernel) -> str:

@@ -68,8 +68,8 @@ class Param:
     ctype: str
     tensor: Tensor | None = None  # for buffers and dims
     axis: int = 0  # for dims
-    value: Callable | None = None  # scalars: (RunEnv) -> value; scratch: (shapes) -> count
-    per_run: bool = False  # a scalar that changes from run to run (else fixed per shape signature)
+    value: Callable | None = None  # scalars: (shapes) -> value; scratch: (shapes) -> count
+    stream: object = None  # a scalar set before every run: how often this op ran in the Session
     slot: str = ""  # scratch: the buffer's name when the C name differs (a combined kernel's)
     extents: tuple = ()  # buffers: the tensors whose elements are read or written, when not all
     #                      of the buffer's (views a GEMM reads, its part of a concatenation)
@@ -192,11 +192,14 @@ class KernelBuilder:
             ("dim", t, axis), lambda: Param(f"{self.input_name(t)}_d{axis}", "dim", "long long", t, axis)
         )
 
-    def scalar(self, name: str, c_type: str, value: Callable, per_run: bool = False) -> str:
-        """A value computed from the RunEnv: once per shape signature (it depends on shapes
-        only), or with `per_run` before every run (a random stream counter)."""
-        return self._param(("scalar", name),
-                           lambda: Param(name, "scalar", c_type, value=value, per_run=per_run))
+    def scalar(self, name: str, c_type: str, value: Callable) -> str:
+        """A value computed from the concrete shapes, once per shape signature."""
+        return self._param(("scalar", name), lambda: Param(name, "scalar", c_type, value=value))
+
+    def stream(self, name: str, op: Operation) -> str:
+        """A random stream counter: how often `op` ran before in the Session, set each run."""
+        return self._param(("scalar", name), lambda: Param(name, "scalar", "unsigned long long",
+                                                           stream=op))
 
     def input_name(self, t: Tensor) -> str:
         for p in self.params:

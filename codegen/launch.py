@@ -13,9 +13,10 @@ import ctypes
 
 
 class HostStep:
-    """A host function run between kernels: host(args, shapes), args bound like a kernel's."""
+    """A host function run between kernels: host(args, shapes), args bound like a kernel's,
+    shapes per argument (its tensor's shape, None for a scalar)."""
 
-    def __init__(self, fn, args: list, shapes: dict) -> None:
+    def __init__(self, fn, args: list, shapes: list) -> None:
         self.fn, self.args, self.shapes = fn, list(args), shapes
 
     def set_arg(self, i: int, value) -> None:
@@ -23,6 +24,22 @@ class HostStep:
 
     def run(self) -> None:
         self.fn(self.args, self.shapes)
+
+
+class DeviceCopies:
+    """A host step: device-to-device copies (argument, argument, bytes) on the device's driver,
+    found at run time (emitting needs none). Plain data, so a kept plan (plan_cache.py) holds it."""
+
+    def __init__(self, moves: list[tuple[int, int, int]], device: str) -> None:
+        self.moves, self.device = moves, device
+
+    def __call__(self, args: list, shapes: list) -> None:
+        from .devices import get_driver
+
+        driver = get_driver(self.device)
+        for src, dst, size in self.moves:
+            if size:
+                driver.memcpy_dtod(args[dst], args[src], size)
 
 
 class NativeCall:

@@ -228,10 +228,10 @@ def _gradient(op_def: registry.OpDef) -> str:
 
 def _compiled_types() -> set[str]:
     """Op types the compiled devices (cpu, cuda) run: an emitter, or handled on the host."""
-    from graphflow.codegen import program
+    from graphflow.codegen import compile as compiler
     from graphflow.codegen.emit import load_all
-    return (set(load_all()) | set(getattr(program, "HOST_OPS", ()))
-            | set(getattr(program, "ALIAS_OPS", ())))
+    return (set(load_all()) | set(getattr(compiler, "HOST_OPS", ()))
+            | set(getattr(compiler, "ALIAS_OPS", ())))
 
 
 def _api(probe: _Probe, op_type: str, graph: Graph) -> str:

@@ -239,11 +239,15 @@ class Session:
                                 f"{op.outputs[0].dtype.name}")
         plan = Plan(list(leaves), feeds, order)
         if self.device != "reference":
+            from .codegen import plan_cache
             from .codegen.program import Program
             from .passes import lower, run_passes, selected_passes
             names, fuse = selected_passes(self.optimize)
-            lowered = run_passes(lower(order, list(leaves), feeds), names)
-            plan.program = Program(lowered, list(leaves), self.device, _driver(self.device), fuse)
+            driver = _driver(self.device)
+            key = plan_cache.plan_key(order, leaves, feeds, (names, fuse, self.device,
+                                                             driver.thread_count()))
+            plan.program = Program(lambda: run_passes(lower(order, list(leaves), feeds), names),
+                                   list(leaves), feeds, self.device, driver, fuse, key, order)
             if os.environ.get("GRAPHFLOW_PROFILE", "").strip() not in ("", "0"):
                 plan.recorder = _recorder(plan, self.device)
                 profiling.watch(plan.recorder)
@@ -313,7 +317,7 @@ class Session:
         converted = {v: convert_feed(v, value).copy() for v, value in assignments.items()}
         for v, arr in converted.items():
             if self.device != "reference":
-                from graphflow.codegen.program import DeviceArray
+                from graphflow.codegen.executable import DeviceArray
                 arr = DeviceArray.from_numpy(_driver(self.device), arr)
             self._values[v.op] = arr
 
@@ -427,7 +431,7 @@ class Compiled:
 def _recorder(plan: Plan, device: str) -> profiling.Recorder:
     title = ", ".join(x.name for x in plan.fetches)
     title = title if len(title) <= 60 else title[:57] + "..."
-    return profiling.Recorder(title, device, [k.name for k in plan.program.kernels])
+    return profiling.Recorder(title, device, plan.program.kernel_names())
 
 
 _sessions = threading.local()

@@ -108,7 +108,7 @@ def _lowered(graph: Graph, fetches, stage: str):
     lowered = run_passes(lower(order, leaves, feeds), PIPELINE)
     if stage == "optimized":
         return lowered, None
-    from .codegen.program import emit_kernels
+    from .codegen.compile import emit_kernels
     return lowered, emit_kernels(lowered, "cpu", True)[2]  # the cpu device's kernels, not compiled
 
 

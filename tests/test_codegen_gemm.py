@@ -8,8 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
+from graphflow.codegen.compile import assemble, emit_kernels
 from graphflow.codegen.dump import ptxas_usage
-from graphflow.codegen.program import assemble, emit_kernels
 
 import graphflow as gf
 from graphflow.passes import PIPELINE, lower, run_passes

@@ -41,6 +41,7 @@ def tol(dtype, n=1):
 
 @pytest.fixture(params=["cpu_policy", "gpu_policy"])
 def launch_policy(request, monkeypatch):
+    monkeypatch.setenv("GRAPHFLOW_PLAN_CACHE", "0")  # each policy compiles: no kept plan
     if request.param == "gpu_policy":
         gpu = red.block_shape
 

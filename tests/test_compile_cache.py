@@ -340,7 +340,7 @@ def test_a_large_program_compiles_in_parts_and_matches_reference(drv):
     the single unit does: W3's gradients against the reference device."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     import workloads
-    from graphflow.codegen.program import compile_parts
+    from graphflow.codegen.compile import compile_parts
 
     import graphflow as gf
 
@@ -362,7 +362,7 @@ def test_a_large_program_compiles_in_parts_and_matches_reference(drv):
 def test_an_initializer_emits_for_cuda_without_a_gpu():
     """Emitting the copies of an initializer asks no driver (dumps of the GPU schedule work
     on a machine without PyCUDA); the driver is found when the copies run."""
-    from graphflow.codegen.program import emit_kernels
+    from graphflow.codegen.compile import emit_kernels
 
     import graphflow as gf
     from graphflow.passes import PIPELINE, lower, run_passes

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from graphflow.codegen import ctext
 from graphflow.codegen import dump as dump_module
+from graphflow.codegen.compile import assemble, emit_kernels
 from graphflow.codegen.dump import KernelInfo, dump_program, ptxas_usage, standalone_source
-from graphflow.codegen.program import assemble, emit_kernels
 
 import graphflow as gf
 from graphflow.passes import PIPELINE, lower, run_passes

@@ -55,10 +55,11 @@ def test_profile_table_covers_every_kernel(capsys):
 def test_profiled_launches_use_the_steps_own_thread_counts(monkeypatch):
     """Each timed launch runs on the OS threads the step gives it (one for small work), not
     on every core: a profile must time the launches the step runs."""
-    from graphflow.codegen import program as program_module
+    from graphflow.codegen import compile as program_module
     from graphflow.codegen.devices import emulator
 
     monkeypatch.setenv("GRAPHFLOW_EMU_THREADS", "2")
+    monkeypatch.setenv("GRAPHFLOW_PLAN_CACHE", "0")  # the patched compiler runs: no kept plan
     monkeypatch.setattr(program_module, "SMALL_WORK", 300_000)  # the big GEMM is not small
     seen = []
     launch = emulator.Function.__call__

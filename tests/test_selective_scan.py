@@ -152,6 +152,7 @@ def test_gpu_launch_shapes_on_the_emulator(configs, monkeypatch):
         shapes.add(policy(rows, length, inner, "cuda"))
         return policy(rows, length, inner, "cuda")
 
+    monkeypatch.setenv("GRAPHFLOW_PLAN_CACHE", "0")  # the patched compiler runs: no kept plan
     monkeypatch.setattr(scan_emit, "_scan_block", gpu)
     monkeypatch.setattr(red, "CPU_HELPERS", red.HELPERS)  # the GPU's block-wide combine too
     monkeypatch.setenv("GRAPHFLOW_EMU_SHUFFLE", "5")

@@ -45,7 +45,7 @@ from pathlib import Path
 from . import CompileFailed
 
 __all__ = ["UnsafeCacheDirWarning", "cache_dir", "cache_key", "compile_cached", "compile_indexed",
-           "compiler_version", "prune",
+           "compiler_version", "load_blob", "prune", "store_blob",
            "stats", "strip_comments"]
 
 DEFAULT_MAX_MB = 500
@@ -141,10 +141,10 @@ def cache_key(source: str, version: str, flags: Sequence[str], extra: str = "") 
     return h.hexdigest()
 
 
-def _write_atomic(path: Path, data: str) -> None:
+def _write_atomic(path: Path, data: str | bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(fd, "wb" if isinstance(data, bytes) else "w") as f:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
@@ -244,6 +244,27 @@ def compile_indexed(
                              source_suffix=source_suffix)
     _write_atomic(index, json.dumps({"library": library.name, "facts": facts}))
     return library, facts
+
+
+def load_blob(key: str, suffix: str) -> bytes | None:
+    """The bytes stored under ``key`` (64 hex digits) and ``suffix`` (e.g. ".plan"), if the
+    folder holds them as the user's own file; a hit counts as a use for pruning."""
+    path = _usable_dir() / f"{key}{suffix}"
+    if not _own_file(path):
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    _touch(path)
+    return data
+
+
+def store_blob(key: str, suffix: str, data: bytes) -> None:
+    """Store ``data`` under ``key`` and ``suffix`` (atomically; pruned like compiled files)."""
+    folder = _usable_dir()
+    _write_atomic(folder / f"{key}{suffix}", data)
+    prune(folder, keep=key)
 
 
 def _touch(*paths: Path) -> None:

@@ -37,14 +37,15 @@ def _view(alloc, shape: tuple, dtype: np.dtype) -> np.ndarray:
 
 
 def _host_step(op: Operation, collective):
-    """host(args, shapes) running collective(src, dst) on the op's input and output buffers."""
+    """host(args, shapes) running collective(src, dst) on the op's input and output buffers
+    (shapes: per argument, its tensor's shape)."""
     dtype = op.outputs[0].dtype.np
     staging: dict = {}
 
     def run(args, shapes) -> None:
         comm.count("host_step_calls")
         src, dst = args
-        shape = shapes[op.outputs[0]]
+        shape = shapes[1]  # the output's
         if isinstance(dst, HostAllocation):
             collective(_view(src, shape, dtype), _view(dst, shape, dtype))
             return
@@ -74,7 +75,7 @@ def _native_form(name: str, op: Operation, symbol: str):
         if lib is None:
             comm.note_native(f"no: {mpi_native.reason()}; collectives run as Python host steps")
             return None
-        count = numel(shapes[op.outputs[0]])
+        count = numel(shapes[1])  # the output's
         if count * itemsize > MAX_MPI_COUNT:
             return None
         comm.note_native("yes")

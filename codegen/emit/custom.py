@@ -100,7 +100,7 @@ def emit_custom(ctx: EmitContext, op: Operation) -> None:
         else:
             j = scalar_index
             args.append(kb.scalar(p.name, _scalar_ctype(p),
-                                  lambda env, j=j: d.scalar_values(specs(env.shapes))[j]))
+                                  lambda shapes, j=j: d.scalar_values(specs(shapes))[j]))
             scalar_index += 1
 
     def launch(shapes, device: str) -> Launch:

@@ -33,6 +33,7 @@ from ..kernel import (
     tile_loop,
     tiled_launch,
 )
+from ..launch import DeviceCopies
 from . import emitter
 
 # ---- small C-expression helpers ---------------------------------------------------------------
@@ -270,7 +271,7 @@ def _slice_plan(kb: KernelBuilder, x: Tensor, key: tuple, checks: list) -> tuple
                 start = str(idx + d if idx < 0 else idx)
             else:
                 start = kb.scalar(f"index{a}", "long long",
-                                  lambda env, a=a, idx=idx: idx + env.shapes[x][a] if idx < 0 else idx)
+                                  lambda shapes, a=a, idx=idx: idx + shapes[x][a] if idx < 0 else idx)
                 checks.append(
                     lambda shapes, a=a, idx=idx: None if -shapes[x][a] <= idx < shapes[x][a] else
                     f"index {idx} is out of bounds for axis {a} with size {shapes[x][a]} at run time")
@@ -284,7 +285,7 @@ def _slice_plan(kb: KernelBuilder, x: Tensor, key: tuple, checks: list) -> tuple
                 axes.append(_SliceAxis("s", a, str(sl.indices(d)[0]), step, o))
             else:
                 start = kb.scalar(f"start{a}", "long long",
-                                  lambda env, a=a, sl=sl: sl.indices(env.shapes[x][a])[0])
+                                  lambda shapes, a=a, sl=sl: sl.indices(shapes[x][a])[0])
                 axes.append(_SliceAxis("s", a, start, step, o))
             o += 1
         a += 1
@@ -575,8 +576,6 @@ def const_copy_pairs(ops: list) -> list[tuple] | None:
 def emit_const_copies(ctx: EmitContext, ops: list, pairs: list[tuple]) -> None:
     """One host step copying each constant into its variable (device to device), so an
     initializer that only sets constants compiles nothing."""
-    from ..devices import get_driver
-
     kb = ctx.builder("assign_constants", list(ops))
     for value, out in pairs:
         kb.input(value)
@@ -586,13 +585,5 @@ def emit_const_copies(ctx: EmitContext, ops: list, pairs: list[tuple]) -> None:
     where = {(p.kind, p.tensor): j for j, p in enumerate(kernel.params)}
     moves = [(where[("in", value)], where[("out", out)], numel(out.shape) * out.dtype.size)
              for value, out in pairs]
-    device = "cpu" if ctx.device == "cpu" else "cuda"
-
-    def copy(args, shapes) -> None:  # the driver at run time: emitting needs none
-        driver = get_driver(device)
-        for src, dst, size in moves:
-            if size:
-                driver.memcpy_dtod(args[dst], args[src], size)
-
-    kernel.host = copy
+    kernel.host = DeviceCopies(moves, "cpu" if ctx.device == "cpu" else "cuda")
     ctx.add(kernel)

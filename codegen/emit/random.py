@@ -81,8 +81,7 @@ def emit_uniform_like(ctx: EmitContext, op: Operation) -> None:
     """Fresh numbers each run: the stream is how often this op ran in the Session."""
 
     def setup_stream(kb):
-        return kb.scalar("stream", "unsigned long long", lambda env: env.next_stream(op),
-                         per_run=True)
+        return kb.stream("stream", op)
 
     emit_map(
         ctx, op, lambda a: _uniform(op, "stream"), [], "random_uniform_like", PHILOX, scalars=setup_stream

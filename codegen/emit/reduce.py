@@ -534,8 +534,8 @@ def emit_reduction(ctx: EmitContext, kb: KernelBuilder, op: Operation, x: Tensor
                          helpers=helpers, checks=checks))
         return
 
-    def chunk_count(env) -> int:
-        return chunks_for(*sizes(env.shapes)[:2])
+    def chunk_count(shapes) -> int:
+        return chunks_for(*sizes(shapes)[:2])
 
     def partial_elements(shapes) -> int:
         n_out, length, _ = sizes(shapes)
