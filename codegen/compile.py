@@ -178,27 +178,37 @@ class Build:
             if alias_root(t).op.type == "Variable":
                 self.readers.setdefault(alias_root(t).op, alias_root(t).op)
         parts = compile_parts(self.kernels, getattr(driver, "compile_jobs", lambda: 1)())
+        if not parts[0]:  # host steps only (an initializer of constants): nothing to compile
+            parts = []
         sources = [self.source] if len(parts) == 1 else [assemble(part) for part in parts]
-        try:
-            if not parts[0]:  # host steps only (an initializer of constants): nothing to compile
-                modules = []
-            elif len(parts) == 1:
-                modules = [driver.SourceModule(sources[0], no_extern_c=True)]
-            else:  # g++ runs in subprocesses: the threads only wait
-                with ThreadPoolExecutor(len(parts)) as pool:
-                    modules = list(pool.map(
-                        lambda source: driver.SourceModule(source, no_extern_c=True), sources))
-        except CompileFailed as e:
-            raise CompileError(explain_compile_failure(e)) from None  # custom ops: user's lines
         # what a Record keeps to load the same modules again: (source, kernel names) per unit
-        self.parts = [(source, [k.name for k in part])
-                      for source, part, _ in zip(sources, parts, modules)]
-        self.functions = {k.name: m.get_function(k.name)
-                          for part, m in zip(parts, modules) for k in part}
+        self.parts = [(source, [k.name for k in part]) for source, part in zip(sources, parts)]
+        # the units compile in the background (g++ or nvcc in subprocesses: the threads only
+        # wait) while the caller plans the launches; `functions` waits for them
+        self._functions: dict | None = None
+        self._pending = []
+        if parts:
+            pool = ThreadPoolExecutor(len(parts))
+            self._pending = [pool.submit(driver.SourceModule, source, no_extern_c=True)
+                             for source in sources]
+            pool.shutdown(wait=False)
         dump_dir = os.environ.get("GRAPHFLOW_DUMP_DIR")
         if dump_dir:
             from .dump import dump_program
             dump_program(self, os.path.join(dump_dir, self.dump_name()))
+
+    @property
+    def functions(self) -> dict:
+        """Kernel name -> loaded function, once every unit has compiled (CompileError if one
+        does not: custom ops' errors name the user's lines)."""
+        if self._functions is None:
+            try:
+                modules = [future.result() for future in self._pending]
+            except CompileFailed as e:
+                raise CompileError(explain_compile_failure(e)) from None
+            self._functions = {name: module.get_function(name)
+                               for (_, names), module in zip(self.parts, modules) for name in names}
+        return self._functions
 
     def dump_name(self) -> str:
         """A folder name for $GRAPHFLOW_DUMP_DIR: the first fetch and a short hash of the code."""

@@ -44,9 +44,20 @@ class Program:
         if self._build is None:
             from .compile import Build  # the whole compiler: imported only when it runs
             self._build = Build(self._lower(), self.device, self.driver, self._fuse)
-            self._functions.update(self._build.functions)
-            self._loaded.update(source for source, _ in self._build.parts)
         return self._build
+
+    def _load(self, parts: list) -> None:
+        """Every kernel of these translation units, loaded: from the Build (waiting for its
+        compile) or from the compile cache."""
+        build = self._build
+        if build is not None and not all(source in self._loaded for source, _ in build.parts):
+            self._functions.update(build.functions)
+            self._loaded.update(source for source, _ in build.parts)
+        for source, names in parts:
+            if source not in self._loaded:  # a kept plan's unit: a compile-cache hit
+                module = self.driver.SourceModule(source, no_extern_c=True)
+                self._functions.update({name: module.get_function(name) for name in names})
+                self._loaded.add(source)
 
     @property
     def graph(self):
@@ -68,6 +79,7 @@ class Program:
     @property
     def fiber_kernels(self) -> list[str]:
         """Kernels the emulator runs as fibers (a barrier or shuffle it cannot loop around)."""
+        self._load([])
         return [name for name, fn in self._functions.items() if getattr(fn, "fibers", False)]
 
     def shapes_for(self, feed_shapes: dict) -> dict:
@@ -84,17 +96,15 @@ class Program:
         if executable is not None:
             return executable
         record = self._records.get(signature)
-        if record is None:
+        if record is None:  # planned while build()'s units compile; kept once they have
             record = self.build().freeze({t: feeds[t].shape for t in self._feeds}, self._feeds,
                                          self.driver.thread_count())
+            self._load(record.parts)
             self._records[signature] = record
             if self._key:  # a Record with a Python host step (a collective) is not kept
                 plan_cache.store(self._key, self._order, self._records)
-        for source, names in record.parts:
-            if source not in self._loaded:
-                module = self.driver.SourceModule(source, no_extern_c=True)
-                self._functions.update({name: module.get_function(name) for name in names})
-                self._loaded.add(source)
+        else:
+            self._load(record.parts)
         executable = Executable(record, self.driver, self._functions, self.device, self._feeds,
                                 self._fetches)
         self._executables[signature] = executable

@@ -145,7 +145,6 @@ def test_a_warm_lookup_runs_neither_the_analysis_nor_the_compiler(drv, monkeypat
         raise AssertionError("a warm lookup ran the analysis or the compiler")
     for name in ("find_kernels", "kernels_needing_fibers"):
         monkeypatch.setattr(emulator, name, forbidden)
-    monkeypatch.setattr(cache, "compiler_version", forbidden)
     monkeypatch.setattr(cache.subprocess, "run", forbidden)
     np.testing.assert_array_equal(fill(drv, source), 21 + np.arange(4))
 

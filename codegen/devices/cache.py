@@ -1,6 +1,7 @@
 """On-disk compile cache shared by the emulator (g++ -> .so) and the CUDA driver (nvcc -> .cubin).
 
-Key: sha256 of (the source without its comments, compiler version, flags, extra such as the
+Key: sha256 of (the source without its comments, the compiler's stamp (its resolved file's
+path, size and mtime: nothing is spawned to ask its version), flags, extra such as the
 shim's hash): editing a comment (a kernel's leading comment names the user's file:line) does
 not recompile, while the file compiled, dumped and quoted in errors keeps its comments. Folder:
 ``$GRAPHFLOW_CACHE_DIR``, else ``$XDG_CACHE_HOME/graphflow``, else ``~/.cache/graphflow``,
@@ -17,8 +18,9 @@ processes compiling the same source at once all succeed.
 A build that needs facts about its source first (the emulator's list of kernels and which of
 them run as fibers) goes through ``compile_indexed``: an index entry keyed by the raw source,
 the compiler's file stamp (path, size, mtime), flags and extra names the library and keeps
-the facts, so a warm lookup hashes the source once and runs neither the analysis, the comment
-stripping nor ``compiler --version``.
+the facts, so a warm lookup hashes the source once and runs neither the analysis nor the
+comment stripping. Kept plans (``codegen/plan_cache.py``) are stored here too (``<key>.plan``,
+``load_blob``/``store_blob``) and pruned with the rest.
 
 The folder is bounded: after each compile, when the cache's files exceed
 ``$GRAPHFLOW_CACHE_MAX_MB`` (default 500) or ``$GRAPHFLOW_CACHE_MAX_FILES`` (default 2000),
@@ -45,7 +47,7 @@ from pathlib import Path
 from . import CompileFailed
 
 __all__ = ["UnsafeCacheDirWarning", "cache_dir", "cache_key", "compile_cached", "compile_indexed",
-           "compiler_version", "load_blob", "prune", "store_blob",
+           "compiler_stamp", "load_blob", "prune", "store_blob",
            "stats", "strip_comments"]
 
 DEFAULT_MAX_MB = 500
@@ -107,17 +109,6 @@ def _usable_dir() -> Path:
     return _private_dir()
 
 
-@functools.cache
-def compiler_version(compiler: str) -> str:
-    """First line of ``compiler --version`` (part of every cache key)."""
-    try:
-        out = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError) as e:
-        raise FileNotFoundError(f"compiler {compiler!r} is not usable: {e}") from e
-    lines = [ln for ln in out.splitlines() if ln.strip()]
-    return "\n".join(lines[-2:] if "nvcc" in out.lower() else lines[:1])
-
-
 # A comment, or a string/char literal (kept: "//" inside a string is not a comment).
 _LITERAL = r"\"(?:\\.|[^\"\\\n])*\"|'(?:\\.|[^'\\\n])*'"
 _COMMENT_OR_LITERAL = re.compile(r"//[^\n]*|/\*.*?\*/|" + _LITERAL, re.S)
@@ -132,10 +123,10 @@ def strip_comments(source: str) -> str:
     return "\n".join(line.strip() for line in code.splitlines() if line.strip())
 
 
-def cache_key(source: str, version: str, flags: Sequence[str], extra: str = "") -> str:
-    """sha256 of the source's code (comments left out), compiler version, flags and extra."""
+def cache_key(source: str, compiler: str, flags: Sequence[str], extra: str = "") -> str:
+    """sha256 of the source's code (comments left out), the compiler's stamp, flags and extra."""
     h = hashlib.sha256()
-    for part in (strip_comments(source), version, *flags, extra):
+    for part in (strip_comments(source), compiler, *flags, extra):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
@@ -167,13 +158,16 @@ def compile_cached(
     extra_key: str = "",
     suffix: str = ".so",
     source_suffix: str = ".cu",
+    libs: Sequence[str] = (),
 ) -> Path:
-    """Path of the compiled ``source``, built with ``[*command, *flags, -o OUT, SRC]`` if not cached.
+    """Path of the compiled ``source``, built with ``[*command, *flags, -o OUT, SRC, *libs]``
+    if not cached.
 
     ``command[0]`` is the compiler; the rest of ``command`` (e.g. include paths) is not part
-    of the key, ``flags`` and ``extra_key`` are. Raises CompileFailed on compiler errors.
+    of the key, ``flags``, ``libs`` and ``extra_key`` are. Raises CompileFailed on compiler
+    errors.
     """
-    key = cache_key(source, compiler_version(command[0]), flags, extra_key)
+    key = cache_key(source, compiler_stamp(command[0]), [*flags, *libs], extra_key)
     folder = _usable_dir()
     out, src = folder / f"{key}{suffix}", folder / f"{key}{source_suffix}"
     if _own_file(out):
@@ -185,7 +179,8 @@ def compile_cached(
     os.close(fd)
     try:
         stats["compiles"] += 1
-        proc = subprocess.run([*command, *flags, "-o", tmp, str(src)], capture_output=True, text=True)
+        proc = subprocess.run([*command, *flags, "-o", tmp, str(src), *libs], capture_output=True,
+                              text=True)
         if proc.returncode != 0:
             output = (proc.stdout + proc.stderr).strip()
             raise CompileFailed(format_compile_error(Path(command[0]).name, output, src, source), output, src)
@@ -200,8 +195,8 @@ def compile_cached(
 
 @functools.cache
 def compiler_stamp(compiler: str) -> str:
-    """The compiler's resolved file, size and mtime: what an index key holds instead of its
-    version (replacing the compiler changes the stamp; nothing is spawned to read it)."""
+    """The compiler's resolved file, size and mtime: what a key holds instead of its version
+    (replacing the compiler changes the stamp; nothing is spawned to read it)."""
     real = os.path.realpath(shutil.which(compiler) or compiler)
     try:
         st = os.stat(real)
@@ -219,12 +214,13 @@ def compile_indexed(
     extra_key: str = "",
     suffix: str = ".so",
     source_suffix: str = ".cu",
+    libs: Sequence[str] = (),
 ) -> tuple[Path, dict]:
     """``compile_cached`` for a source that is analysed before it compiles: ``prepare(source)``
     returns the text to compile and facts about it (JSON-able). Returns (library, facts); on a
     warm lookup neither ``prepare`` nor the compiler runs (see the module docstring)."""
     h = hashlib.sha256()
-    for part in (source, compiler_stamp(command[0]), *flags, extra_key, suffix):
+    for part in (source, compiler_stamp(command[0]), *flags, *libs, extra_key, suffix):
         h.update(part.encode())
         h.update(b"\0")
     folder = _usable_dir()
@@ -241,7 +237,7 @@ def compile_indexed(
             pass  # unreadable or stale: rebuild it below
     text, facts = prepare(source)
     library = compile_cached(text, command, flags, extra_key=extra_key, suffix=suffix,
-                             source_suffix=source_suffix)
+                             source_suffix=source_suffix, libs=libs)
     _write_atomic(index, json.dumps({"library": library.name, "facts": facts}))
     return library, facts
 

@@ -35,6 +35,7 @@ from . import DeviceUnavailable, LaunchFailed, cache, usable_cores
 from .toolchain import (  # noqa: F401 (COMMON, OPTIMIZE: benchmarks/emulator_flags.py)
     COMMON,
     FLAGS,
+    KERNEL_LIBS,
     OPTIMIZE,
     RUNTIME_SOURCE,
     SANITIZE_FLAGS,
@@ -433,7 +434,8 @@ class SourceModule:
         flags = [*(SANITIZE_FLAGS if sanitize else FLAGS), *kept, "-x", "c++"]
         wrapping = "" if no_extern_c else " extern-c"  # prepare's text depends on it: so does the key
         self.library_path, facts = cache.compile_indexed(source, cxx(), flags, prepare,
-                                                         extra_key=shim_hash() + wrapping)
+                                                         extra_key=shim_hash() + wrapping,
+                                                         libs=[] if sanitize else KERNEL_LIBS)
         self.kernels, fibers = facts["kernels"], set(facts["fibers"])
         _load_runtime()  # after compiling (the runtime builds meanwhile), before the kernels resolve it
         self._lib = ctypes.CDLL(str(self.library_path))

@@ -41,6 +41,10 @@ COMMON = (
 ).split()
 FLAGS = [*OPTIMIZE, *COMMON]
 SANITIZE_FLAGS = [*COMMON, "-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"]
+# What a kernel unit links (after its source): libm and libc, and libgcc's static helpers;
+# not libstdc++, which g++ would read at every link for nothing (a kernel calls no C++
+# library; the runtime, linked as usual, holds what kernels share): about 25 ms less per unit.
+KERNEL_LIBS = ["-nodefaultlibs", "-lm", "-lc", "-lgcc"]
 RUNTIME_SOURCE = '#define GF_EMU_RUNTIME_IMPL\n#include "cuda_shim.h"\n'
 
 
