@@ -388,3 +388,32 @@ def test_an_installed_runtime_is_used_only_when_it_matches(tmp_path, monkeypatch
     assert toolchain.installed_runtime(toolchain.SANITIZE_FLAGS) is None  # other flags
     monkeypatch.setattr(toolchain, "shim_hash", lambda: "another header or CPU")
     assert toolchain.installed_runtime(toolchain.FLAGS) is None
+
+
+def test_the_precompiled_header_is_used_only_when_it_matches(tmp_path, monkeypatch):
+    """setup.py precompiles the shim for FLAGS; a kernel unit compiles with it (g++ reports it
+    used) and gives the same code as without it; another header, compiler or CPU, and other
+    flags (the sanitizer's), do not use it."""
+    from graphflow.codegen.devices import toolchain
+
+    monkeypatch.setattr(toolchain, "PCH", tmp_path / "pch" / "cuda_shim.h.gch")
+    assert toolchain.installed_pch() is None  # none installed
+    toolchain.build_pch(tmp_path / "pch")
+    assert toolchain.installed_pch() == tmp_path / "pch"
+    unit = tmp_path / "unit.cu"
+    unit.write_text('#include "cuda_shim.h"\nextern "C" __global__ void fill(float* out, float v) '
+                    "{ out[threadIdx.x] = expf(v) * v + threadIdx.x; }\n")
+    compiler, include, shim_dir = toolchain.cxx()
+
+    def assembly(*extra):
+        proc = subprocess.run([compiler, *extra, include, shim_dir, *toolchain.FLAGS, "-H", "-S",
+                               "-x", "c++", "-o", "-", str(unit)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout, proc.stderr
+
+    with_pch, used = assembly("-I", str(tmp_path / "pch"))
+    without, parsed = assembly()
+    assert "! " + str(toolchain.PCH) in used and "cuda_shim.h.gch" not in parsed
+    assert with_pch == without
+    monkeypatch.setattr(toolchain, "shim_hash", lambda: "another header or CPU")
+    assert toolchain.installed_pch() is None

@@ -38,6 +38,7 @@ def test_non_editable_install_runs_a_compiled_graph(tmp_path):
     assert (target / "graphflow" / "codegen" / "devices" / "cuda_shim.h").exists()
     assert (target / "graphflow" / "codegen" / "devices" / "mpi_collectives.c").exists()
     assert (target / "graphflow" / "codegen" / "devices" / "emu_runtime.so").exists()  # setup.py
+    assert (target / "graphflow" / "codegen" / "devices" / "pch" / "cuda_shim.h.gch").exists()
     assert not (target / "codegen").exists()  # never a top-level package named codegen
     # every package of the source tree is installed (the list in pyproject.toml is explicit)
     source = {p.parent.relative_to(REPO) for p in REPO.glob("graphflow/**/__init__.py")}

@@ -41,6 +41,7 @@ from .toolchain import (  # noqa: F401 (COMMON, OPTIMIZE: benchmarks/emulator_fl
     SANITIZE_FLAGS,
     SHIM,
     cxx,
+    installed_pch,
     installed_runtime,
     shim_hash,
 )
@@ -433,7 +434,11 @@ class SourceModule:
         kept = [o for o in options or () if o[:2] in ("-D", "-U", "-I") and len(o) > 2]
         flags = [*(SANITIZE_FLAGS if sanitize else FLAGS), *kept, "-x", "c++"]
         wrapping = "" if no_extern_c else " extern-c"  # prepare's text depends on it: so does the key
-        self.library_path, facts = cache.compile_indexed(source, cxx(), flags, prepare,
+        command = cxx()
+        pch = None if sanitize or kept else installed_pch()  # its flags are FLAGS, nothing more
+        if pch is not None:  # found before the header itself; the library is the same
+            command = [command[0], "-I", str(pch), *command[1:]]
+        self.library_path, facts = cache.compile_indexed(source, command, flags, prepare,
                                                          extra_key=shim_hash() + wrapping,
                                                          libs=[] if sanitize else KERNEL_LIBS)
         self.kernels, fibers = facts["kernels"], set(facts["fibers"])

@@ -19,6 +19,11 @@ from . import CompileFailed, cache
 
 SHIM = Path(__file__).with_name("cuda_shim.h")
 INSTALLED_RUNTIME = SHIM.with_name("emu_runtime.so")  # written by setup.py's build_ext
+# The shim precompiled for FLAGS (setup.py, beside the runtime): g++ then skips parsing it in
+# every kernel unit (about 25 ms each). Its folder goes first on the include path, and only
+# while its key file matches: g++ checks a precompiled header's flags, not that the header
+# it was made from is unchanged.
+PCH = SHIM.with_name("pch") / "cuda_shim.h.gch"
 
 # Never -ffast-math: with -shared it turns on flush-to-zero for the whole Python process.
 # -ffp-contract=fast lets g++ fuse a*b+c into one FMA, as nvcc does by default (not fast-math:
@@ -92,6 +97,28 @@ def installed_runtime(flags: list[str]) -> Path | None:
     except OSError:
         return None
     return INSTALLED_RUNTIME if f"GF_RUNTIME_KEY={runtime_key(flags)}".encode() in data else None
+
+
+def installed_pch() -> Path | None:
+    """The folder holding the shim precompiled at install time, when it was made from this
+    header, compiler, FLAGS and CPU; else None (kernel units then parse the header)."""
+    try:
+        key = PCH.with_name("key").read_text()
+    except OSError:
+        return None
+    return PCH.parent if key == runtime_key(FLAGS) and PCH.exists() else None
+
+
+def build_pch(folder: Path) -> None:
+    """Precompile the shim with FLAGS into `folder` (setup.py, at install time)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / PCH.name
+    proc = subprocess.run([*cxx(), *FLAGS, "-x", "c++-header", "-o", str(out), str(SHIM)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CompileFailed(f"precompiling the cpu device's header failed:\n{proc.stderr}",
+                            proc.stdout + proc.stderr, SHIM)
+    (folder / "key").write_text(runtime_key(FLAGS))
 
 
 def build_runtime(out: Path) -> None:
