@@ -33,6 +33,7 @@ class Program:
         self._functions: dict = {}  # kernel name -> loaded function
         self._loaded: set = set()   # translation units loaded (their source)
         self._executables: dict[tuple, Executable] = {}
+        self._last: Executable | None = None  # the one whose infos and stats are shown
         self.infos: list[KernelInfo] = []
         self.last_stats: dict = {}
         if not self._records:
@@ -113,8 +114,12 @@ class Program:
     # ---- running -----------------------------------------------------------------------
     def run(self, feeds: dict, session) -> tuple[dict, dict]:
         """Launch every kernel; return (fetched numpy values, variable updates)."""
-        executable = self._executable(feeds)
-        self.infos, self.last_stats = executable.record.infos, executable.record.stats
+        executable = self._executables.get(tuple([feeds[t].shape for t in self._feeds]))
+        if executable is None:
+            executable = self._executable(feeds)
+        if executable is not self._last:
+            self._last = executable
+            self.infos, self.last_stats = executable.record.infos, executable.record.stats
         return executable.run(feeds, session)
 
     def run_timed(self, feeds: dict, session) -> tuple[dict, dict, list]:
