@@ -5,7 +5,9 @@ graph (each op's type, name, definition site, attributes, inputs and output spec
 and feeds, the compile settings (passes, fusion, device, OS threads) and the files of graphflow
 itself (path, size and modification time of every source file: an edited emitter makes new
 keys). The file ``<key>.plan`` in the compile cache's folder (devices/cache.py: private,
-pruned with the compiled libraries) holds the plan's Records by shape signature, pickled; user
+pruned with the compiled libraries) holds the plan's Records by shape signature, pickled (read
+only when the folder and file are the user's own, the same trust as loading the libraries
+compiled there); user
 ops inside them are written as their position in the pruned graph and read back as the ops of
 the graph asking. A graph with an attribute the key cannot spell (a Python function of a
 custom op) and a Record with a host step (a Python function too) are not kept: they compile
