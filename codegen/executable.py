@@ -4,13 +4,16 @@ A Record says everything a run needs, with no closure and no lowered-graph objec
 the translation units' sources, each launch's kernel, grid, block and arguments, the memory
 plan's slot sizes, the constants, which user variables, feeds and fetches each argument and
 result is, and the stats. program.py writes one per shape signature; plan_cache.py keeps it
-on disk, so a new process with a warm cache skips passes, fusion and codegen. An argument or
-result is a reference:
+on disk, so a new process with a warm cache skips passes, fusion and codegen. A kernel
+argument is a numpy scalar, passed as it is, or a reference:
 
-    ("slot", i)   pooled intermediate i of the memory plan      ("feed", i)  the i-th feed
+    ("slot", i)   pooled intermediate i of the memory plan      ("feed", i)  the i-th feed's buffer
     ("const", i)  constant i (uploaded once)                    ("var", op)  a user Variable
-    ("scratch", i) zeroed scratch buffer i (ticket counters)    ("stream", op) run count of op
-    ("host", i)   host step i (not persistable: a Python function), numpy scalars as they are
+    ("scratch", i) zeroed scratch buffer i (ticket counters)    ("stream", ctype, op) op's run count
+
+A fetch is one of those buffers, or ("feed_value", i) (the i-th fed array itself) or
+("const_value", i) (constant i, not uploaded). A launch whose grid is None is a host step:
+its block is the index of (function, shapes) in the Record's `host`.
 """
 from __future__ import annotations
 
@@ -104,8 +107,7 @@ class Executable:
         self.record, self.driver, self.device = record, driver, device
         self._feed_tensors, self._fetch_tensors = feeds, fetches
         self._slots = [driver.mem_alloc(n) for n in record.slot_bytes]
-        self._feeds = [driver.mem_alloc(max(1, int(np.prod(shape, dtype=np.int64))
-                                            * np.dtype(dtype).itemsize))
+        self._feeds = [DeviceArray(driver, shape, np.dtype(dtype)).alloc
                        for shape, dtype in record.feeds]
         self._consts: dict[int, DeviceArray] = {}
         self._scratch = []

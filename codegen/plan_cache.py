@@ -28,6 +28,7 @@ import numpy as np
 
 from graphflow.dtypes import DType
 from graphflow.graph import Operation, Tensor, TensorShape
+from graphflow.passes.lowered import LOp, LTensor
 
 from .devices import cache
 
@@ -123,7 +124,7 @@ class _Pickler(pickle.Pickler):
     def persistent_id(self, obj):
         if isinstance(obj, Operation):
             return self._index[obj]  # KeyError: an op outside the pruned graph, not kept
-        if isinstance(obj, Tensor) or type(obj).__module__ == "graphflow.passes.lowered":
+        if isinstance(obj, (Tensor, LOp, LTensor)):
             raise pickle.PicklingError(f"a Record holds {obj!r}")
         return None
 

@@ -77,7 +77,7 @@ def shim_hash() -> str:
 
 def runtime_key(flags: list[str]) -> str:
     """What a runtime built with `flags` must carry to be used: the header, compiler, flags
-    and CPU it was built for."""
+    and CPU it was built for (the precompiled header's key file holds the same)."""
     h = hashlib.sha256()
     for part in (RUNTIME_SOURCE, cache.compiler_stamp(cxx()[0]), *flags, shim_hash()):
         h.update(part.encode())
@@ -112,12 +112,8 @@ def installed_pch() -> Path | None:
 def build_pch(folder: Path) -> None:
     """Precompile the shim with FLAGS into `folder` (setup.py, at install time)."""
     folder.mkdir(parents=True, exist_ok=True)
-    out = folder / PCH.name
-    proc = subprocess.run([*cxx(), *FLAGS, "-x", "c++-header", "-o", str(out), str(SHIM)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise CompileFailed(f"precompiling the cpu device's header failed:\n{proc.stderr}",
-                            proc.stdout + proc.stderr, SHIM)
+    _compile(["-x", "c++-header", "-o", str(folder / PCH.name), str(SHIM)],
+             "precompiling the cpu device's header", SHIM)
     (folder / "key").write_text(runtime_key(FLAGS))
 
 
@@ -126,8 +122,11 @@ def build_runtime(out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "emu_runtime.cu"
         src.write_text(_stamped(RUNTIME_SOURCE, runtime_key(FLAGS)))
-        proc = subprocess.run([*cxx(), *FLAGS, "-x", "c++", "-o", str(out), str(src)],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise CompileFailed(f"building the cpu device's runtime failed:\n{proc.stderr}",
-                                proc.stdout + proc.stderr, src)
+        _compile(["-x", "c++", "-o", str(out), str(src)], "building the cpu device's runtime", src)
+
+
+def _compile(args: list[str], what: str, source: Path) -> None:
+    """g++ with FLAGS and `args`; CompileFailed saying `what` failed."""
+    proc = subprocess.run([*cxx(), *FLAGS, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CompileFailed(f"{what} failed:\n{proc.stderr}", proc.stdout + proc.stderr, source)
