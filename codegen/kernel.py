@@ -259,17 +259,53 @@ def tiled_launch(count: Callable[[Shapes], int]) -> Callable[[Shapes, str], Laun
     return launch
 
 
-def tile_loop(count: str, index_type: str, inner: str) -> str:
-    """The loop every elementwise-style kernel uses: blocks take tiles, threads stride."""
+def tile_loop(count: str, index_type: str, inner: str, device: str = "cuda") -> str:
+    """The loop every elementwise-style kernel uses: blocks take tiles of TILE elements. On the
+    GPU the threads of a block stride through a tile (neighbours load neighbours: coalesced);
+    on the cpu each thread walks a contiguous part of it (one thread per block there: the whole
+    tile) with unit stride, which g++ vectorizes. Either is right for any grid and block."""
+    t = index_type
+    if device == "cpu":
+        walk = (f"    const {t} part = (end - base + ({t})blockDim.x - 1) / ({t})blockDim.x;\n"
+                f"    const {t} lo = base + ({t})threadIdx.x * part;\n"
+                f"    const {t} hi = lo + part < end ? lo + part : end;\n"
+                f"    for ({t} i = lo; i < hi; ++i) {{\n")
+    else:
+        walk = f"    for ({t} i = base + threadIdx.x; i < end; i += blockDim.x) {{\n"
     return (
-        f"  const {index_type} n = {count};\n"
-        f"  for ({index_type} base = ({index_type})blockIdx.x * {TILE}; base < n; "
-        f"base += ({index_type})gridDim.x * {TILE}) {{\n"
-        f"    const {index_type} end = base + {TILE} < n ? base + {TILE} : n;\n"
-        f"    for ({index_type} i = base + threadIdx.x; i < end; i += blockDim.x) {{\n"
+        f"  const {t} n = {count};\n"
+        f"  for ({t} base = ({t})blockIdx.x * {TILE}; base < n; "
+        f"base += ({t})gridDim.x * {TILE}) {{\n"
+        f"    const {t} end = base + {TILE} < n ? base + {TILE} : n;\n"
+        + walk
         + "\n".join("      " + line for line in inner.strip().splitlines())
         + "\n"
         "    }\n  }\n"
+    )
+
+
+def row_loop(rows: str, length: str, index_type: str, inner: str, last: str = "last",
+             per_row: str = "") -> str:
+    """The cpu's loop for kernels that index by coordinates: blocks take tiles of whole rows of
+    the innermost dim (about TILE elements), the threads of a block each a contiguous part of
+    them (one thread per block on the cpu). `per_row` runs once per row, `inner` at each
+    (row, `last`), with the flat index i = row * len + last: loads that broadcast compute their
+    row's offset once, and walk the row with unit stride. Right for any grid and block."""
+    t = index_type
+    return (
+        f"  const {t} len = {length}, rows = {rows};\n"
+        f"  const {t} per = len >= {TILE} || len == 0 ? 1 : {TILE} / len;  // rows per tile\n"
+        f"  for ({t} r0 = ({t})blockIdx.x * per; r0 < rows; r0 += ({t})gridDim.x * per) {{\n"
+        f"    const {t} r_end = r0 + per < rows ? r0 + per : rows;\n"
+        f"    const {t} part = (r_end - r0 + ({t})blockDim.x - 1) / ({t})blockDim.x;\n"
+        f"    const {t} lo = r0 + ({t})threadIdx.x * part;\n"
+        f"    const {t} hi = lo + part < r_end ? lo + part : r_end;\n"
+        f"    for ({t} row = lo; row < hi; ++row) {{\n"
+        + "".join("      " + line + "\n" for line in per_row.strip().splitlines())
+        + f"      for ({t} {last} = 0; {last} < len; ++{last}) {{\n"
+        f"        const {t} i = row * len + {last};\n"
+        + "".join("        " + line + "\n" for line in inner.strip().splitlines())
+        + "      }\n    }\n  }\n"
     )
 
 
@@ -287,9 +323,10 @@ def index_type_for(*tensors: Tensor) -> str:
 
 
 def add_map_kernel(ctx: EmitContext, kb: KernelBuilder, over: Tensor, inner: str, itype: str,
-                   comment: str, flops=lambda shapes: 0, checks=None, helpers=()) -> Kernel:
-    """Finish a one-thread-per-element kernel: `inner` runs for each flat index i of `over`."""
-    kernel = kb.build(tile_loop(kb.numel(over), itype, inner),
+                   comment: str, flops=lambda shapes: 0, checks=None, helpers=(), top: str = "") -> Kernel:
+    """Finish a one-thread-per-element kernel: `inner` runs for each flat index i of `over`
+    (`top`: lines before the loop)."""
+    kernel = kb.build(top + tile_loop(kb.numel(over), itype, inner, ctx.device),
                       tiled_launch(lambda shapes: numel(shapes[over])), flops=flops,
                       comment=comment, helpers=helpers, checks=checks or [])
     kernel.map = True

@@ -217,3 +217,36 @@ def test_gpu_launch_shapes_on_emulator():
                 RNG.standard_normal((b, 6, 45)).astype(np.float32)]
 
     _check(outs, [x, ids, w], batches=(2, 5), values=values, gpu_launch=True)
+
+
+def test_gather_gradient_drops_out_of_range_indices_and_sums_the_same_every_run():
+    """The dense gradient of a gather (the cpu's schedule: blocks own table rows, no atomics):
+    indices outside the table add nothing, repeated ones add up in index order, so two runs
+    give the same bits; tables of several rows per block, and an axis with rows outside it."""
+    ids = gf.placeholder(gf.int32, [None, 5], name="ids")
+    g32 = gf.placeholder(gf.float32, [None, 5, 7], name="g32")
+    g64 = gf.placeholder(gf.float64, [3, None, 5], name="g64")
+    t32 = gf.placeholder(gf.float32, [130, 7], name="t32")  # 130 rows: 3 per block
+    t64 = gf.placeholder(gf.float64, [3, 130], name="t64")
+    d32, = gf.gradients(gf.gather(t32, ids), [t32], grad_ys=g32)
+    d64, = gf.gradients(gf.gather(t64, ids, axis=1), [t64], grad_ys=g64)
+    with gf.Session(device="cpu") as sess:
+        run = sess.make_callable([d32, d64], [ids, g32, g64, t32, t64])
+        for batch in (1, 400):
+            idv = RNG.integers(-3, 133, (batch, 5)).astype(np.int32)  # some out of range
+            idv[0, :3] = 7  # repeats
+            gv32 = RNG.standard_normal((batch, 5, 7)).astype(np.float32)
+            gv64 = RNG.standard_normal((3, batch, 5))
+            feeds = [idv, gv32, gv64, np.zeros((130, 7), np.float32), np.zeros((3, 130))]
+            got32, got64 = run(*feeds)
+            again32, again64 = run(*feeds)
+            np.testing.assert_array_equal(got32, again32)
+            np.testing.assert_array_equal(got64, again64)
+            keep = (idv >= 0) & (idv < 130)
+            want32 = np.zeros((130, 7))
+            np.add.at(want32, idv[keep], gv32[keep].astype(np.float64))
+            want64 = np.zeros((3, 130))
+            for o in range(3):
+                np.add.at(want64[o], idv[keep], gv64[o][keep])
+            np.testing.assert_allclose(got32, want32, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(got64, want64, rtol=1e-12, atol=1e-12)

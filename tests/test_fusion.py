@@ -425,3 +425,38 @@ def test_a_thin_gemm_is_recomputed_by_the_gemm_that_reads_it():
         for a, b_ in zip(f(xv, yv), reference(grads, {x: xv, y: yv})):
             np.testing.assert_allclose(a, b_, rtol=1e-4, atol=1e-5)
         s.close()
+
+
+@pytest.mark.parametrize("gpu_launch", [False, True])
+def test_broadcasting_loads_walked_by_rows_match_reference(gpu_launch, monkeypatch):
+    """On the cpu, a fused kernel whose loads broadcast walks rows of the last dim (each row's
+    offsets computed once, then unit stride); every broadcast pattern is right, over several
+    tiles, and for any grid and block (`gpu_launch`: the GPU's launch shapes run the source)."""
+    monkeypatch.setenv("GRAPHFLOW_PLAN_CACHE", "0")  # the launches are patched below
+    rng = np.random.default_rng(11)
+    x = gf.placeholder(gf.float32, [None, 3, 9])
+    y = gf.placeholder(gf.float32, [3, 1])
+    z = gf.placeholder(gf.float32, [9])
+    w = gf.placeholder(gf.float32, [None, 1, 9])
+    v = gf.placeholder(gf.float64, [None, 40])
+    u = gf.placeholder(gf.float64, [40])
+    n = gf.placeholder(gf.int32, [None, 8])
+    m = gf.placeholder(gf.int32, [8])
+    outs = [x * y + z, gf.tanh(x - w) * 2.0, x + w * y, v * u - 1.0, gf.exp(u) + v, n * m + 3]
+    feeds = [x, y, z, w, v, u, n, m]
+    s, f = compiled(outs, feeds)
+    if gpu_launch:
+        for k in f._plan.program.kernels:
+            k.launch = (lambda launch: lambda shapes, device: launch(shapes, "cuda"))(k.launch)
+    assert any("const long long len" in k.source or "const int len" in k.source
+               for k in f._plan.program.kernels)  # some kernel walks rows
+    for batch in (1, 5, 300):  # 300: several tiles of rows
+        vals = [rng.standard_normal((batch, 3, 9)), rng.standard_normal((3, 1)), rng.standard_normal(9),
+                rng.standard_normal((batch, 1, 9)), rng.standard_normal((batch, 40)),
+                rng.standard_normal(40), rng.integers(-9, 9, (batch, 8)), rng.integers(-9, 9, 8)]
+        vals = [np.asarray(a, dtype=t.dtype.np) for a, t in zip(vals, feeds)]
+        for a, b_ in zip(f(*vals), reference(outs, dict(zip(feeds, vals)))):
+            np.testing.assert_allclose(a, b_, rtol=1e-6, atol=1e-6)
+    if gpu_launch:
+        assert any(info.block != (1, 1, 1) for info in f.kernels)
+    s.close()

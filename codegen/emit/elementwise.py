@@ -167,8 +167,11 @@ template <typename T> __device__ __forceinline__ T gf_ipow(T base, T e) {
 """
 
 
-def operand_offset(kb: KernelBuilder, t: Tensor, out: Tensor, idx: str, checks: list) -> str:
-    """C expression for where flat output index `idx` reads operand t (numpy broadcasting)."""
+def operand_offset(kb: KernelBuilder, t: Tensor, out: Tensor, idx: str, checks: list,
+                   split: tuple[str, str] | None = None) -> str:
+    """C expression for where flat output index `idx` reads operand t (numpy broadcasting).
+    `split` = (row, last): the loop walks rows of out's last dim (idx == row * len + last), so
+    the coordinates come from those two, and only the row's part divides."""
     if all(d == 1 for d in t.shape):
         return "0"
     if tuple(t.shape) == tuple(out.shape):
@@ -186,10 +189,13 @@ def operand_offset(kb: KernelBuilder, t: Tensor, out: Tensor, idx: str, checks: 
         return idx
     rank, lead = len(out.shape), len(out.shape) - len(t.shape)
     terms, stride = [], "1"
-    rest = idx
+    rest = idx if split is None else split[0]
     coords = []
     for axis in reversed(range(rank)):  # unravel idx over the output dims
         size = kb.dim(out, axis)
+        if split is not None and axis == rank - 1:
+            coords.append((axis, split[1]))
+            continue
         coords.append((axis, f"({rest}) % {size}" if axis else rest))
         rest = f"({rest}) / {size}"
     for axis, coord in coords:

@@ -23,6 +23,7 @@ from ..kernel import (
     index_type_for,
     numel,
     rounded,
+    row_loop,
     tile_loop,
     tiled_launch,
 )
@@ -65,6 +66,9 @@ class FusedCode:
         self.prologue: list[str] = []
         self.names: dict = {}
         self.column: str | None = None  # a GEMM epilogue's C name of the column of element i
+        # (row, last, tensor): the loop walks rows of the tensor's last dim (see row_loop)
+        self.split: tuple | None = None
+        self.used_split = False  # a load indexed by the split
         self._count = 0
         for op in self.used_inline:  # one-element chains: once per thread, unless they read
             if not self._reads_written(op):  # a variable this kernel updates
@@ -162,7 +166,11 @@ class FusedCode:
         if self.column is not None and _row_vector(t, over):  # a bias: index by column, which
             lines.append(f"const {compute_ctype(t.dtype)} {name} = {self.kb.input(t)}[{self.column}];")
             return name  # vectorizes (the flat index's `i % N` does not)
-        offset = operand_offset(self.kb, t, over, "i", self.checks)
+        split = None
+        if self.split is not None and tuple(over.shape) == tuple(self.split[2].shape):
+            split = self.split[:2]
+        offset = operand_offset(self.kb, t, over, "i", self.checks, split)
+        self.used_split |= split is not None and offset not in ("i", "0")
         if offset == "0" and alias_root(t).op not in self.written and not is_one_element(over):
             self.prologue.append(f"const {compute_ctype(t.dtype)} {name} = {self.kb.input(t)}[0];")
             self.names[t] = name
@@ -180,18 +188,30 @@ def emit_fused(ctx: EmitContext, group: Group, inline: set, stored: set) -> None
     for segment in group.segments:
         over = iteration_tensor(segment)
         iters.append(over)
-        bodies.append((over, code.segment(segment, over)))
+        code.split = ("row", "last", over) if ctx.device == "cpu" and _rows_worth_it(over) else None
+        code.used_split = False
+        bodies.append((over, code.segment(segment, over), code.used_split))
     itype = index_type_for(*iters, *[p.tensor for p in kb.params if p.tensor is not None])
     body = "".join(f"  {line}\n" for line in code.prologue)
-    for over, lines in bodies:
-        body += "  {  // " + f"{over.op.name}: {list(over.shape)}\n" + tile_loop(
-            kb.numel(over), itype, "\n".join(lines)) + "  }\n"
+    for over, lines, by_rows in bodies:
+        if by_rows:  # a load broadcasts: walk rows, so it divides once per row, not per element
+            rows = " * ".join(kb.dim(over, a) for a in range(len(over.shape) - 1))
+            loop = row_loop(rows, kb.dim(over, -1), itype, "\n".join(lines))
+        else:
+            loop = tile_loop(kb.numel(over), itype, "\n".join(lines), ctx.device)
+        body += "  {  // " + f"{over.op.name}: {list(over.shape)}\n" + loop + "  }\n"
     count = lambda shapes: max(numel(shapes[t]) for t in iters)  # noqa: E731
     flops = lambda shapes: sum(numel(shapes[t]) * len(seg) for t, seg in zip(iters, group.segments))  # noqa: E731
     what = ", ".join(sorted({op.type for op in group.ops}))
     kernel = ctx.add(kb.build(body, tiled_launch(count), flops=flops, checks=code.checks, helpers=(HELPERS,),
                      comment=f"{len(group.segments)} segment(s) of {what}, tiles of {TILE}"))
     kernel.map = True  # tile loops only
+
+
+def _rows_worth_it(over) -> bool:
+    """Walk `over` by rows on the cpu (when a load broadcasts)? Rows long enough to vectorize."""
+    shape = over.shape
+    return len(shape) >= 2 and shape[-1] is not None and shape[-1] >= 8
 
 
 def _space(out, over):

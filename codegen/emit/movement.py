@@ -21,16 +21,18 @@ from graphflow.errors import CompileError
 from graphflow.graph import Operation, Tensor
 
 from ..kernel import (
-    TILE,
     EmitContext,
+    Kernel,
     KernelBuilder,
     Launch,
     add_map_kernel,
     add_zero_kernel,
+    compute_ctype,
     ctype,
     index_type_for,
     numel,
-    tile_loop,
+    rounded,
+    row_loop,
     tiled_launch,
 )
 from ..launch import DeviceCopies
@@ -92,40 +94,26 @@ def _unravel(idx: str, dims: list[str], names: list[str], itype: str) -> list[st
 
 def map_kernel(ctx: EmitContext, kb: KernelBuilder, out: Tensor, dims: list[str], names: list[str],
                stmts: list[str], itype: str, comment: str, checks=None,
-               flops=lambda shapes: 0) -> None:
+               flops=lambda shapes: 0, helpers=(), top: str = "") -> Kernel:
     """A one-thread-per-element kernel over `out`, whose coordinates (`names` over `dims`,
-    row-major) the statements use. On the GPU: the flat tile loop, each thread unravelling its
-    index. On the cpu: rows of the innermost dim, unravelled once per row, then a plain loop
-    along the row (no div/mod per element, so it vectorizes)."""
+    row-major) and flat index `i` the statements use (`top`: lines before any loop). On the
+    GPU: the flat tile loop, each thread unravelling its index. On the cpu: rows of the
+    innermost dim, unravelled once per row, then a plain loop along the row (no div/mod per
+    element, so it vectorizes)."""
     live = len(dims)
     while live and dims[live - 1] == "1":  # size-1 axes have no coordinate (callers skip them)
         live -= 1
     if ctx.device != "cpu" or live < 2:
         lines = _unravel("i", dims, names, itype) + stmts
-        add_map_kernel(ctx, kb, out, "\n".join(lines), itype, comment, flops=flops, checks=checks)
-        return
+        return add_map_kernel(ctx, kb, out, "\n".join(lines), itype, comment, flops=flops, checks=checks,
+                              helpers=helpers, top=top)
     dims, names = dims[:live], names[:live]
-    length, rows = dims[-1], _prod(dims[:-1])
-    per = f"({length} >= {TILE} ? 1 : {TILE} / {length})"
-    inner = "\n".join(["      " + line for line in _unravel("row", dims[:-1], names[:-1], itype)])
-    body = "\n".join(["        " + line for line in stmts])
-    code = f"""\
-  const {itype} len = {length}, rows = {rows};
-  const {itype} per = {per};  // rows per tile
-  for ({itype} r0 = ({itype})blockIdx.x * per; r0 < rows; r0 += ({itype})gridDim.x * per) {{
-    const {itype} r_end = r0 + per < rows ? r0 + per : rows;
-    for ({itype} row = r0; row < r_end; ++row) {{
-{inner}
-      for ({itype} {names[-1]} = 0; {names[-1]} < len; ++{names[-1]}) {{
-        const {itype} i = row * len + {names[-1]};
-{body}
-      }}
-    }}
-  }}
-"""
+    code = row_loop(_prod(dims[:-1]), dims[-1], itype, "\n".join(stmts), last=names[-1],
+                    per_row="\n".join(_unravel("row", dims[:-1], names[:-1], itype)))
     # the tile loop's launch: one block per TILE elements (blocks grid-stride over rows)
-    ctx.add(kb.build(code, tiled_launch(lambda shapes: numel(shapes[out])), flops=flops,
-                     comment=comment + "; cpu schedule: row by row", checks=checks or []))
+    return ctx.add(kb.build(top + code, tiled_launch(lambda shapes: numel(shapes[out])), flops=flops,
+                            comment=comment + "; cpu schedule: row by row", checks=checks or [],
+                            helpers=helpers))
 
 
 def _strides(dims: list[str]) -> list[str]:
@@ -455,28 +443,28 @@ def emit_concat_slice(ctx: EmitContext, op: Operation) -> None:
 # ---- Gather / GatherGrad -----------------------------------------------------------------------
 
 
-def _gathered_row(kb: KernelBuilder, table: Tensor, indices: Tensor, axis: int, ids: str,
-                  itype: str) -> tuple[list[str], str, str]:
-    """For flat index i of a gather-shaped tensor [outer, indices..., inner]: C lines that set
-    `row` (the index read from `ids`), the offset of that element in `table` (params or
-    its dense gradient), and table's size along axis. Gather and GatherGrad share this."""
+def _gathered_row(kb: KernelBuilder, table: Tensor, indices: Tensor, axis: int,
+                  ids: str) -> tuple[list[str], list[str], str, str, str]:
+    """A gather-shaped tensor [outer, indices..., inner]: its dims and coordinate names (outer,
+    j, within), the C line setting `index` (read from `ids` at j), the offset of that element
+    in `table` (params or its dense gradient), and table's size along axis. Gather and
+    GatherGrad share this."""
     outer, inner = _split_at(kb, table, axis)
     count = _prod([kb.dim(indices, a) for a in range(len(indices.shape))])
-    lines = _unravel("i", [outer, count, inner], ["outer", "j", "within"], itype)
     size = kb.dim(table, axis)
     j = "j" if count != "1" else "0"
     o = "outer" if outer != "1" else "0"
     n = "within" if inner != "1" else "0"
-    lines.append(f"const long long row = (long long){ids}[{j}];")
-    where = _sum([_mul(f"({_sum([_mul(o, size), 'row'])})" if o != "0" else "row", inner), n])
-    return lines, where, size
+    index = f"const long long index = (long long){ids}[{j}];"
+    where = _sum([_mul(f"({_sum([_mul(o, size), 'index'])})" if o != "0" else "index", inner), n])
+    return [outer, count, inner], ["outer", "j", "within"], index, where, size
 
 
 @emitter("Gather")
 def emit_gather(ctx: EmitContext, op: Operation, epilogue: tuple | None = None) -> None:
     """out[o, j, n] = params[o, indices[j], n]; an out-of-range index gives 0 (no trap).
     `epilogue`: elementwise ops applied to each gathered value in registers (an embedding's
-    position term)."""
+    position term). On the cpu a row (n) at a time: one index load, then a plain copy."""
     params, indices = op.inputs
     out, axis = op.outputs[0], op.attrs["axis"]
     comment = (f"Gather axis {axis}: {list(params.shape)} at {list(indices.shape)} indices "
@@ -485,9 +473,9 @@ def emit_gather(ctx: EmitContext, op: Operation, epilogue: tuple | None = None) 
         kb = ctx.builder("gather", [op])
         dst, src, ids = kb.output(out), kb.input(params), kb.input(indices)
         itype = index_type_for(out, params, indices)
-        lines, where, size = _gathered_row(kb, params, indices, axis, ids, itype)
-        lines.append(f"{dst}[i] = (row >= 0 && row < {size}) ? {src}[{where}] : {_zero(out)};")
-        add_map_kernel(ctx, kb, out, "\n".join(lines), itype, comment)
+        dims, names, index, where, size = _gathered_row(kb, params, indices, axis, ids)
+        load = f"{dst}[i] = (index >= 0 && index < {size}) ? {src}[{where}] : {_zero(out)};"
+        map_kernel(ctx, kb, out, dims, names, [index, load], itype, comment)
         return
     from ..fusion import type_names
     from .elementwise import HELPERS as SCALAR_HELPERS
@@ -497,43 +485,99 @@ def emit_gather(ctx: EmitContext, op: Operation, epilogue: tuple | None = None) 
     src, ids = kb.input(params), kb.input(indices)
     code = FusedCode(kb, ops, inline, stored)
     kb.nodes = [op, *ops, *code.used_inline]
+    rank = len(params.shape)
+    if ctx.device == "cpu" and axis % rank == rank - 2 and params.shape[-1] != 1:
+        code.split = ("row", "within", out)  # map_kernel walks rows of out's last dim
     body = code.segment(ops, out, bound={out: "gather_v"})  # registers its loads first
     itype = index_type_for(out, params, indices, *[p.tensor for p in kb.params if p.tensor is not None])
-    lines, where, size = _gathered_row(kb, params, indices, axis, ids, itype)
-    lines += [f"const {ctype(out.dtype)} gather_v = (row >= 0 && row < {size}) ? {src}[{where}] : "
-              f"{_zero(out)};", *body]
+    dims, names, index, where, size = _gathered_row(kb, params, indices, axis, ids)
+    stmts = [index, f"const {ctype(out.dtype)} gather_v = (index >= 0 && index < {size}) ? "
+             f"{src}[{where}] : {_zero(out)};", *body]
     top = "".join(f"  {line}\n" for line in code.prologue)
-    kernel = kb.build(top + tile_loop(kb.numel(out), itype, "\n".join(lines)),
-                      tiled_launch(lambda shapes: numel(shapes[out])),
-                      comment=f"{comment}; epilogue: {', '.join(e.type for e in ops)}",
-                      helpers=(SCALAR_HELPERS,), checks=code.checks)
-    kernel.map = True
-    ctx.add(kernel)
+    map_kernel(ctx, kb, out, dims, names, stmts, itype,
+               f"{comment}; epilogue: {', '.join(e.type for e in ops)}", checks=code.checks,
+               helpers=(SCALAR_HELPERS,), top=top)
 
 
 @emitter("GatherGrad")
 def emit_gather_grad(ctx: EmitContext, op: Operation) -> None:
-    """Dense zeros shaped like params, then g scatter-added at the indices (atomicAdd)."""
+    """The dense gradient of a gather: zeros shaped like params, g added at the indices (out of
+    range: dropped). On the GPU, a zero fill, then one thread per element of g atomicAdds it.
+    On the cpu, one kernel whose blocks each own table rows: zero them, then add every row of g
+    whose index is one of them, in index order (no atomics, and the same sums every run)."""
     g, indices, ref = op.inputs
     out, axis = op.outputs[0], op.attrs["axis"]
     if out.dtype.is_bool:
         raise CompileError(f"{op.describe()}: GatherGrad of a bool tensor")
+    if ctx.device == "cpu":
+        _gather_grad_owned(ctx, op)
+        return
     add_zero_kernel(ctx, op, "gather_grad_zero",
                     f"GatherGrad pass 1 of 2: zero the dense gradient {list(out.shape)}")
     # pass 2: one thread per element of g adds it into its row
     kb = ctx.builder("gather_grad_scatter", [op])
     dst, src, ids = kb.output(out), kb.input(g), kb.input(indices)
     itype = index_type_for(out, g, indices)
-    lines, where, size = _gathered_row(kb, out, indices, axis, ids, itype)
+    dims, names, index, where, size = _gathered_row(kb, out, indices, axis, ids)
+    lines = _unravel("i", dims, names, itype) + [index]
     if out.dtype.name == "int64":  # CUDA has no signed 64-bit atomicAdd; two's complement agrees
         add = (f"atomicAdd((unsigned long long*)&{dst}[{where}], "
                f"(unsigned long long){src}[i]);")
     else:
         add = f"atomicAdd(&{dst}[{where}], {src}[i]);"
-    lines.append(f"if (row >= 0 && row < {size}) {add}")
+    lines.append(f"if (index >= 0 && index < {size}) {add}")
     add_map_kernel(ctx, kb, g, "\n".join(lines), itype,
                    f"GatherGrad pass 2 of 2: scatter-add g {list(g.shape)} into rows along axis {axis} "
                    "(atomicAdd; out-of-range indices are dropped)", flops=lambda s: numel(s[g]))
+
+
+GATHER_GRAD_BLOCKS = 64  # cpu: blocks splitting the table's rows (each scans every index)
+
+
+def _gather_grad_owned(ctx: EmitContext, op: Operation) -> None:
+    """GatherGrad's cpu schedule (see emit_gather_grad)."""
+    g, indices, _ = op.inputs
+    out, axis = op.outputs[0], op.attrs["axis"]
+    kb = ctx.builder("gather_grad", [op])
+    dst, src, ids = kb.output(out), kb.input(g), kb.input(indices)
+    t = index_type_for(out, g, indices)
+    outer, inner = _split_at(kb, out, axis)
+    count = _prod([kb.dim(indices, a) for a in range(len(indices.shape))])
+    size = kb.dim(out, axis)
+    value = ctype(out.dtype)
+    if out.dtype.is_integer:  # wraps as the GPU's atomics do (signed overflow is undefined in C)
+        add = f"({value})((unsigned long long)to[n] + (unsigned long long)from[n])"
+    else:
+        add = rounded(out.dtype, f"({compute_ctype(out.dtype)})to[n] + ({compute_ctype(out.dtype)})from[n]")
+    code = f"""\
+  const {t} outer = {outer}, size = {size}, count = {count}, len = {inner};
+  const {t} per = (size + {GATHER_GRAD_BLOCKS - 1}) / {GATHER_GRAD_BLOCKS};  // table rows per block
+  for ({t} r0 = ({t})blockIdx.x * per; r0 < size; r0 += ({t})gridDim.x * per) {{
+    const {t} r1 = r0 + per < size ? r0 + per : size;
+    for ({t} o = 0; o < outer; ++o) {{
+      for ({t} n = (o * size + r0) * len; n < (o * size + r1) * len; ++n) {dst}[n] = ({value})0;
+    }}
+    for ({t} o = 0; o < outer; ++o) {{
+      for ({t} j = 0; j < count; ++j) {{
+        const long long index = (long long){ids}[j];
+        if (index < r0 || index >= r1) continue;  // another block's row, or out of range
+        {value}* to = {dst} + (o * size + ({t})index) * len;
+        const {value}* from = {src} + (o * count + j) * len;
+        for ({t} n = 0; n < len; ++n) to[n] = {add};
+      }}
+    }}
+  }}
+"""
+
+    def launch(shapes, device):
+        rows = shapes[out][axis]
+        per = max(1, -(-rows // GATHER_GRAD_BLOCKS))
+        return Launch((max(1, -(-rows // per)), 1, 1), (1, 1, 1))
+
+    ctx.add(kb.build(code, launch, flops=lambda s: numel(s[g]),
+                     comment=f"GatherGrad: g {list(g.shape)} added into the rows of a dense "
+                     f"{list(out.shape)} along axis {axis} (cpu schedule: blocks own table rows; "
+                     "out-of-range indices are dropped)"))
 
 
 # ---- OneHot ------------------------------------------------------------------------------------
