@@ -203,6 +203,25 @@ def test_size_one_and_empty_axes():
     np.testing.assert_array_equal(got[5], np.zeros(3, np.int32))
 
 
+def test_softmax_rows_with_nan_and_infinities_match_reference():
+    """A NaN or +inf anywhere in a row (first, middle, last lane of the cpu's eight) makes the
+    row's softmax, log-softmax and cross-entropy NaN, as the reference's x - max does; -inf
+    elements get probability 0, and an all -inf row is NaN."""
+    x = gf.placeholder(gf.float32, [None, 19], name="x")
+    labels = gf.placeholder(gf.int32, [None], name="labels")
+    loss = gf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=x)
+    fetches = [gf.nn.softmax(x), gf.nn.log_softmax(x), loss, gf.reduce_mean(loss)]
+    v = rng.standard_normal((9, 19)).astype(np.float32)
+    v[0, 0] = v[1, 7] = v[2, 18] = np.nan
+    v[3, 0] = v[4, 11] = np.inf
+    v[5, 3] = v[5, 16] = -np.inf
+    v[6] = -np.inf
+    v[7, 5], v[7, 6] = np.nan, np.inf
+    ids = np.arange(9, dtype=np.int32) % 19
+    with np.errstate(invalid="ignore"):
+        run_both(fetches, [x, labels], [[v, ids], [v[5:6], ids[:1]]], 1e-6, 1e-6)
+
+
 def test_sparse_xent_out_of_range_label_is_nan_on_device():
     logits = gf.placeholder(gf.float32, [None, 4], name="logits")
     labels = gf.placeholder(gf.int32, [None], name="labels")

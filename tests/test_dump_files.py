@@ -52,8 +52,9 @@ EXPECTED = {
     "argmax": {"gf_red_arg": True, "gf_red_argpair": True, "gf_red_lowest": True,
                "gf_red_highest": True, "gf_red_block": True, "gf_red_sum": False,
                "gf_scan_block": False, "gf_sigmoid": False},
-    # the max pass combines with gf_red_max (whose identity is gf_red_lowest), the sum with gf_red_sum
-    "softmax": {"gf_red_sum": True, "gf_red_max": True, "gf_row_exp": True,
+    # the max pass combines with gf_red_shift (whose identity is gf_red_lowest), the sum with
+    # gf_red_sum
+    "softmax": {"gf_red_sum": True, "gf_red_shift": True, "gf_red_max": False, "gf_row_exp": True,
                 "gf_red_lowest": True, "gf_row_sqrt": False, "gf_red_arg": False},
     # gf_normal draws with gf_philox4x64, which returns a gf_philox4
     "normal": {"gf_normal": True, "gf_philox4x64": True, "gf_philox4": True,

@@ -442,8 +442,12 @@ def test_broadcasting_loads_walked_by_rows_match_reference(gpu_launch, monkeypat
     u = gf.placeholder(gf.float64, [40])
     n = gf.placeholder(gf.int32, [None, 8])
     m = gf.placeholder(gf.int32, [8])
-    outs = [x * y + z, gf.tanh(x - w) * 2.0, x + w * y, v * u - 1.0, gf.exp(u) + v, n * m + 3]
-    feeds = [x, y, z, w, v, u, n, m]
+    ids = gf.placeholder(gf.int32, [None, 3])
+    k = gf.placeholder(gf.int32, [None, 5])
+    q = gf.placeholder(gf.float32, [None, 5, 9])
+    outs = [x * y + z, gf.tanh(x - w) * 2.0, x + w * y, v * u - 1.0, gf.exp(u) + v, n * m + 3,
+            gf.one_hot(ids, 9) * z, gf.one_hot(k, 9) * 2.0 + q]  # one-hots read by row too
+    feeds = [x, y, z, w, v, u, n, m, ids, k, q]
     s, f = compiled(outs, feeds)
     if gpu_launch:
         for k in f._plan.program.kernels:
@@ -453,7 +457,9 @@ def test_broadcasting_loads_walked_by_rows_match_reference(gpu_launch, monkeypat
     for batch in (1, 5, 300):  # 300: several tiles of rows
         vals = [rng.standard_normal((batch, 3, 9)), rng.standard_normal((3, 1)), rng.standard_normal(9),
                 rng.standard_normal((batch, 1, 9)), rng.standard_normal((batch, 40)),
-                rng.standard_normal(40), rng.integers(-9, 9, (batch, 8)), rng.integers(-9, 9, 8)]
+                rng.standard_normal(40), rng.integers(-9, 9, (batch, 8)), rng.integers(-9, 9, 8),
+                rng.integers(-1, 10, (batch, 3)), rng.integers(-1, 10, (batch, 5)),
+                rng.standard_normal((batch, 5, 9))]
         vals = [np.asarray(a, dtype=t.dtype.np) for a, t in zip(vals, feeds)]
         for a, b_ in zip(f(*vals), reference(outs, dict(zip(feeds, vals)))):
             np.testing.assert_allclose(a, b_, rtol=1e-6, atol=1e-6)

@@ -30,8 +30,9 @@ from ..kernel import (
 from .elementwise import HELPERS, SCALAR, Dialect, operand_offset
 
 
-def scalar_expr(kb: KernelBuilder, op, args: list[str]) -> str:
-    """The C expression op computes from its loaded operands' names."""
+def scalar_expr(kb: KernelBuilder, op, args: list[str], split: tuple | None = None) -> str:
+    """The C expression op computes from its loaded operands' names (`split`: (row, last)
+    when the loop walks rows of the op's output: see FusedCode.split)."""
     out = op.outputs[0]
     if op.type == "Cast":
         return f"({args[0]} != 0)" if out.dtype.is_bool else f"({ctype(out.dtype)})({args[0]})"
@@ -48,7 +49,8 @@ def scalar_expr(kb: KernelBuilder, op, args: list[str]) -> str:
         depth = max(op.attrs["depth"], 1)
         one = "true" if out.dtype.is_bool else f"({ctype(out.dtype)})1"
         zero = "false" if out.dtype.is_bool else f"({ctype(out.dtype)})0"
-        return (f"((long long){kb.input(op.inputs[0])}[i / {depth}] == (long long)(i % {depth})"
+        index, position = split if split else (f"i / {depth}", f"i % {depth}")
+        return (f"((long long){kb.input(op.inputs[0])}[{index}] == (long long)({position})"
                 f" ? {one} : {zero})")
     dialect = Dialect(op.inputs[-1].dtype if op.type == "Select" else op.inputs[0].dtype)
     return SCALAR[op.type](args, dialect)
@@ -104,8 +106,11 @@ class FusedCode:
                 args.append(name)
             name = self.fresh("v")
             dt = op.outputs[0].dtype
+            split = self.split[:2] if self.split is not None and tuple(op.outputs[0].shape) == \
+                tuple(self.split[2].shape) else None
+            self.used_split |= split is not None and op.type in INDEXED
             lines.append(f"const {compute_ctype(dt)} {name} = "
-                         f"{rounded(dt, scalar_expr(self.kb, op, args))};")
+                         f"{rounded(dt, scalar_expr(self.kb, op, args, split))};")
             local[op.outputs[0]] = name
             if op.outputs[0] in self.outs:
                 lines.append(f"{self.outs[op.outputs[0]]}[i] = {name};")

@@ -122,6 +122,16 @@ template <class T> struct gf_red_max {
     return __shfl_down_sync(0xffffffffu, a, d);
   }
 };
+// the shift of a softmax: whether a NaN wins does not matter (a NaN element makes the row's
+// sum of exps, so every result, NaN anyway), and without that test the loop vectorizes
+template <class T> struct gf_red_shift {
+  typedef T acc;
+  static __device__ __forceinline__ T identity() { return gf_red_lowest<T>(); }
+  static __device__ __forceinline__ T combine(T a, T b) { return a > b ? a : b; }
+  static __device__ __forceinline__ T shfl_down(T a, unsigned d) {
+    return __shfl_down_sync(0xffffffffu, a, d);
+  }
+};
 template <class T> struct gf_red_min {
   typedef T acc;
   static __device__ __forceinline__ T identity() { return gf_red_highest<T>(); }

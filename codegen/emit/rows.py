@@ -41,6 +41,7 @@ __device__ __forceinline__ double gf_row_sqrt(double x) { return sqrt(x); }
 """
 
 SCAN_ITEMS = 4  # consecutive elements each thread scans serially per tile
+CPU_ROW_BLOCKS = 64  # cpu: blocks of one thread, rows split among them (a few per OS thread)
 
 
 class Rows:
@@ -74,6 +75,8 @@ class Rows:
     def launch(self, items: int = 1):
         def launch(shapes, device: str) -> Launch:
             rows, length, inner = self.sizes(shapes)
+            if self.serial and device == "cpu":  # a thread per block, each walking many rows
+                return Launch((max(1, min(rows, CPU_ROW_BLOCKS)), 1, 1), (1, 1, 1))
             bx, by = block_shape(rows, -(-length // items), inner, device)
             return Launch((grid_size(-(-rows // bx), device), 1, 1), (bx, by, 1))
 
@@ -122,19 +125,35 @@ def row_reduce(itype: str, c: str, rows: Rows, body: list, terms: dict, red: str
     return declare + ["if (active) {", *("  " + line for line in lines), "}"]
 
 
-def row_kernel(itype: str, rows: Rows, smem_type: str, phases: list) -> str:
+def row_kernel(itype: str, rows: Rows, smem_type: str, phases: list, before: list = (),
+               after: list = ()) -> str:
+    """The loop over this thread's rows running `phases` for row `o`; `before` and `after` the
+    loop: lines once per thread."""
+    t = itype
+    if rows.serial:  # blockDim.y == 1: each block a run of consecutive rows, one thread a row
+        loop = [f"const {t} row_first = 0, row_step = 1;  // one thread walks each row",
+                f"__shared__ {smem_type} smem[256];",
+                *before,
+                f"const {t} run = (rows + ({t})gridDim.x - 1) / ({t})gridDim.x;  // rows per block",
+                f"const {t} run_start = ({t})blockIdx.x * run;",
+                f"const {t} run_end = run_start + run < rows ? run_start + run : rows;",
+                f"for ({t} o = run_start + threadIdx.x; o < run_end; o += blockDim.x) {{",
+                "  const bool active = true;"]
+    else:
+        loop = [f"const {t} row_first = threadIdx.y, row_step = blockDim.y;",
+                f"__shared__ {smem_type} smem[256];",
+                *before,
+                f"for ({t} tile = blockIdx.x; tile * ({t})blockDim.x < rows; tile += gridDim.x) {{",
+                f"  const {t} o = tile * ({t})blockDim.x + threadIdx.x;  // the row",
+                "  const bool active = o < rows;"]
     lines = [
-        f"const {itype} rows = {rows.rows};",
-        f"const {itype} len = {rows.len};",
-        (f"const {itype} row_first = 0, row_step = 1;  // blocks are (rows, 1, 1): a thread per row"
-         if rows.serial else f"const {itype} row_first = threadIdx.y, row_step = blockDim.y;"),
-        f"__shared__ {smem_type} smem[256];",
-        f"for ({itype} tile = blockIdx.x; tile * ({itype})blockDim.x < rows; tile += gridDim.x) {{",
-        f"  const {itype} o = tile * ({itype})blockDim.x + threadIdx.x;  // the row",
-        "  const bool active = o < rows;",
-        f"  const {itype} base = active ? {rows.base()} : 0;",
+        f"const {t} rows = {rows.rows};",
+        f"const {t} len = {rows.len};",
+        *loop,
+        f"  const {t} base = active ? {rows.base()} : 0;",
         *["  " + line for line in phases],
         "}",
+        *after,
     ]
     return indent(lines, 2)
 
@@ -142,15 +161,16 @@ def row_kernel(itype: str, rows: Rows, smem_type: str, phases: list) -> str:
 def max_and_sum_exp(itype: str, c: str, x_ptr: str, rows: Rows, keep: str = "") -> list:
     """Lines leaving the row's max in `m` and sum of exp(x - m) in `s` (every thread): a max
     pass, then a pass summing exp(x - m). NaN or +inf in the row gives NaN, like the
-    reference's x - max; -inf elements add nothing (an all -inf row: NaN, as numpy). Two plain
+    reference's x - max (the max need not propagate NaN for that: gf_red_shift); -inf
+    elements add nothing (an all -inf row: NaN, as numpy). Two plain
     passes, not the online (max, sum), whose rescaling branch kept the loop from vectorizing.
     keep: a pointer the sum pass also stores each exp(x - m) in (at the element's place), so a
     softmax's write pass divides instead of computing each exp a second time."""
     at = rows.at("j")
     body = [f"const {c} e = gf_row_exp({x_ptr}[{at}] - m);", f"{keep}[{at}] = e;"] if keep else []
     return [
-        *row_reduce(itype, c, rows, [], {"m": f"{x_ptr}[{at}]"}, f"gf_red_max<{c}>"),
-        f"m = gf_red_block<gf_red_max<{c}> >(m, smem);",
+        *row_reduce(itype, c, rows, [], {"m": f"{x_ptr}[{at}]"}, f"gf_red_shift<{c}>"),
+        f"m = gf_red_block<gf_red_shift<{c}> >(m, smem);",
         *row_reduce(itype, c, rows, body, {"s": "e" if keep else f"gf_row_exp({x_ptr}[{at}] - m)"}),
         f"__shared__ {c} smem_exp[256];",
         f"s = gf_red_block<gf_red_sum<{c}> >(s, smem_exp);",
@@ -181,6 +201,7 @@ def row_values(kb: KernelBuilder, rows: Rows, itype: str, c: str, out: Tensor, v
     ops, inline, stored = epilogue
     code = FusedCode(kb, ops, inline, stored, prefix="e")
     code.column = "j"  # a row vector operand (gamma, beta) is read by column: it vectorizes
+    code.split = ("o", "j", out)  # along the last axis: element i is (row o, column j)
     kb.nodes = [*kb.nodes, *ops, *code.used_inline]
     lines = code.segment(ops, out, bound={out: "row_v"})
     body = [*before, f"const {c} row_v = {value};", *([] if have_i else [f"const {itype} i = {at};"]),
@@ -281,12 +302,13 @@ def emit_sparse_xent(ctx: EmitContext, op: Operation, siblings: tuple = (),
     label_ptr = kb.input(labels, "labels")
     out = kb.output(op.outputs[0])
     nan = Dialect(logits.dtype).lit(float("nan"))
+    before, after = _total_lines(kb, total, out, c) if total is not None else ([], [])
     write = [
         "if (active && threadIdx.y == 0) {",
         f"  const long long label = (long long){label_ptr}[o];",
         f"  {out}[o] = (label >= 0 && label < (long long)len)",
         f"      ? gf_row_log(s) - ({x_ptr}[base + label] - m) : ({c}){nan};",
-        *(_total_lines(kb, total, out, c) if total is not None else []),
+        *(["  ++my_rows;"] if total is not None else []),
         "}",
     ]
     top, checks, helpers = "", [], ()
@@ -295,7 +317,7 @@ def emit_sparse_xent(ctx: EmitContext, op: Operation, siblings: tuple = (),
         lines, top, checks, helpers = row_values(kb, rows, itype, c, sib.outputs[0], value, epilogue,
                                                  "probs")
         write += lines
-    body = top + row_kernel(itype, rows, c, max_and_sum_exp(itype, c, x_ptr, rows) + write)
+    body = top + row_kernel(itype, rows, c, max_and_sum_exp(itype, c, x_ptr, rows) + write, before, after)
     also = "; also the softmax of each row" if siblings else ""
     also += f" and its epilogue: {', '.join(e.type for e in epilogue[0])}" if epilogue else ""
     ctx.add(kb.build(
@@ -305,16 +327,19 @@ def emit_sparse_xent(ctx: EmitContext, op: Operation, siblings: tuple = (),
         helpers=(HELPERS, ROW_HELPERS, *helpers), checks=checks))
 
 
-def _total_lines(kb: KernelBuilder, total: Operation, losses: str, c: str) -> list:
-    """Inside the writer of row o: publish the row's loss, take a ticket; the last ticket
-    (every other row's loss is visible by then) sums all rows in order, in double, and
-    resets the counter for the next launch."""
+def _total_lines(kb: KernelBuilder, total: Operation, losses: str, c: str) -> tuple[list, list]:
+    """(Lines before, after the row loop) taking the total of all rows' losses: each thread
+    counts the losses it wrote, then publishes them and adds its count to a ticket once; the
+    thread whose count completes the rows (every other loss is visible by then) sums all rows
+    in order, in double, and resets the counter for the next launch."""
     ticket = kb.scratch("ticket", "unsigned long long", lambda shapes: 1)
     out = kb.output(total.outputs[0], "total")
     scale = "/ (double)rows" if total.type == "ReduceMean" else ""
-    return [
-        "  __threadfence();  // this row's loss before its ticket",
-        f"  if (atomicAdd({ticket}, 1ULL) == (unsigned long long)(rows - 1)) {{",
+    before = ["unsigned long long my_rows = 0;  // losses this thread wrote"]
+    after = [
+        "if (my_rows > 0) {",
+        "  __threadfence();  // this thread's losses before its ticket",
+        f"  if (atomicAdd({ticket}, my_rows) + my_rows == (unsigned long long)rows) {{",
         "    __threadfence();",
         f"    const volatile {c}* every = {losses};",
         "    double sum = 0.0;",
@@ -322,7 +347,9 @@ def _total_lines(kb: KernelBuilder, total: Operation, losses: str, c: str) -> li
         f"    {out}[0] = ({c})(sum {scale});",
         f"    *{ticket} = 0ULL;",
         "  }",
+        "}",
     ]
+    return before, after
 
 
 @emitter("SoftmaxCrossEntropy")
