@@ -102,7 +102,7 @@ class Kernel:
     checks: list = field(default_factory=list)  # (shapes) -> error text or None, before launch
     active: Callable[[Shapes], bool] = lambda shapes: True  # False: nothing to do, not launched
     host: Callable | None = None  # a host step instead of a CUDA kernel: host(args, shapes)
-    map: bool = False  # its body is one tile_loop: right for any grid and any blockDim.x
+    map: bool = False  # right for any grid and block (a tile loop, or work owned by thread)
 
     @property
     def source(self) -> str:

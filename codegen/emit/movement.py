@@ -531,11 +531,13 @@ def emit_gather_grad(ctx: EmitContext, op: Operation) -> None:
                    "(atomicAdd; out-of-range indices are dropped)", flops=lambda s: numel(s[g]))
 
 
-GATHER_GRAD_BLOCKS = 64  # cpu: blocks splitting the table's rows (each scans every index)
+GATHER_GRAD_OWNERS = 64  # cpu: threads owning the table's rows (each scans every index)
 
 
 def _gather_grad_owned(ctx: EmitContext, op: Operation) -> None:
-    """GatherGrad's cpu schedule (see emit_gather_grad)."""
+    """GatherGrad's cpu schedule (see emit_gather_grad). The first GATHER_GRAD_OWNERS threads
+    of the launch, whatever its grid and block, own a run of table rows each, so the kernel may
+    share a launch with a template."""
     g, indices, _ = op.inputs
     out, axis = op.outputs[0], op.attrs["axis"]
     kb = ctx.builder("gather_grad", [op])
@@ -551,16 +553,19 @@ def _gather_grad_owned(ctx: EmitContext, op: Operation) -> None:
         add = rounded(out.dtype, f"({compute_ctype(out.dtype)})to[n] + ({compute_ctype(out.dtype)})from[n]")
     code = f"""\
   const {t} outer = {outer}, size = {size}, count = {count}, len = {inner};
-  const {t} per = (size + {GATHER_GRAD_BLOCKS - 1}) / {GATHER_GRAD_BLOCKS};  // table rows per block
-  for ({t} r0 = ({t})blockIdx.x * per; r0 < size; r0 += ({t})gridDim.x * per) {{
-    const {t} r1 = r0 + per < size ? r0 + per : size;
+  const {t} threads = ({t})gridDim.x * ({t})blockDim.x;
+  const {t} owners = threads < {GATHER_GRAD_OWNERS} ? threads : {GATHER_GRAD_OWNERS};
+  const {t} me = ({t})blockIdx.x * ({t})blockDim.x + threadIdx.x;
+  const {t} per = (size + owners - 1) / owners;  // table rows per owner
+  const {t} r0 = me * per, r1 = r0 + per < size ? r0 + per : size;
+  if (me < owners && r0 < r1) {{
     for ({t} o = 0; o < outer; ++o) {{
       for ({t} n = (o * size + r0) * len; n < (o * size + r1) * len; ++n) {dst}[n] = ({value})0;
     }}
     for ({t} o = 0; o < outer; ++o) {{
       for ({t} j = 0; j < count; ++j) {{
         const long long index = (long long){ids}[j];
-        if (index < r0 || index >= r1) continue;  // another block's row, or out of range
+        if (index < r0 || index >= r1) continue;  // another owner's row, or out of range
         {value}* to = {dst} + (o * size + ({t})index) * len;
         const {value}* from = {src} + (o * count + j) * len;
         for ({t} n = 0; n < len; ++n) to[n] = {add};
@@ -569,15 +574,16 @@ def _gather_grad_owned(ctx: EmitContext, op: Operation) -> None:
   }}
 """
 
-    def launch(shapes, device):
-        rows = shapes[out][axis]
-        per = max(1, -(-rows // GATHER_GRAD_BLOCKS))
-        return Launch((max(1, -(-rows // per)), 1, 1), (1, 1, 1))
+    def launch(shapes, device):  # the block of a tile loop's launch, so it may share one
+        block = tiled_launch(lambda s: 1)(shapes, device).block
+        return Launch((max(1, min(shapes[out][axis], GATHER_GRAD_OWNERS)), 1, 1), block)
 
-    ctx.add(kb.build(code, launch, flops=lambda s: numel(s[g]),
-                     comment=f"GatherGrad: g {list(g.shape)} added into the rows of a dense "
-                     f"{list(out.shape)} along axis {axis} (cpu schedule: blocks own table rows; "
-                     "out-of-range indices are dropped)"))
+    kernel = kb.build(code, launch, flops=lambda s: numel(s[g]),
+                      comment=f"GatherGrad: g {list(g.shape)} added into the rows of a dense "
+                      f"{list(out.shape)} along axis {axis} (cpu schedule: threads own table rows; "
+                      "out-of-range indices are dropped)")
+    kernel.map = True  # right for any grid and block (see above)
+    ctx.add(kernel)
 
 
 # ---- OneHot ------------------------------------------------------------------------------------
