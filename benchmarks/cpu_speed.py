@@ -4,7 +4,8 @@
 
 Per thread count: the warm step of W1, W2, W3 (benchmarks/workloads.py; torch builds the same
 models with the same initial values), the per-call cost of `y = x + 1` through make_callable,
-and GEMM GFLOP/s (512^3 and 128x784x256, float32) beside numpy. torch is optional (the `bench`
+an elementwise chain with a broadcast operand (`relu(x * 2 + b)`, x 256x1024, b one row), and
+GEMM GFLOP/s (512^3 and 128x784x256, float32) beside numpy. torch is optional (the `bench`
 extra installs torch==2.13.0); its columns are left out without it. Thread counts pin every
 framework: GRAPHFLOW_EMU_THREADS, torch.set_num_threads, and numpy's BLAS through threadpoolctl
 when installed (else numpy's row says "BLAS threads not pinned").
@@ -54,6 +55,24 @@ def graphflow_add_one(repeat: int) -> float:
         f = sess.make_callable(y, [x])
         v = np.ones(16, np.float32)
         return best(lambda: f(v), repeat * 20)
+
+
+CHAIN_SHAPE = (256, 1024)  # relu(x * 2 + b), b one row: 1 MiB in, 1 MiB out
+
+
+def graphflow_chain(device: str, repeat: int) -> float:
+    """An elementwise chain with a broadcast operand, x a variable (no feed to copy in)."""
+    rng = np.random.default_rng(0)
+    g = gf.Graph()
+    with g.as_default():
+        x = gf.Variable(rng.standard_normal(CHAIN_SHAPE, np.float32))
+        b = gf.Variable(rng.standard_normal(CHAIN_SHAPE[1:], np.float32))
+        y = gf.nn.relu(x * 2.0 + b)
+        init = gf.global_variables_initializer()
+    with gf.Session(graph=g, device=device) as sess:
+        sess.run(init)
+        f = sess.make_callable(y)
+        return best(f, repeat)
 
 
 # ---- torch eager: the same models and initial values ----------------------------------
@@ -118,6 +137,14 @@ def torch_add_one(repeat: int) -> float:
     return best(lambda: (x + 1).numpy(), repeat * 20)
 
 
+def torch_chain(repeat: int) -> float:
+    import torch
+    rng = np.random.default_rng(0)
+    x = torch.tensor(rng.standard_normal(CHAIN_SHAPE, np.float32))
+    b = torch.tensor(rng.standard_normal(CHAIN_SHAPE[1:], np.float32))
+    return best(lambda: torch.relu(x * 2.0 + b).numpy(), repeat)
+
+
 def gemm_gflops(m: int, k: int, n: int, repeat: int) -> tuple[float, float]:
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((m, k), np.float32), rng.standard_normal((k, n), np.float32)
@@ -165,6 +192,10 @@ def main() -> None:
         tor = torch_add_one(args.repeat) if torch is not None else float("nan")
         print(f"  {'y = x + 1 per call':22} {cpu * 1e6:8.2f}us {'':>10} {tor * 1e6:8.2f}us "
               f"{cpu / tor:9.2f}x")
+        cpu, ref = graphflow_chain("cpu", args.repeat), graphflow_chain("reference", args.repeat)
+        tor = torch_chain(args.repeat) if torch is not None else float("nan")
+        print(f"  {'relu(x * 2 + b)':22} {cpu * 1e6:8.1f}us {ref * 1e6:8.1f}us {tor * 1e6:8.1f}us "
+              f"{cpu / tor:9.2f}x {cpu / ref:7.2f}x")
         for m, k, n in ((512, 512, 512), (128, 784, 256)):
             ours, numpy_ = gemm_gflops(m, k, n, args.repeat)
             pinned = "" if limit else " (BLAS threads not pinned)"
