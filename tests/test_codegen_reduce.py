@@ -222,6 +222,19 @@ def test_softmax_rows_with_nan_and_infinities_match_reference():
         run_both(fetches, [x, labels], [[v, ids], [v[5:6], ids[:1]]], 1e-6, 1e-6)
 
 
+def test_loss_total_of_an_empty_batch_is_numpys():
+    """The mean of no losses is NaN and their sum 0, as numpy (the kernel that takes the total
+    has no row to finish last)."""
+    x = gf.placeholder(gf.float32, [None, 4], name="x")
+    labels = gf.placeholder(gf.int32, [None], name="labels")
+    loss = gf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=x)
+    fetches = [gf.reduce_mean(loss), gf.reduce_sum(loss), *gf.gradients(gf.reduce_mean(loss), [x])]
+    with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning, match="Mean of empty slice"):
+        run_both(fetches, [x, labels], [[np.zeros((0, 4), np.float32), np.zeros(0, np.int32)],
+                                        [rng.standard_normal((3, 4)).astype(np.float32),
+                                         np.array([0, 3, 1], np.int32)]], 1e-6, 1e-6)
+
+
 def test_sparse_xent_out_of_range_label_is_nan_on_device():
     logits = gf.placeholder(gf.float32, [None, 4], name="logits")
     labels = gf.placeholder(gf.int32, [None], name="labels")

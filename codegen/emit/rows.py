@@ -348,6 +348,9 @@ def _total_lines(kb: KernelBuilder, total: Operation, losses: str, c: str) -> tu
         f"    *{ticket} = 0ULL;",
         "  }",
         "}",
+        "if (rows == 0 && blockIdx.x == 0 && threadIdx.x == 0 && threadIdx.y == 0) {",
+        f"  {out}[0] = ({c})(0.0 {scale});  // no rows: a sum of 0, a mean of NaN (numpy's)",
+        "}",
     ]
     return before, after
 
