@@ -289,7 +289,8 @@ def _fuse_row_siblings(groups, dag, debug) -> None:
 
 def _fuse_loss_totals(groups, dag, debug) -> None:
     """The mean (or sum) of every per-row cross-entropy is taken by the loss kernel itself: the
-    row finished last adds up all rows' losses, in row order (reduce_mean of the loss)."""
+    thread finishing the last rows adds up all rows' losses, in row order (reduce_mean of the
+    loss)."""
     for g in [g for g in groups if not g.fused and g.ops[0].type == "SparseSoftmaxCrossEntropy"
               and not g.prologue and not g.total]:
         losses = g.ops[0].outputs[0]
@@ -302,7 +303,7 @@ def _fuse_loss_totals(groups, dag, debug) -> None:
                 continue
             if _merge_creates_cycle(dag, g, r):
                 continue
-            debug(f"fuse {r.title()} into {g.title()}: the last row done totals every row's loss")
+            debug(f"fuse {r.title()} into {g.title()}: the thread done last totals every row's loss")
             g.total = [op]
             g.ops = g.ops + r.ops
             _contract(dag, g, r, {}, groups)

@@ -258,9 +258,10 @@ def test_variable_updates_run_in_the_epilogue_of_their_gradient_gemm(optimizer):
 
 
 @pytest.mark.parametrize("total", ["mean", "sum"])
-def test_loss_total_taken_by_the_last_row_over_many_blocks_and_runs(total):
-    """The loss kernel's last row done totals every row (a ticket counter reset each launch):
-    right over many blocks run by several OS threads, run after run, and for each batch size."""
+def test_loss_total_taken_by_the_thread_done_last_over_many_blocks_and_runs(total):
+    """The loss kernel's thread done last totals every row (a ticket counter reset each
+    launch): right over many blocks run by several OS threads, run after run, and for each
+    batch size."""
     rng = np.random.default_rng(5)
     logits = gf.placeholder(gf.float32, [None, 6])
     labels = gf.placeholder(gf.int32, [None])

@@ -210,7 +210,7 @@ def emit_fused(ctx: EmitContext, group: Group, inline: set, stored: set) -> None
     what = ", ".join(sorted({op.type for op in group.ops}))
     kernel = ctx.add(kb.build(body, tiled_launch(count), flops=flops, checks=code.checks, helpers=(HELPERS,),
                      comment=f"{len(group.segments)} segment(s) of {what}, tiles of {TILE}"))
-    kernel.map = True  # tile loops only
+    kernel.map = True  # tile and row loops: right for any grid and block
 
 
 def _rows_worth_it(over) -> bool:
