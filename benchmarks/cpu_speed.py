@@ -5,7 +5,8 @@
 Per thread count: the warm step of W1, W2, W3 (benchmarks/workloads.py; torch builds the same
 models with the same initial values), the per-call cost of `y = x + 1` through make_callable,
 an elementwise chain with a broadcast operand (`relu(x * 2 + b)`, x 256x1024, b one row), and
-GEMM GFLOP/s (512^3 and 128x784x256, float32) beside numpy. torch is optional (the `bench`
+GEMM GFLOP/s (512^3, 128x784x256, and 128x4096x192: one 132x192 tile, cut when there are
+more threads; float32) beside numpy. torch is optional (the `bench`
 extra installs torch==2.13.0); its columns are left out without it. Thread counts pin every
 framework: GRAPHFLOW_EMU_THREADS, torch.set_num_threads, and numpy's BLAS through threadpoolctl
 when installed (else numpy's row says "BLAS threads not pinned").
@@ -196,7 +197,7 @@ def main() -> None:
         tor = torch_chain(args.repeat) if torch is not None else float("nan")
         print(f"  {'relu(x * 2 + b)':22} {cpu * 1e6:8.1f}us {ref * 1e6:8.1f}us {tor * 1e6:8.1f}us "
               f"{cpu / tor:9.2f}x {cpu / ref:7.2f}x")
-        for m, k, n in ((512, 512, 512), (128, 784, 256)):
+        for m, k, n in ((512, 512, 512), (128, 784, 256), (128, 4096, 192)):  # the last: one tile
             ours, numpy_ = gemm_gflops(m, k, n, args.repeat)
             pinned = "" if limit else " (BLAS threads not pinned)"
             print(f"  GEMM {m}x{k}x{n}: cpu {ours:7.1f} GFLOP/s, numpy {numpy_:7.1f} GFLOP/s{pinned}, "

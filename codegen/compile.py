@@ -32,7 +32,7 @@ from .emit.fused import emit_fused
 from .emit.movement import const_copy_pairs, emit_const_copies
 from .executable import KernelInfo, Record, np_scalar
 from .fusion import ALIAS_OPS, HOST_OPS, alias_root, plan_groups
-from .kernel import EmitContext, Kernel, numel
+from .kernel import EmitContext, Kernel, Shapes, numel
 from .memory import plan_memory
 
 __all__ = ["ALIAS_OPS", "HOST_OPS", "Build", "assemble", "compile_parts", "emit_kernels"]
@@ -271,7 +271,7 @@ class Build:
         tensors in the program's order, `threads` the most OS threads a launch may use. Every
         run-time check runs here."""
         graph = self.graph
-        shapes = self.shapes_for(feed_shapes)
+        shapes = Shapes(self.shapes_for(feed_shapes))
         for kernel in self.kernels:  # every run-time check before the first launch
             for check in kernel.checks:
                 problem = check(shapes)
@@ -312,10 +312,12 @@ class Build:
         totals = {"flops": 0, "bytes_moved": 0, "launches": 0}
         scratch_bytes = 0
         for k, kernel in enumerate(self.kernels):
-            launch = kernel.launch(shapes, self.device)
             out_sizes = [numel(shapes[p.tensor]) for p in kernel.params if p.kind == "out"]
             read, written = kernel.bytes_moved(shapes)
             flops = int(kernel.flops(shapes))
+            small = flops + read + written < SMALL_WORK
+            shapes.threads = 1 if small else threads  # what the launch and its scalars see
+            launch = kernel.launch(shapes, self.device)
             infos.append(KernelInfo(kernel.name, [o.name for op in kernel.nodes for o in op.origins],
                                     tuple(launch.grid), tuple(launch.block), launch.shared,
                                     read, written, flops))
@@ -348,9 +350,8 @@ class Build:
                 host_steps.append((kernel.host, [shapes[p.tensor] if p.tensor is not None else None
                                                  for p in kernel.params]))
                 continue
-            small = flops + read + written < SMALL_WORK
             launches.append((k, tuple(launch.grid), tuple(launch.block), launch.shared,
-                             1 if small else threads, args))
+                             shapes.threads, args))
             totals["launches"] += 1
         stats = {"kernels": len(self.kernels), "peak_memory_bytes": memory.peak + scratch_bytes,
                  "peak_memory_bound": memory.bound, **totals}

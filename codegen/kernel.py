@@ -56,7 +56,10 @@ def rounded(dtype: DType, expr: str) -> str:
     return f"({CTYPES[dtype.name]})({expr})"
 
 
-Shapes = dict  # Tensor -> concrete shape tuple, for one run
+class Shapes(dict):
+    """Tensor -> concrete shape tuple, for one shape signature; `threads`: the most OS threads
+    the launch being planned may use (a cpu GEMM sizes its tiles so each gets work)."""
+    threads = 1
 
 
 @dataclass

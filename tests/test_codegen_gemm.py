@@ -230,3 +230,57 @@ def test_empty_k_and_several_k_slices():
                                       [_feed((33, 700), gf.float32), _feed((700, 5), gf.float32)]])
     np.testing.assert_array_equal(cpu[0][0], np.ones((3, 5), np.float32))
     assert_all_close(cpu, ref, gf.float32)
+
+
+def test_a_gemm_of_few_tiles_is_cut_for_many_threads(monkeypatch):
+    """With more OS threads than tiles, a GEMM with enough work is cut into smaller tiles (one
+    per thread or so), whose edges and fused epilogue stay right; a small one keeps its single
+    tile."""
+    monkeypatch.setenv("GRAPHFLOW_EMU_THREADS", "16")
+    monkeypatch.setenv("GRAPHFLOW_PLAN_CACHE", "0")  # the thread count is part of the plan
+    x = gf.placeholder(gf.float32, [None, 1500], name="x")
+    w = gf.placeholder(gf.float32, [1500, 150], name="w")
+    b = gf.placeholder(gf.float32, [150], name="b")
+    small = gf.placeholder(gf.float32, [None, 40], name="small")
+    h = gf.nn.relu(gf.matmul(x, w) + b)
+    dw, db = gf.gradients(gf.reduce_sum(h * h), [w, b])
+    fetches = [h, dw, db, gf.matmul(small, small, transpose_a=True)]
+    feed_sets = [[_feed((n, 1500), gf.float32), _feed((1500, 150), gf.float32, 0.05),
+                  _feed(150, gf.float32), _feed((n, 40), gf.float32)] for n in (100, 7)]
+    cpu, ref = run_both(fetches, [x, w, b, small], feed_sets)
+    for cs, rs in zip(cpu, ref):
+        for c, r in zip(cs, rs):
+            np.testing.assert_allclose(c, r, rtol=2e-4, atol=2e-3)
+    with gf.Session(device="cpu") as s:
+        grids = {}
+        for fetch, feeds, values in [(h, [x, w, b], feed_sets[0][:3]),
+                                     (fetches[3], [small], feed_sets[0][3:])]:
+            f = s.make_callable(fetch, feeds)
+            f(*values)
+            grids.update({info.name: info.grid[0] for info in f.kernels})
+    # 100x150 is one 132x192 tile of 45 MFLOP: cut for 16 threads; 40x40x100 is not worth it
+    assert grids == {"gemm_cpu6x16_add_relu_0": 10, "gemm_cpu6x16_0": 1}, grids
+
+
+def test_a_cut_gemm_still_sums_the_bias_gradient(monkeypatch):
+    """dW = x^T dY over a batch of 3000 is two 132x192 tiles of 135 MFLOP: cut for 16 threads,
+    while the tiles of its first row block still add up db (dY's column sums)."""
+    monkeypatch.setenv("GRAPHFLOW_EMU_THREADS", "16")
+    monkeypatch.setenv("GRAPHFLOW_PLAN_CACHE", "0")
+    x = gf.placeholder(gf.float32, [None, 150], name="x")
+    y = gf.placeholder(gf.int32, [None], name="y")
+    w = gf.constant(_feed((150, 150), gf.float32, 0.1))
+    b = gf.constant(_feed(150, gf.float32, 0.1))
+    w2 = gf.constant(_feed((150, 10), gf.float32, 0.1))
+    h = gf.nn.relu(gf.matmul(x, w) + b)
+    loss = gf.reduce_mean(gf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=gf.matmul(h, w2)))
+    grads = gf.gradients(loss, [w, b])
+    feeds = [_feed((3000, 150), gf.float32), rng.integers(0, 10, 3000).astype(np.int32)]
+    cpu, ref = run_both(grads, [x, y], [feeds])
+    for c, r in zip(cpu[0], ref[0]):
+        np.testing.assert_allclose(c, r, rtol=2e-4, atol=1e-6)
+    with gf.Session(device="cpu") as s:
+        f = s.make_callable(grads, [x, y])
+        f(*feeds)
+        grids = {info.name: info.grid[0] for info in f.kernels}
+    assert grids["gemm_cpu6x16_sum_to_like_0"] > 2, grids

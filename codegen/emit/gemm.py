@@ -296,8 +296,8 @@ class CpuTiling:
         return f"cpu{self.mr}x{self.nr}"
 
     def describe(self) -> str:
-        return (f"cpu schedule: {self.bm}x{self.bn} tiles, {self.kc}-deep packed panels, "
-                f"{self.mr}x{self.nr} register tile, one thread per block")
+        return (f"cpu schedule: tiles of up to {self.bm}x{self.bn} (cut smaller for idle threads), "
+                f"{self.kc}-deep packed panels, {self.mr}x{self.nr} register tile, one thread per block")
 
 
 def cpu_tiling_for(dtype) -> CpuTiling:
@@ -305,6 +305,35 @@ def cpu_tiling_for(dtype) -> CpuTiling:
     if dtype.size <= 4:
         return CpuTiling()
     return CpuTiling(bm=66, bn=96, kc=128, mr=6, nr=8, lanes=4)
+
+
+CPU_TILE_MIN_FLOPS = 4 << 20  # a tile cut smaller keeps this much work (a thread's hand-off
+# costs microseconds: W1's 1 MFLOP GEMMs ran slower cut in two on two threads)
+
+
+def cpu_tile(t: CpuTiling, m: int, n: int, k: int, batch: int, threads: int) -> tuple[int, int]:
+    """(rows, columns) of the tiles a cpu GEMM of C = m x n (batch of them, depth k) is cut
+    into: the schedule's BM x BN, made smaller while there are fewer tiles than OS threads and
+    each still holds CPU_TILE_MIN_FLOPS, so every thread gets work (a GEMM of one tile ran on
+    one core). Each cut halves the side whose cut repacks less: a tile packs its own B panel
+    (k x columns) and A rows (rows x k), so cutting rows repacks B, cutting columns A."""
+    bm, bn = min(t.bm, max(m, 1)), min(t.bn, max(n, 1))
+    bm, bn = -(-bm // t.mr) * t.mr, -(-bn // t.nr) * t.nr
+
+    def count(bm: int, bn: int) -> int:
+        return -(-m // bm) * -(-n // bn) * batch
+
+    def worth_it(bm: int, bn: int) -> bool:
+        return 2 * m * n * k * batch >= CPU_TILE_MIN_FLOPS * count(bm, bn)
+
+    while count(bm, bn) < threads:
+        rows = max(t.mr, -(-(bm // 2) // t.mr) * t.mr)
+        cols = max(t.nr, -(-(bn // 2) // t.nr) * t.nr)
+        cuts = [c for c in ((rows, bn), (bm, cols)) if count(*c) > count(bm, bn) and worth_it(*c)]
+        if not cuts:
+            break
+        bm, bn = min(cuts, key=lambda c: c[1] if c[0] < bm else c[0])  # the smaller repack
+    return bm, bn
 
 
 def _element(op: Operand, which: str, row: str, col: str) -> tuple[str, str]:
@@ -460,11 +489,13 @@ def _pack_a_call(a: Operand) -> str:
 
 def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str, a: Operand,
                   b: Operand, store: Callable[[str, str, str], str], batch: str = "1",
-                  batch_setup: str = "", col_sums: Callable[[str, str], str] | None = None) -> str:
+                  batch_setup: str = "", col_sums: Callable[[str, str], str] | None = None,
+                  tile: tuple[str, str] = ("", "")) -> str:
     """Kernel body of the cpu schedule (see CpuTiling): launch with blockDim (1, 1, 1), one
-    block per tile on x, batch entries on z. col_sums (batch 1, B not transposed): (column,
-    value) -> the statement storing B's column sum, which the tiles of the first row block add
-    up as they pack B.
+    block per tile on x, batch entries on z. `tile`: C names of the tiles' rows and columns
+    (at most BM x BN: cpu_tile, computed at launch); BM x BN when not given. col_sums (batch 1,
+    B not transposed): (column, value) -> the statement storing B's column sum, which the
+    tiles of the first row block add up as they pack B.
 
     The register tile and the packing of strided operands are cuda_shim.h's gf_gemm_* blocks
     (compiled once into the cpu device's runtime); operands read through a gather or a
@@ -494,14 +525,15 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
   {c_type} Bp[{kc} * {t.bn}];  // B panel: NR-wide strips, each [KC][NR], zero-padded
   {c_type} Ct[{t.bm} * {t.bn}];  // the tile's accumulators
 {sums.decl}  const {itype} M = {m}, N = {n}, K = {k};
-  const {itype} tiles_n = (N + {t.bn - 1}) / {t.bn};
-  const {itype} tiles = ((M + {t.bm - 1}) / {t.bm}) * tiles_n;
+  const int bm = {tile[0] or t.bm}, bn = {tile[1] or t.bn};  // this launch's tiles
+  const {itype} tiles_n = (N + bn - 1) / bn;
+  const {itype} tiles = ((M + bm - 1) / bm) * tiles_n;
   const long long batch = {batch};
   for (long long z = blockIdx.z; z < batch; z += gridDim.z) {{
 {_indent(batch_setup, 4)}    for ({itype} tile = blockIdx.x; tile < tiles; tile += gridDim.x) {{
-      const {itype} m0 = (tile / tiles_n) * {t.bm}, n0 = (tile % tiles_n) * {t.bn};
-      const int rows = M - m0 < {t.bm} ? (int)(M - m0) : {t.bm};
-      const int cols = N - n0 < {t.bn} ? (int)(N - n0) : {t.bn};
+      const {itype} m0 = (tile / tiles_n) * bm, n0 = (tile % tiles_n) * bn;
+      const int rows = M - m0 < bm ? (int)(M - m0) : bm;
+      const int cols = N - n0 < bn ? (int)(N - n0) : bn;
       // zero only what the register tiles accumulate into (rows and strips in use): a small
       // GEMM (attention's 32x32 heads) must not pay for clearing the whole {t.bm}x{t.bn} tile
       for (int i = 0; i < (rows + {t.mr - 1}) / {t.mr} * {t.mr}; ++i)
@@ -525,10 +557,12 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
 """
 
 
-def gemm_launch_cpu(t: CpuTiling, mnb: Callable[[dict], tuple[int, int, int]]) -> Callable:
+def gemm_launch_cpu(t: CpuTiling, mnb: Callable[[dict], tuple[int, int, int]],
+                    kk: Callable[[dict], int]) -> Callable:
     def launch(shapes: dict, device: str) -> Launch:
         mm, nn, b = mnb(shapes)
-        tiles = max(1, -(-mm // t.bm) * -(-nn // t.bn))
+        bm, bn = cpu_tile(t, mm, nn, kk(shapes), b, getattr(shapes, "threads", 1))
+        tiles = max(1, -(-mm // bm) * -(-nn // bn))
         return Launch((min(tiles, 2**31 - 1), 1, max(1, min(b, 65535))), (1, 1, 1))
     return launch
 
@@ -827,18 +861,24 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
     if recompute:
         from .elementwise import HELPERS as SCALAR_HELPERS
         checks, helpers = [*checks, *thin_checks], (*helpers, SCALAR_HELPERS)
-    make_body = gemm_body_cpu if cpu else gemm_body
-    body = recomputed + prologue + make_body(
-        ctype(out.dtype), itype, t, m, n, k, a_op, b_op, store, batch=count, batch_setup=setup,
-        col_sums=col_sums,
-    )
-
     def mnkb(shapes):
         sa, sb = shapes[a], shapes[b]
         mm = sa[-1] if ta else sa[-2]
         kk = sa[-2] if ta else sa[-1]
         nn = sb[-2] if tb else sb[-1]
         return mm, nn, kk, numel(shapes[out][:-2])
+
+    if cpu:
+        def tile_side(i: int) -> Callable[[dict], int]:
+            return lambda s: cpu_tile(t, *mnkb(s), getattr(s, "threads", 1))[i]
+        tile = (kb.scalar("tile_rows", "int", tile_side(0)), kb.scalar("tile_cols", "int", tile_side(1)))
+        body = recomputed + prologue + gemm_body_cpu(
+            ctype(out.dtype), itype, t, m, n, k, a_op, b_op, store, batch=count, batch_setup=setup,
+            col_sums=col_sums, tile=tile)
+    else:
+        body = recomputed + prologue + gemm_body(
+            ctype(out.dtype), itype, t, m, n, k, a_op, b_op, store, batch=count, batch_setup=setup,
+            col_sums=col_sums)
 
     shape_text = (f"{list(a.shape)}{'^T' if ta else ''} @ {list(b.shape)}{'^T' if tb else ''}"
                   f" -> {list(out.shape)}")
@@ -847,7 +887,8 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
     ctx.add(
         kb.build(
             body,
-            (gemm_launch_cpu if cpu else gemm_launch)(t, lambda s: (mnkb(s)[0], mnkb(s)[1], mnkb(s)[3])),
+            gemm_launch_cpu(t, lambda s: (mnkb(s)[0], mnkb(s)[1], mnkb(s)[3]), lambda s: mnkb(s)[2])
+            if cpu else gemm_launch(t, lambda s: (mnkb(s)[0], mnkb(s)[1], mnkb(s)[3])),
             flops=lambda s: 2 * mnkb(s)[0] * mnkb(s)[1] * mnkb(s)[2] * mnkb(s)[3],
             comment=f"batched GEMM {shape_text}; {t.describe()}{extra}",
             checks=checks, helpers=helpers,
