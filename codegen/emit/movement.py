@@ -155,25 +155,25 @@ def _transpose_tiled(ctx: EmitContext, op: Operation, kb: KernelBuilder, groups:
 
     Reads and writes are both coalesced: a warp reads 32 consecutive columns of one input row
     and writes 32 consecutive rows of one output row. Tiles are walked by a grid-stride loop,
-    so any batch size fits in grid.x; the loops over the tile stride by blockDim, so the CPU
-    launch may use a single thread per block.
+    so any batch size fits in grid.x. On the cpu one thread copies each tile straight across,
+    writing a row of the output at a time (the tile's 32 input rows stay in cache): no shared
+    tile, and no barrier, which would make the emulator run each block as fibers.
     """
     x, out = op.inputs[0], op.outputs[0]
     src, dst, t = kb.input(x), kb.output(out), ctype(x.dtype)
     dims = [_prod([kb.dim(x, a) for a in g]) for g in groups]
     batch, rows, cols = _prod(dims[:-2]), dims[-2], dims[-1]
     it = index_type_for(x)
-    body = f"""\
-  __shared__ {t} tile[{TILE_DIM}][{TILE_DIM + 1}];
-  const {it} rows = {rows}, cols = {cols};
-  const {it} tiles_r = (rows + {TILE_DIM - 1}) / {TILE_DIM}, tiles_c = (cols + {TILE_DIM - 1}) / {TILE_DIM};
-  const {it} tiles = tiles_r * tiles_c * {batch};
-  for ({it} tile_id = blockIdx.x; tile_id < tiles; tile_id += gridDim.x) {{
-    const {it} tc = tile_id % tiles_c, rest = tile_id / tiles_c;
-    const {it} r0 = (rest % tiles_r) * {TILE_DIM}, c0 = tc * {TILE_DIM};
-    const {it} plane = (rest / tiles_r) * rows * cols;
-    const {t}* __restrict__ from = {src} + plane;
-    {t}* __restrict__ to = {dst} + plane;
+    if ctx.device == "cpu":
+        copy = f"""\
+    const {it} r_end = r0 + {TILE_DIM} < rows ? r0 + {TILE_DIM} : rows;
+    const {it} c_end = c0 + {TILE_DIM} < cols ? c0 + {TILE_DIM} : cols;
+    for ({it} c = c0; c < c_end; ++c) {{
+      for ({it} r = r0; r < r_end; ++r) to[c * rows + r] = from[r * cols + c];
+    }}
+"""
+    else:
+        copy = f"""\
     for (int ty = threadIdx.y; ty < {TILE_DIM}; ty += blockDim.y) {{
       for (int tx = threadIdx.x; tx < {TILE_DIM}; tx += blockDim.x) {{
         const {it} r = r0 + ty, c = c0 + tx;
@@ -188,7 +188,19 @@ def _transpose_tiled(ctx: EmitContext, op: Operation, kb: KernelBuilder, groups:
       }}
     }}
     __syncthreads();
-  }}
+"""
+    shared = "" if ctx.device == "cpu" else f"  __shared__ {t} tile[{TILE_DIM}][{TILE_DIM + 1}];\n"
+    body = shared + f"""\
+  const {it} rows = {rows}, cols = {cols};
+  const {it} tiles_r = (rows + {TILE_DIM - 1}) / {TILE_DIM}, tiles_c = (cols + {TILE_DIM - 1}) / {TILE_DIM};
+  const {it} tiles = tiles_r * tiles_c * {batch};
+  for ({it} tile_id = blockIdx.x; tile_id < tiles; tile_id += gridDim.x) {{
+    const {it} tc = tile_id % tiles_c, rest = tile_id / tiles_c;
+    const {it} r0 = (rest % tiles_r) * {TILE_DIM}, c0 = tc * {TILE_DIM};
+    const {it} plane = (rest / tiles_r) * rows * cols;
+    const {t}* __restrict__ from = {src} + plane;
+    {t}* __restrict__ to = {dst} + plane;
+{copy}  }}
 """
 
     def launch(shapes, device):
@@ -202,8 +214,9 @@ def _transpose_tiled(ctx: EmitContext, op: Operation, kb: KernelBuilder, groups:
         return Launch((min(tiles, 2**20), 1, 1), (TILE_DIM, TILE_ROWS, 1))
 
     perm = op.attrs["perm"]
+    how = "one thread per tile on the cpu" if ctx.device == "cpu" else "through shared memory"
     ctx.add(kb.build(body, launch, comment=f"Transpose {list(x.shape)} perm {list(perm)}: tiled "
-                     f"{TILE_DIM}x{TILE_DIM} batched 2-D transpose through shared memory"))
+                     f"{TILE_DIM}x{TILE_DIM} batched 2-D transpose, {how}"))
 
 
 @emitter("Transpose")
