@@ -37,6 +37,7 @@ GPU_THREADS = 256  # threads per block on the GPU (the shared-memory helpers ass
 CPU_THREADS = 32  # the emulator runs a block's threads as fibers: keep blocks small
 CPU_MAX_BLOCKS = 256
 CPU_COLUMNS = 16  # cpu column reductions: consecutive outputs one thread combines side by side
+CPU_LANES = 8  # cpu sums along memory: partial sums one thread adds into in turn
 GPU_MAX_BLOCKS = 65535
 TWO_PASS_MIN_LEN = 65536  # reductions at least this long may be split over several blocks
 CHUNK_LEN = 16384  # about this many elements per chunk in the two-pass scheme
@@ -388,13 +389,16 @@ def reduce_body(
     chunked: bool = False,
     count: str | None = None,
     columns: int = 1,
+    lanes: int = 1,
 ) -> str:
     """Kernel body: blocks take tiles of blockDim.x outputs; threadIdx.y splits each output's
     elements (and blockIdx.y picks a chunk of them when `chunked`); then a block combine.
 
     columns > 1 (the cpu schedule of a column reduction, blockDim (1, 1)): each thread combines
     that many consecutive outputs side by side, element r of all of them per step, so the
-    inner loop reads memory with unit stride and vectorizes."""
+    inner loop reads memory with unit stride and vectorizes. lanes > 1 (the cpu schedule of a
+    sum): each threadIdx.y takes a contiguous part of the elements and adds them into that many
+    partial sums in turn, so the loop vectorizes (one float sum must add in order)."""
     acc = f"{comb.struct}::acc"
     lines = [
         f"const {itype} n_out = {n_out};",
@@ -414,6 +418,40 @@ def reduce_body(
     if columns > 1:
         return indent(lines + _columns_loop(itype, comb, columns, base_lines, elem_lines, value,
                                             store), 2)
+    if lanes > 1:
+        t, red = itype, comb.struct
+
+        def step(lane: str) -> list:
+            return [*elem_lines, f"a_part[{lane}] = {red}::combine(a_part[{lane}], {comb.load(value, 'r')});"]
+        parts = [f"a_part[{q}]" for q in range(lanes)]
+        while len(parts) > 1:
+            parts = [f"{red}::combine({parts[q]}, {parts[q + 1]})" for q in range(0, len(parts), 2)]
+        walk = [
+            f"const {t} part = (r_end - r_begin + ({t})blockDim.y - 1) / ({t})blockDim.y;",
+            f"const {t} lo = r_begin + ({t})threadIdx.y * part;",
+            f"const {t} hi = lo + part < r_end ? lo + part : r_end;",
+            f"{acc} a_part[{lanes}];",
+            f"for (int q = 0; q < {lanes}; ++q) a_part[q] = {red}::identity();",
+            f"{t} r0 = lo;",
+            f"for (; r0 + {lanes} <= hi; r0 += {lanes}) {{",
+            f"  for (int q = 0; q < {lanes}; ++q) {{",
+            f"    const {t} r = r0 + q;",
+            *["    " + line for line in step("q")],
+            "  }",
+            "}",
+            "for (; r0 < hi; ++r0) {",
+            f"  const {t} r = r0;",
+            *["  " + line for line in step("0")],
+            "}",
+            f"a = {parts[0]};",
+        ]
+    else:
+        walk = [
+            f"for ({itype} r = r_begin + threadIdx.y; r < r_end; r += blockDim.y) {{",
+            *["  " + line for line in elem_lines],
+            f"  a = {comb.struct}::combine(a, {comb.load(value, 'r')});",
+            "}",
+        ]
     loop = [
         f"__shared__ {acc} smem[256];",
         f"for ({itype} tile = blockIdx.x; tile * ({itype})blockDim.x < n_out; tile += gridDim.x) {{",
@@ -421,10 +459,7 @@ def reduce_body(
         f"  {acc} a = {comb.struct}::identity();",
         "  if (o < n_out) {",
         *["    " + line for line in base_lines],
-        f"    for ({itype} r = r_begin + threadIdx.y; r < r_end; r += blockDim.y) {{",
-        *["      " + line for line in elem_lines],
-        f"      a = {comb.struct}::combine(a, {comb.load(value, 'r')});",
-        "    }",
+        *["    " + line for line in walk],
         "  }",
         f"  a = gf_red_block<{comb.struct} >(a, smem);",
         "  if (threadIdx.y == 0 && o < n_out) {",
@@ -532,13 +567,16 @@ def emit_reduction(ctx: EmitContext, kb: KernelBuilder, op: Operation, x: Tensor
     sizes = geo.sizes
     checks = [] if prologue is None else code.checks
     columns = CPU_COLUMNS if ctx.device == "cpu" and geo.inner_kept else 1
+    lanes = CPU_LANES if ctx.device == "cpu" and columns == 1 and comb.struct.startswith("gf_red_sum") \
+        else 1
     if columns > 1:
         comment = (f"{op.type} of {list(x.shape)} -> {list(out.shape)}: output o combines "
                    f"x[keep_offset(o) + reduce_offset(r)]; cpu schedule: each thread combines "
                    f"{columns} adjacent outputs side by side")
     if not two_pass:
         body = reduce_body(itype, comb, geo.n_out, geo.length, base_lines, base, elem,
-                           store_final, count="len" if comb.uses_count else None, columns=columns)
+                           store_final, count="len" if comb.uses_count else None, columns=columns,
+                           lanes=lanes)
         body = top() + body
         ctx.add(kb.build(body, reduction_launch(sizes, False, columns), flops=flops, comment=comment,
                          helpers=helpers, checks=checks))
@@ -567,7 +605,8 @@ def emit_reduction(ctx: EmitContext, kb: KernelBuilder, op: Operation, x: Tensor
                 "  " + comb.store_partial(a, f"({itype})blockIdx.y * n_out + {o}", parts), "}"]
 
     body = reduce_body(itype, comb, geo.n_out, geo.length, base_lines, base, elem,
-                       store_first, True, count="len" if comb.uses_count else None, columns=columns)
+                       store_first, True, count="len" if comb.uses_count else None, columns=columns,
+                       lanes=lanes)
     body = top() + body
     ctx.add(kb.build(body, reduction_launch(sizes, True, columns), flops=flops,
                      comment=comment + "; pass 1 of 2 (with chunks > 1: partials to scratch)",
