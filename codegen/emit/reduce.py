@@ -37,7 +37,7 @@ GPU_THREADS = 256  # threads per block on the GPU (the shared-memory helpers ass
 CPU_THREADS = 32  # the emulator runs a block's threads as fibers: keep blocks small
 CPU_MAX_BLOCKS = 256
 CPU_COLUMNS = 16  # cpu column reductions: consecutive outputs one thread combines side by side
-CPU_LANES = 8  # cpu sums along memory: partial sums one thread adds into in turn
+CPU_LANES = 8  # cpu reductions along memory: partial results one thread combines into in turn
 GPU_MAX_BLOCKS = 65535
 TWO_PASS_MIN_LEN = 65536  # reductions at least this long may be split over several blocks
 CHUNK_LEN = 16384  # about this many elements per chunk in the two-pass scheme
@@ -397,8 +397,9 @@ def reduce_body(
     columns > 1 (the cpu schedule of a column reduction, blockDim (1, 1)): each thread combines
     that many consecutive outputs side by side, element r of all of them per step, so the
     inner loop reads memory with unit stride and vectorizes. lanes > 1 (the cpu schedule of a
-    sum): each threadIdx.y takes a contiguous part of the elements and adds them into that many
-    partial sums in turn, so the loop vectorizes (one float sum must add in order)."""
+    reduction along memory): each threadIdx.y takes a contiguous part of the elements and
+    combines them into that many partial results in turn, so the loop vectorizes (one float
+    sum must add in order; a max's NaN test chains each step on the last)."""
     acc = f"{comb.struct}::acc"
     lines = [
         f"const {itype} n_out = {n_out};",
@@ -567,8 +568,10 @@ def emit_reduction(ctx: EmitContext, kb: KernelBuilder, op: Operation, x: Tensor
     sizes = geo.sizes
     checks = [] if prologue is None else code.checks
     columns = CPU_COLUMNS if ctx.device == "cpu" and geo.inner_kept else 1
-    lanes = CPU_LANES if ctx.device == "cpu" and columns == 1 and comb.struct.startswith("gf_red_sum") \
-        else 1
+    # not a product (its order decides whether it overflows; the reference multiplies in
+    # order), nor an argmax (its (value, index) pairs ran slower in eight lanes)
+    lanes = CPU_LANES if (ctx.device == "cpu" and columns == 1 and "prod" not in comb.struct
+                          and not comb.is_arg) else 1
     if columns > 1:
         comment = (f"{op.type} of {list(x.shape)} -> {list(out.shape)}: output o combines "
                    f"x[keep_offset(o) + reduce_offset(r)]; cpu schedule: each thread combines "
