@@ -392,6 +392,10 @@ def emit_strided_slice_grad(ctx: EmitContext, op: Operation) -> None:
 # ---- Concat / ConcatSlice ----------------------------------------------------------------------
 
 
+def paren_if(expr: str) -> str:
+    return f"({expr})" if not (_is_lit(expr) or expr.isidentifier()) else expr
+
+
 def _split_at(kb: KernelBuilder, t: Tensor, axis: int) -> tuple[str, str]:
     """(outer, inner) C sizes of t around `axis`."""
     rank = len(t.shape)
@@ -401,13 +405,30 @@ def _split_at(kb: KernelBuilder, t: Tensor, axis: int) -> tuple[str, str]:
 
 @emitter("Concat")
 def emit_concat(ctx: EmitContext, op: Operation) -> None:
-    """out[o, c, n] from the input whose range along the axis holds c (a compare chain)."""
+    """out[o, c, n] from the input whose range along the axis holds c (a compare chain). On the
+    cpu, one loop per input instead: each row of an input (its part along the axis and
+    everything after it) is a contiguous run of the output, copied with unit stride."""
     xs, out, axis = list(op.inputs), op.outputs[0], op.attrs["axis"]
     kb = ctx.builder("concat", [op])
     dst = kb.output(out)
     srcs = [kb.input(x) for x in xs]
     itype = index_type_for(out, *xs)
     outer, inner = _split_at(kb, out, axis)
+    if ctx.device == "cpu":
+        run = _mul(kb.dim(out, axis), inner)  # elements of the output per outer index
+        body, offset = "", "0"
+        for x, src in zip(xs, srcs):
+            piece = _mul(kb.dim(x, axis), inner)  # elements of this input per outer index
+            to = _sum([f"row * {paren_if(run)}", _mul(paren_if(offset), inner), "last"])
+            body += (f"  {{  // {x.name}\n" + row_loop(outer, piece, itype,
+                                                       f"{dst}[{to}] = {src}[i];") + "  }\n")
+            offset = _sum([offset, kb.dim(x, axis)]) if offset != "0" else kb.dim(x, axis)
+        kernel = kb.build(body, tiled_launch(lambda shapes: numel(shapes[out])),
+                          comment=f"Concat of {len(xs)} tensors along axis {axis} -> {list(out.shape)}; "
+                          "cpu schedule: a contiguous copy per input row")
+        kernel.map = True  # row loops: right for any grid and block
+        ctx.add(kernel)
+        return
     total = kb.dim(out, axis)
     lines = _unravel("i", [outer, total, inner], ["outer", "along", "within"], itype)
     o = "outer" if outer != "1" else "0"
