@@ -11,24 +11,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 
-import graphflow as gf
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_speed import best  # noqa: E402  (median of warm calls)
+
+import graphflow as gf  # noqa: E402
 
 ROWS, COLS = 256, 1024
-
-
-def median_call(f, feed, repeat: int) -> float:
-    for _ in range(3):
-        f(feed)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        f(feed)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def cases(rng) -> dict:
@@ -90,7 +83,8 @@ def main() -> None:
         seconds = {}
         for device in ("cpu", "reference"):
             with gf.Session(graph=g, device=device) as sess, np.errstate(all="ignore"):
-                seconds[device] = median_call(sess.make_callable(y, [p]), feed, args.repeat)
+                f = sess.make_callable(y, [p])
+                seconds[device] = best(lambda: f(feed), args.repeat)
         ratio = seconds["cpu"] / seconds["reference"]
         slower += ratio > 1
         print(f"  {name:24} {seconds['cpu'] * 1e6:8.1f}us {seconds['reference'] * 1e6:8.1f}us "

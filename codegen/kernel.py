@@ -262,6 +262,15 @@ def tiled_launch(count: Callable[[Shapes], int]) -> Callable[[Shapes, str], Laun
     return launch
 
 
+def thread_part(t: str, begin: str, end: str, thread: str = "threadIdx.x",
+                threads: str = "blockDim.x") -> list[str]:
+    """C lines setting [lo, hi), this thread's contiguous part of [begin, end): how the cpu
+    schedules split a block's work (unit stride; right for any block size)."""
+    return [f"const {t} part = ({end} - {begin} + ({t}){threads} - 1) / ({t}){threads};",
+            f"const {t} lo = {begin} + ({t}){thread} * part;",
+            f"const {t} hi = lo + part < {end} ? lo + part : {end};"]
+
+
 def tile_loop(count: str, index_type: str, inner: str, device: str = "cuda") -> str:
     """The loop every elementwise-style kernel uses: blocks take tiles of TILE elements. On the
     GPU the threads of a block stride through a tile (neighbours load neighbours: coalesced);
@@ -269,10 +278,8 @@ def tile_loop(count: str, index_type: str, inner: str, device: str = "cuda") -> 
     tile) with unit stride, which g++ vectorizes. Either is right for any grid and block."""
     t = index_type
     if device == "cpu":
-        walk = (f"    const {t} part = (end - base + ({t})blockDim.x - 1) / ({t})blockDim.x;\n"
-                f"    const {t} lo = base + ({t})threadIdx.x * part;\n"
-                f"    const {t} hi = lo + part < end ? lo + part : end;\n"
-                f"    for ({t} i = lo; i < hi; ++i) {{\n")
+        walk = "".join(f"    {line}\n" for line in thread_part(t, "base", "end")) + \
+            f"    for ({t} i = lo; i < hi; ++i) {{\n"
     else:
         walk = f"    for ({t} i = base + threadIdx.x; i < end; i += blockDim.x) {{\n"
     return (
@@ -300,10 +307,8 @@ def row_loop(rows: str, length: str, index_type: str, inner: str, last: str = "l
         f"  const {t} per = len >= {TILE} || len == 0 ? 1 : {TILE} / len;  // rows per tile\n"
         f"  for ({t} r0 = ({t})blockIdx.x * per; r0 < rows; r0 += ({t})gridDim.x * per) {{\n"
         f"    const {t} r_end = r0 + per < rows ? r0 + per : rows;\n"
-        f"    const {t} part = (r_end - r0 + ({t})blockDim.x - 1) / ({t})blockDim.x;\n"
-        f"    const {t} lo = r0 + ({t})threadIdx.x * part;\n"
-        f"    const {t} hi = lo + part < r_end ? lo + part : r_end;\n"
-        f"    for ({t} row = lo; row < hi; ++row) {{\n"
+        + "".join(f"    {line}\n" for line in thread_part(t, "r0", "r_end"))
+        + f"    for ({t} row = lo; row < hi; ++row) {{\n"
         + "".join("      " + line + "\n" for line in per_row.strip().splitlines())
         + f"      for ({t} {last} = 0; {last} < len; ++{last}) {{\n"
         f"        const {t} i = row * len + {last};\n"

@@ -106,8 +106,7 @@ class FusedCode:
                 args.append(name)
             name = self.fresh("v")
             dt = op.outputs[0].dtype
-            split = self.split[:2] if self.split is not None and tuple(op.outputs[0].shape) == \
-                tuple(self.split[2].shape) else None
+            split = self._split_for(op.outputs[0])
             self.used_split |= split is not None and op.type in INDEXED
             lines.append(f"const {compute_ctype(dt)} {name} = "
                          f"{rounded(dt, scalar_expr(self.kb, op, args, split))};")
@@ -116,6 +115,12 @@ class FusedCode:
                 lines.append(f"{self.outs[op.outputs[0]]}[i] = {name};")
         self._last = local
         return lines
+
+    def _split_for(self, t) -> tuple[str, str] | None:
+        """(row, last) when the loop walks rows of a tensor shaped like t, else None."""
+        if self.split is not None and tuple(t.shape) == tuple(self.split[2].shape):
+            return self.split[:2]
+        return None
 
     def value_of(self, t) -> str:
         """The C name holding t in the statements the last segment() call wrote."""
@@ -171,9 +176,7 @@ class FusedCode:
         if self.column is not None and _row_vector(t, over):  # a bias: index by column, which
             lines.append(f"const {compute_ctype(t.dtype)} {name} = {self.kb.input(t)}[{self.column}];")
             return name  # vectorizes (the flat index's `i % N` does not)
-        split = None
-        if self.split is not None and tuple(over.shape) == tuple(self.split[2].shape):
-            split = self.split[:2]
+        split = self._split_for(over)
         offset = operand_offset(self.kb, t, over, "i", self.checks, split)
         self.used_split |= split is not None and offset not in ("i", "0")
         if offset == "0" and alias_root(t).op not in self.written and not is_one_element(over):

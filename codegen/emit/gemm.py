@@ -489,11 +489,11 @@ def _pack_a_call(a: Operand) -> str:
 
 def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str, a: Operand,
                   b: Operand, store: Callable[[str, str, str], str], batch: str = "1",
-                  batch_setup: str = "", col_sums: Callable[[str, str], str] | None = None,
-                  tile: tuple[str, str] = ("", "")) -> str:
+                  batch_setup: str = "", col_sums: Callable[[str, str], str] | None = None, *,
+                  tile: tuple[str, str]) -> str:
     """Kernel body of the cpu schedule (see CpuTiling): launch with blockDim (1, 1, 1), one
-    block per tile on x, batch entries on z. `tile`: C names of the tiles' rows and columns
-    (at most BM x BN: cpu_tile, computed at launch); BM x BN when not given. col_sums (batch 1,
+    block per tile on x, batch entries on z. `tile`: C expressions of the tiles' rows and
+    columns (at most BM x BN: cpu_tile's, set per launch). col_sums (batch 1,
     B not transposed): (column, value) -> the statement storing B's column sum, which the
     tiles of the first row block add up as they pack B.
 
@@ -525,7 +525,7 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
   {c_type} Bp[{kc} * {t.bn}];  // B panel: NR-wide strips, each [KC][NR], zero-padded
   {c_type} Ct[{t.bm} * {t.bn}];  // the tile's accumulators
 {sums.decl}  const {itype} M = {m}, N = {n}, K = {k};
-  const int bm = {tile[0] or t.bm}, bn = {tile[1] or t.bn};  // this launch's tiles
+  const int bm = {tile[0]}, bn = {tile[1]};  // this launch's tiles
   const {itype} tiles_n = (N + bn - 1) / bn;
   const {itype} tiles = ((M + bm - 1) / bm) * tiles_n;
   const long long batch = {batch};
@@ -557,11 +557,12 @@ def gemm_body_cpu(c_type: str, itype: str, t: CpuTiling, m: str, n: str, k: str,
 """
 
 
-def gemm_launch_cpu(t: CpuTiling, mnb: Callable[[dict], tuple[int, int, int]],
-                    kk: Callable[[dict], int]) -> Callable:
+def gemm_launch_cpu(t: CpuTiling, mnkb: Callable[[dict], tuple[int, int, int, int]]) -> Callable:
+    """One block per tile of cpu_tile's size (x), batch entries on z; mnkb(shapes) is
+    (M, N, K, batch)."""
     def launch(shapes: dict, device: str) -> Launch:
-        mm, nn, b = mnb(shapes)
-        bm, bn = cpu_tile(t, mm, nn, kk(shapes), b, getattr(shapes, "threads", 1))
+        mm, nn, kk, b = mnkb(shapes)
+        bm, bn = cpu_tile(t, mm, nn, kk, b, getattr(shapes, "threads", 1))
         tiles = max(1, -(-mm // bm) * -(-nn // bn))
         return Launch((min(tiles, 2**31 - 1), 1, max(1, min(b, 65535))), (1, 1, 1))
     return launch
@@ -887,8 +888,8 @@ def emit_matmul(ctx: EmitContext, op: Operation, epilogue: tuple | None = None,
     ctx.add(
         kb.build(
             body,
-            gemm_launch_cpu(t, lambda s: (mnkb(s)[0], mnkb(s)[1], mnkb(s)[3]), lambda s: mnkb(s)[2])
-            if cpu else gemm_launch(t, lambda s: (mnkb(s)[0], mnkb(s)[1], mnkb(s)[3])),
+            gemm_launch_cpu(t, mnkb) if cpu
+            else gemm_launch(t, lambda s: (mnkb(s)[0], mnkb(s)[1], mnkb(s)[3])),
             flops=lambda s: 2 * mnkb(s)[0] * mnkb(s)[1] * mnkb(s)[2] * mnkb(s)[3],
             comment=f"batched GEMM {shape_text}; {t.describe()}{extra}",
             checks=checks, helpers=helpers,

@@ -37,6 +37,7 @@ from ..kernel import (
 )
 from ..launch import DeviceCopies
 from . import emitter
+from .reduce import paren
 
 # ---- small C-expression helpers ---------------------------------------------------------------
 
@@ -392,10 +393,6 @@ def emit_strided_slice_grad(ctx: EmitContext, op: Operation) -> None:
 # ---- Concat / ConcatSlice ----------------------------------------------------------------------
 
 
-def paren_if(expr: str) -> str:
-    return f"({expr})" if not (_is_lit(expr) or expr.isidentifier()) else expr
-
-
 def _split_at(kb: KernelBuilder, t: Tensor, axis: int) -> tuple[str, str]:
     """(outer, inner) C sizes of t around `axis`."""
     rank = len(t.shape)
@@ -419,10 +416,10 @@ def emit_concat(ctx: EmitContext, op: Operation) -> None:
         body, offset = "", "0"
         for x, src in zip(xs, srcs):
             piece = _mul(kb.dim(x, axis), inner)  # elements of this input per outer index
-            to = _sum([f"row * {paren_if(run)}", _mul(paren_if(offset), inner), "last"])
+            to = _sum([f"row * {paren(run)}", _mul(paren(offset), inner), "last"])
             body += (f"  {{  // {x.name}\n" + row_loop(outer, piece, itype,
                                                        f"{dst}[{to}] = {src}[i];") + "  }\n")
-            offset = _sum([offset, kb.dim(x, axis)]) if offset != "0" else kb.dim(x, axis)
+            offset = _sum([offset, kb.dim(x, axis)])
         kernel = kb.build(body, tiled_launch(lambda shapes: numel(shapes[out])),
                           comment=f"Concat of {len(xs)} tensors along axis {axis} -> {list(out.shape)}; "
                           "cpu schedule: a contiguous copy per input row")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from graphflow.graph import Operation, Tensor
 
-from ..kernel import EmitContext, KernelBuilder, Launch, ctype, index_type_for, numel
+from ..kernel import EmitContext, KernelBuilder, Launch, ctype, index_type_for, numel, thread_part
 from . import emitter
 
 # ---- launch policy ------------------------------------------------------------------------
@@ -420,32 +420,9 @@ def reduce_body(
         return indent(lines + _columns_loop(itype, comb, columns, base_lines, elem_lines, value,
                                             store), 2)
     if lanes > 1:
-        t, red = itype, comb.struct
-
-        def step(lane: str) -> list:
-            return [*elem_lines, f"a_part[{lane}] = {red}::combine(a_part[{lane}], {comb.load(value, 'r')});"]
-        parts = [f"a_part[{q}]" for q in range(lanes)]
-        while len(parts) > 1:
-            parts = [f"{red}::combine({parts[q]}, {parts[q + 1]})" for q in range(0, len(parts), 2)]
-        walk = [
-            f"const {t} part = (r_end - r_begin + ({t})blockDim.y - 1) / ({t})blockDim.y;",
-            f"const {t} lo = r_begin + ({t})threadIdx.y * part;",
-            f"const {t} hi = lo + part < r_end ? lo + part : r_end;",
-            f"{acc} a_part[{lanes}];",
-            f"for (int q = 0; q < {lanes}; ++q) a_part[q] = {red}::identity();",
-            f"{t} r0 = lo;",
-            f"for (; r0 + {lanes} <= hi; r0 += {lanes}) {{",
-            f"  for (int q = 0; q < {lanes}; ++q) {{",
-            f"    const {t} r = r0 + q;",
-            *["    " + line for line in step("q")],
-            "  }",
-            "}",
-            "for (; r0 < hi; ++r0) {",
-            f"  const {t} r = r0;",
-            *["  " + line for line in step("0")],
-            "}",
-            f"a = {parts[0]};",
-        ]
+        walk = [*thread_part(itype, "r_begin", "r_end", "threadIdx.y", "blockDim.y"),
+                *lanes_loop(itype, acc, comb.struct, "r", "lo", "hi", elem_lines,
+                            {"a": comb.load(value, "r")}, lanes)]
     else:
         walk = [
             f"for ({itype} r = r_begin + threadIdx.y; r < r_end; r += blockDim.y) {{",
@@ -469,6 +446,33 @@ def reduce_body(
         "}",
     ]
     return indent(lines + loop, 2)
+
+
+def lanes_loop(itype: str, acc: str, red: str, index: str, begin: str, end: str, body: list,
+               terms: dict, lanes: int = CPU_LANES) -> list:
+    """Lines combining the elements begin <= `index` < end into each `name` of terms ({name:
+    the element's value, after the per-element `body` lines}) with the combiner `red`, through
+    `lanes` partial results per name taken in turn, so g++ vectorizes the loop (one float sum
+    must add in order). Each name, declared before, is where the partials start and what they
+    combine into at the end."""
+    def element(at: str, lane: str) -> list:
+        return [f"const {itype} {index} = {at};", *body,
+                *(f"{n}_part[{lane}] = {red}::combine({n}_part[{lane}], {e});" for n, e in terms.items())]
+
+    first = f"{index}0"
+    lines = [*(f"{acc} {n}_part[{lanes}];" for n in terms),
+             f"for (int q = 0; q < {lanes}; ++q) {{", *(f"  {n}_part[q] = {n};" for n in terms), "}",
+             f"{itype} {first} = {begin};",
+             f"for (; {first} + {lanes} <= {end}; {first} += {lanes}) {{",
+             f"  for (int q = 0; q < {lanes}; ++q) {{",
+             *("    " + line for line in element(f"{first} + q", "q")), "  }", "}",
+             f"for (; {first} < {end}; ++{first}) {{", *("  " + line for line in element(first, "0")), "}"]
+    for n in terms:
+        parts = [f"{n}_part[{q}]" for q in range(lanes)]
+        while len(parts) > 1:
+            parts = [f"{red}::combine({parts[q]}, {parts[q + 1]})" for q in range(0, len(parts), 2)]
+        lines.append(f"{n} = {parts[0]};")
+    return lines
 
 
 def _columns_loop(itype: str, comb: Combiner, columns: int, base_lines: list, elem_lines: list,

@@ -27,7 +27,7 @@ from ..fusion import type_names
 from ..kernel import EmitContext, KernelBuilder, Launch, ctype, index_type_for, numel
 from . import emitter
 from .elementwise import Dialect
-from .reduce import HELPERS, block_shape, grid_size, indent, mul, paren, scaled
+from .reduce import HELPERS, block_shape, grid_size, indent, lanes_loop, mul, paren, scaled
 
 ROW_HELPERS = r"""
 // graphflow row kernels: exp/log by dtype
@@ -99,29 +99,13 @@ def row_reduce(itype: str, c: str, rows: Rows, body: list, terms: dict, red: str
     """Lines combining this thread's share of the row into each `name` of terms ({name:
     expression of the element at j}, after the per-element `body` lines) with the combiner
     `red` (default gf_red_sum<c>), declared here. The cpu schedule keeps eight partial results
-    per name, so g++ vectorizes a sum (one float sum must be added in order); a max with NaN
-    propagation still compiles to scalar compares there. The other schedule combines into one."""
+    per name (reduce.lanes_loop), so g++ vectorizes the loop; the other combines into one."""
     red = red or f"gf_red_sum<{c}>"
     declare = [f"{c} {name} = {red}::identity();" for name in terms]
     if not rows.serial:
         return declare + row_loop(itype, [*body, *(f"{n} = {red}::combine({n}, {e});"
                                                    for n, e in terms.items())])
-
-    def element(j: str, lane: str) -> list:
-        return [f"const {itype} j = {j};", *body,
-                *(f"{n}_part[{lane}] = {red}::combine({n}_part[{lane}], {e});" for n, e in terms.items())]
-
-    lines = [*(f"{c} {n}_part[8];" for n in terms),
-             "for (int q = 0; q < 8; ++q) {", *(f"  {n}_part[q] = {n};" for n in terms), "}",
-             f"{itype} j0 = 0;",
-             "for (; j0 + 8 <= len; j0 += 8) {", "  for (int q = 0; q < 8; ++q) {",
-             *("    " + line for line in element("j0 + q", "q")), "  }", "}",
-             "for (; j0 < len; ++j0) {", *("  " + line for line in element("j0", "0")), "}"]
-    for n in terms:
-        p = [f"{n}_part[{q}]" for q in range(8)]
-        pairs = [f"{red}::combine({p[q]}, {p[q + 1]})" for q in range(0, 8, 2)]
-        lines.append(f"{n} = {red}::combine({red}::combine({pairs[0]}, {pairs[1]}), "
-                     f"{red}::combine({pairs[2]}, {pairs[3]}));")
+    lines = lanes_loop(itype, c, red, "j", "0", "len", body, terms)
     return declare + ["if (active) {", *("  " + line for line in lines), "}"]
 
 
